@@ -1,0 +1,1 @@
+"""Defenses: adversarial training and input preprocessing (see the defenses issue)."""

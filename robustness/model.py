@@ -1,0 +1,89 @@
+"""Model adapters: input normalization inside the model, and a guard that
+evaluates a user's model without changing it.
+
+Attacks work in pixel space with declared bounds (default ``(0, 1)``); a dataset's
+``mean``/``std`` normalization belongs inside the model, as :class:`NormalizedModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustness.errors import InputError
+
+__all__ = ["NormalizedModel", "model_device", "evaluation_mode"]
+
+log = logging.getLogger(__name__)
+
+
+class NormalizedModel(nn.Module):
+    """Wrap ``model`` so that it takes pixel-space inputs and normalizes them itself.
+
+    ``forward(x) = model((x - mean) / std)`` with ``mean`` and ``std`` given per channel
+    (dimension 1 of ``x``, shape ``(N, C, ...)``).
+
+    Example::
+
+        net = NormalizedModel(resnet, mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616))
+        report = robustness.evaluate(net, (x, y), attacks=["pgd"], epsilons=[8 / 255])
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
+        std_t = torch.as_tensor(list(std), dtype=torch.float32)
+        if mean_t.dim() != 1 or mean_t.shape != std_t.shape or mean_t.numel() == 0:
+            raise InputError("mean and std must be non-empty sequences of the same length, one value per channel")
+        if not torch.all(std_t > 0):
+            raise InputError(f"every std must be positive, got {std_t.tolist()}")
+        self.model = model
+        self.register_buffer("mean", mean_t, persistent=True)
+        self.register_buffer("std", std_t, persistent=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.mean.numel():
+            raise InputError(
+                f"NormalizedModel has {self.mean.numel()} channels of mean/std but the input has shape "
+                f"{tuple(x.shape)}: inputs must be (N, C, ...) with C = {self.mean.numel()}"
+            )
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return self.model((x - self.mean.view(shape)) / self.std.view(shape))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer; CPU for a stateless model."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (and on ``device``) for the block, then restore it.
+
+    Every submodule's ``training`` flag and the model's device are restored on exit,
+    even after an exception. Attacks only take gradients with respect to inputs
+    (``torch.autograd.grad``), so parameters, their ``.grad`` and buffers are untouched.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    original = model_device(model)
+    moved = device is not None and torch.device(device) != original
+    if any(flag for _, flag in modes):
+        log.info("the model was in training mode: evaluating in eval mode, and restoring its mode afterwards")
+    try:
+        model.eval()
+        if moved:
+            model.to(device)
+        yield model
+    finally:
+        if moved:
+            model.to(original)
+        for m, flag in modes:
+            m.training = flag
