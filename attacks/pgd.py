@@ -1,0 +1,160 @@
+"""Projected Gradient Descent (Madry et al. 2018, "Towards Deep Learning Models
+Resistant to Adversarial Attacks"), Linf and L2.
+
+Per restart: start at a uniform random point of the ``eps`` ball (or at ``x``), then
+``steps`` times take a gradient step of size ``rel_stepsize * eps`` (sign of the gradient
+for Linf, the normalised gradient for L2), project onto the ball and clip to the bounds.
+
+Per sample it keeps the first iterate that fools the model, or else the iterate of
+highest loss, over all restarts. Samples already fooled stop costing compute: they leave
+the working batch at once (``early_stop``) and are not restarted.
+
+Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
+
+Example::
+
+    from attacks import PGD
+    pgd = PGD(norm="linf", steps=40, restarts=5, loss="margin")
+    adv = pgd(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import FixedBudgetAttack
+from attacks.fgsm import gradient_step
+from attacks.losses import Loss, _check_loss, is_adversarial, objective
+from robustness.errors import InputError
+from robustness.norms import Norm, clip_to_bounds, project
+
+__all__ = ["PGD", "random_start"]
+
+
+def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) -> Tensor:
+    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around each sample of ``x``."""
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + (2 * noise - 1) * eps
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype).flatten(1)
+    direction = direction / direction.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+    d = direction.shape[1]
+    radius = torch.rand((x.shape[0], 1), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+    return x + (eps * radius * direction).view_as(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGD(FixedBudgetAttack):
+    """Projected gradient descent with random start, restarts and early stopping.
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        steps: gradient steps per restart.
+        rel_stepsize: step size as a fraction of ``eps``; ``None`` means ``2.5 / steps``
+            (Madry et al.: the walk can cross the ball more than once).
+        restarts: independent random starts; the per-sample best is kept.
+        random_start: start at a random point of the ball instead of ``x``.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner style logit margin).
+        early_stop: drop samples from the working batch once fooled.
+    """
+
+    name: ClassVar[str] = "pgd"
+    norm: Norm = "linf"
+    steps: int = 10
+    rel_stepsize: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    loss: Loss = "ce"
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_loss(self.loss)
+        for field in ("steps", "restarts"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"PGD {field} must be an integer >= 1, got {value!r}")
+        if self.rel_stepsize is not None and not (
+            isinstance(self.rel_stepsize, (int, float)) and math.isfinite(self.rel_stepsize) and self.rel_stepsize > 0
+        ):
+            raise InputError(f"PGD rel_stepsize must be a positive number or None, got {self.rel_stepsize!r}")
+
+    @property
+    def step_fraction(self) -> float:
+        """Step size as a fraction of ``eps``."""
+        return float(self.rel_stepsize) if self.rel_stepsize is not None else 2.5 / self.steps
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        eps: float,
+        bounds: tuple[float, float],
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        n = x.shape[0]
+        best = x.clone()
+        best_obj = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        alpha = self.step_fraction * eps
+        for restart in range(self.restarts):
+            idx = torch.arange(n, device=x.device) if restart == 0 else (~fooled).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            self._restart(model, x, y, target, idx, best, best_obj, fooled, eps, alpha, bounds, generator)
+        return best
+
+    def _restart(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        idx: Tensor,
+        best: Tensor,
+        best_obj: Tensor,
+        fooled: Tensor,
+        eps: float,
+        alpha: float,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+    ) -> None:
+        """One random start for the samples ``idx``; updates ``best``, ``best_obj``, ``fooled`` in place."""
+        x0, y0 = x[idx], y[idx]
+        t0 = target[idx] if target is not None else None
+        x_adv = x0
+        if self.random_start:
+            x_adv = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
+        for step in range(self.steps + 1):
+            last = step == self.steps
+            x_in = x_adv.requires_grad_(not last)
+            with torch.set_grad_enabled(not last):
+                logits = model(x_in)
+                obj = objective(logits, y0, self.loss, t0)
+            success = is_adversarial(logits.detach(), y0, t0)
+            # the first fooling iterate wins (+inf); otherwise the highest objective so far
+            score = torch.where(success, torch.full_like(obj, math.inf), obj.detach())
+            better = score > best_obj[idx]
+            best[idx] = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x_adv.detach(), best[idx])
+            best_obj[idx] = torch.maximum(score, best_obj[idx])
+            fooled[idx] = fooled[idx] | success
+            if last:
+                break
+            (grad,) = torch.autograd.grad(obj.sum(), x_in)
+            x_adv = gradient_step(x_adv.detach(), grad, alpha, self.norm)
+            x_adv = clip_to_bounds(project(x_adv, x0, eps, self.norm), bounds)
+            if self.early_stop:
+                keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
+                if keep.numel() == 0:
+                    break
+                if keep.numel() < idx.numel():
+                    idx, x0, y0, x_adv = idx[keep], x0[keep], y0[keep], x_adv[keep]
+                    t0 = t0[keep] if t0 is not None else None
