@@ -3,7 +3,7 @@ Resistant to Adversarial Attacks"), Linf and L2.
 
 Per restart: start at a uniform random point of the ``eps`` ball (or at ``x``), then
 ``steps`` times take a gradient step of size ``rel_stepsize * eps`` (sign of the gradient
-for Linf, the normalised gradient for L2), project onto the ball and clip to the bounds.
+for Linf, the normalised gradient for L2), clip to the bounds and project onto the ball.
 
 Per sample it keeps the first iterate that fools the model, or else the iterate of
 highest loss, over all restarts. Samples already fooled stop costing compute: they leave
@@ -135,7 +135,7 @@ class PGD(FixedBudgetAttack):
             x_adv = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
         for step in range(self.steps + 1):
             last = step == self.steps
-            x_in = x_adv.requires_grad_(not last)
+            x_in = x_adv.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
                 logits = model(x_in)
                 obj = objective(logits, y0, self.loss, t0)
@@ -143,14 +143,16 @@ class PGD(FixedBudgetAttack):
             # the first fooling iterate wins (+inf); otherwise the highest objective so far
             score = torch.where(success, torch.full_like(obj, math.inf), obj.detach())
             better = score > best_obj[idx]
-            best[idx] = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x_adv.detach(), best[idx])
+            best[idx] = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x_in.detach(), best[idx])
             best_obj[idx] = torch.maximum(score, best_obj[idx])
             fooled[idx] = fooled[idx] | success
             if last:
                 break
             (grad,) = torch.autograd.grad(obj.sum(), x_in)
-            x_adv = gradient_step(x_adv.detach(), grad, alpha, self.norm)
-            x_adv = clip_to_bounds(project(x_adv, x0, eps, self.norm), bounds)
+            x_adv = gradient_step(x_in.detach(), grad, alpha, self.norm)
+            # clip, then project: for L2 the projection then spends the whole budget on pixels
+            # that can still move (the box and the ball are convex, so the result stays in both)
+            x_adv = project(clip_to_bounds(x_adv, bounds), x0, eps, self.norm)
             if self.early_stop:
                 keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
                 if keep.numel() == 0:

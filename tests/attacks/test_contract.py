@@ -1,0 +1,77 @@
+"""The contract every registered fixed-budget attack keeps, checked over random shapes,
+budgets and bounds (hypothesis), plus strength and determinism on a trained model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from attacks.base import MinimizationAttack
+from robustness.norms import norm_of
+from robustness.registry import ATTACKS
+
+NAMES = ATTACKS.list()
+TOL = 1e-5
+
+
+def _build(name: str, norm: str):
+    cls = ATTACKS.load(name)
+    if issubclass(cls, MinimizationAttack):
+        kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
+        return ATTACKS.create(name, **kwargs) if norm == "l2" else None
+    return ATTACKS.create(name, norm=norm, **({"steps": 3} if name == "pgd" else {}))
+
+
+class Linear(nn.Module):
+    def __init__(self, features: int, classes: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(features, classes, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    shape=st.sampled_from([(1, 4, 4), (3, 2, 5), (7,)]),
+    low=st.floats(-2.0, 1.0),
+    width=st.floats(0.1, 3.0),
+    eps_frac=st.floats(0.0, 1.5),
+    seed=st.integers(0, 2**16),
+)
+def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, seed) -> None:
+    attack = _build(name, norm)
+    if attack is None:
+        pytest.skip(f"{name} does not work in {norm}")
+    high = low + width
+    g = torch.Generator().manual_seed(seed)
+    x = low + width * torch.rand((n, *shape), generator=g)
+    numel = torch.tensor(shape).prod().item()
+    eps = eps_frac * width * (1.0 if norm == "linf" else numel**0.5)
+    model = Linear(int(numel), 3, seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x_adv = attack(model, x, y, eps=eps, bounds=(low, high), generator=torch.Generator().manual_seed(seed))
+    assert x_adv.shape == x.shape
+    assert torch.all(x_adv >= low - TOL) and torch.all(x_adv <= high + TOL)
+    assert torch.all(norm_of(x_adv - x, norm) <= eps * (1 + TOL) + TOL)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -> None:
+    x, y = test_batch
+    norm = "l2" if issubclass(ATTACKS.load(name), MinimizationAttack) else "linf"
+    attack = _build(name, norm)
+    eps = 0.2 if norm == "linf" else 1.5
+    clean = (trained_model(x).argmax(1) == y).float().mean()
+    first = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
+    second = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
+    robust = (trained_model(first).argmax(1) == y).float().mean()
+    assert torch.equal(first, second)
+    assert robust < clean - 0.3, f"{name}: clean {clean:.3f}, robust {robust:.3f}"

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import robustness
+from attacks import FGSM, PGD
+from attacks.base import FixedBudgetAttack
+from robustness.errors import InputError, RobustnessWarning
+
+
+class TwoGates(nn.Module):
+    """Class 1 wins when either coordinate of a 2-d input exceeds 0.8."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = torch.relu(x[:, 0] - 0.8) + torch.relu(x[:, 1] - 0.8)
+        return torch.stack([torch.full_like(score, 1e-3), score], dim=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushCoordinate(FixedBudgetAttack):
+    """Adds eps to one coordinate: breaks exactly the samples that coordinate can flip."""
+
+    name: ClassVar[str] = "push"
+    norm: str = "linf"
+    coord: int = 0
+
+    def _run(self, model, x, y, *, eps, bounds, target, generator):
+        out = x.clone()
+        out[:, self.coord] += eps
+        return out
+
+
+def _two_groups() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor([[0.5, 0.1]] * 4 + [[0.1, 0.5]] * 4)
+    return x, torch.zeros(8, dtype=torch.long)
+
+
+def test_worst_case_is_per_sample_not_best_attack() -> None:
+    x, y = _two_groups()
+    report = robustness.evaluate(
+        TwoGates(), (x, y), attacks=[PushCoordinate(coord=0), PushCoordinate(coord=1)], epsilons=[0.35]
+    )
+    assert report.clean_accuracy == 1.0
+    assert report.by_attack["push"][0.35] == 0.5
+    assert report.by_attack["push-2"][0.35] == 0.5
+    assert report.robust_accuracy[0.35] == 0.0
+
+
+def test_never_attacks_misclassified_or_already_broken_samples(trained_model, test_batch) -> None:
+    x, y = test_batch
+    seen: list[int] = []
+    hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    report = robustness.evaluate(trained_model, (x, y), attacks=[FGSM()], epsilons=[0.05, 0.2], progress=False)
+    hook.remove()
+    n = x.shape[0]
+    n_correct = round(report.clean_accuracy * n)
+    n_alive = round(report.by_attack["fgsm"][0.05] * n)
+    assert n_correct < n, "the test needs some misclassified samples"
+    # clean pass, then per budget one attack forward and one verification forward on survivors only
+    assert seen == [n, n_correct, n_correct, n_alive, n_alive]
+
+
+def test_robust_accuracy_is_verified_by_re_prediction(trained_model, test_batch) -> None:
+    """An attack that lies about its output (returns far-out-of-budget inputs) is projected back."""
+
+    @dataclass(frozen=True, kw_only=True)
+    class Cheat(FixedBudgetAttack):
+        name: ClassVar[str] = "cheat"
+        norm: str = "linf"
+
+        def __call__(self, model, x, y, **kwargs):  # bypasses the base class on purpose
+            return torch.zeros_like(x)
+
+        def _run(self, *args, **kwargs):  # pragma: no cover - never reached
+            raise NotImplementedError
+
+    x, y = test_batch
+    report = robustness.evaluate(trained_model, (x, y), attacks=[Cheat()], epsilons=[0.01])
+    assert report.robust_accuracy[0.01] > report.clean_accuracy - 0.05
+    assert report.max_perturbation[0.01] <= 0.01 + 1e-6
+
+
+# the model is only read, never changed, so sharing it across generated inputs is safe
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    eps=st.lists(st.floats(0.0, 0.5), min_size=1, max_size=4),
+    seed=st.integers(0, 1000),
+)
+def test_accuracy_never_rises_with_budget_nor_exceeds_clean(eps, seed, trained_model, test_batch) -> None:
+    x, y = test_batch
+    report = robustness.evaluate(
+        trained_model, (x[:48], y[:48]), attacks=[FGSM(), PGD(steps=2)], epsilons=eps, seed=seed, progress=False
+    )
+    for curve in [report.robust_accuracy, *report.by_attack.values()]:
+        values = [curve[e] for e in sorted(curve)]
+        assert all(v <= report.clean_accuracy + 1e-12 for v in values)
+        assert all(a >= b for a, b in zip(values, values[1:]))
+    for e in report.robust_accuracy:
+        assert report.robust_accuracy[e] <= min(c[e] for c in report.by_attack.values())
+
+
+def test_same_seed_same_report_and_data_forms_agree(trained_model, test_batch) -> None:
+    x, y = test_batch
+    kwargs = dict(attacks=["pgd"], epsilons=[0.1], seed=7, batch_size=50, progress=False)
+    a = robustness.evaluate(trained_model, (x, y), **kwargs)
+    b = robustness.evaluate(trained_model, TensorDataset(x, y), **kwargs)
+    c = robustness.evaluate(trained_model, DataLoader(TensorDataset(x, y), batch_size=50), **kwargs)
+    d = robustness.evaluate(trained_model, (x.numpy(), y.numpy()), **kwargs)
+    assert a.per_sample == b.per_sample == c.per_sample == d.per_sample
+    assert a.robust_accuracy == b.robust_accuracy
+
+
+def test_model_comes_back_unchanged(trained_model, test_batch) -> None:
+    x, y = test_batch
+    trained_model.train()
+    trained_model.features[1].eval()  # a mixed mode must survive too
+    before = {k: v.clone() for k, v in trained_model.state_dict().items()}
+    modes = [m.training for m in trained_model.modules()]
+    robustness.evaluate(trained_model, (x, y), attacks=["fgsm", "pgd"], epsilons=[0.1], progress=False)
+    after = trained_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
+    assert modes == [m.training for m in trained_model.modules()]
+    assert all(p.grad is None for p in trained_model.parameters())
+
+
+def test_zero_budget_is_clean_accuracy(trained_model, test_batch) -> None:
+    x, y = test_batch
+    report = robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0, 0.1], progress=False)
+    assert report.robust_accuracy[0.0] == report.clean_accuracy
+    assert report.epsilons == [0.0, 0.1]
+
+
+@pytest.mark.parametrize("eps", [[-0.1], [float("nan")], ["0.1"], [], [float("inf")]])
+def test_bad_budgets(eps, trained_model, test_batch) -> None:
+    with pytest.raises(InputError, match="budget|epsilons"):
+        robustness.evaluate(trained_model, test_batch, attacks=["fgsm"], epsilons=eps)
+
+
+def test_inputs_outside_bounds_name_the_range(trained_model, test_batch) -> None:
+    x, y = test_batch
+    with pytest.raises(InputError, match=r"\[-0\.5, 1\].*bounds \[0\.0, 1\.0\]"):
+        robustness.evaluate(trained_model, (x - 0.5 * (x == 0), y), attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_nan_inputs(trained_model, test_batch) -> None:
+    x, y = test_batch
+    x = x.clone()
+    x[3, 0, 2, 2] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_labels_outside_classes(trained_model, test_batch) -> None:
+    x, y = test_batch
+    with pytest.raises(InputError, match="10 classes"):
+        robustness.evaluate(trained_model, (x, y + 5), attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_outputs_must_be_n_by_classes(test_batch) -> None:
+    x, y = test_batch
+    with pytest.raises(InputError, match=r"\(N, classes\)"):
+        robustness.evaluate(nn.Flatten(0), (x, y), attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_probability_outputs_warn(trained_model, test_batch) -> None:
+    x, y = test_batch
+    with pytest.warns(RobustnessWarning, match="probabilities"):
+        report = robustness.evaluate(
+            nn.Sequential(trained_model, nn.Softmax(dim=1)), (x, y), attacks=["fgsm"], epsilons=[0.1]
+        )
+    assert any("probabilities" in w for w in report.warnings)
+
+
+def test_empty_data(trained_model) -> None:
+    with pytest.raises(InputError, match="empty"):
+        robustness.evaluate(trained_model, (torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)),
+                            attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_unknown_attack_and_wrong_norm(trained_model, test_batch) -> None:
+    with pytest.raises(InputError, match="unknown attack 'nope'"):
+        robustness.evaluate(trained_model, test_batch, attacks=["nope"], epsilons=[0.1])
+    with pytest.raises(InputError, match="L2"):
+        robustness.evaluate(trained_model, test_batch, attacks=["cw"], epsilons=[0.1], norm="linf")
+    with pytest.raises(InputError, match="l2 norm but the sweep is linf"):
+        robustness.evaluate(trained_model, test_batch, attacks=[PGD(norm="l2")], epsilons=[0.1])
+
+
+def test_uint8_inputs_are_refused_with_advice(trained_model, test_batch) -> None:
+    x, y = test_batch
+    with pytest.raises(InputError, match="divide uint8"):
+        robustness.evaluate(trained_model, ((x * 255).to(torch.uint8), y), attacks=["fgsm"], epsilons=[0.1])
+
+
+def test_minimization_attack_answers_every_budget(trained_model, test_batch) -> None:
+    from attacks import CarliniWagnerL2
+
+    x, y = test_batch[0][:32], test_batch[1][:32]
+    cw = CarliniWagnerL2(binary_search_steps=3, steps=30)
+    seen: list[int] = []
+    hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    report = robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[0.5, 1.0, 2.0], norm="l2")
+    hook.remove()
+    calls_per_budget_sweep = len(seen)
+    accs = [report.by_attack["cw"][e] for e in (0.5, 1.0, 2.0)]
+    assert accs[0] >= accs[1] >= accs[2]
+    assert accs[2] < report.clean_accuracy
+    assert all(report.max_perturbation[e] <= e for e in (0.5, 1.0, 2.0))
+    # run once for all budgets: the call count does not depend on how many budgets there are
+    seen.clear()
+    hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[1.0], norm="l2")
+    hook.remove()
+    assert len(seen) == calls_per_budget_sweep
+    assert np.isclose(report.by_attack["cw"][1.0],
+                      robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[1.0],
+                                          norm="l2").by_attack["cw"][1.0])
