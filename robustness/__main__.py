@@ -1,0 +1,5 @@
+"""``python -m robustness`` runs the CLI."""
+
+from robustness.cli import main
+
+raise SystemExit(main())

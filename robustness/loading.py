@@ -1,0 +1,593 @@
+"""Saving and loading models, safely: a self-describing checkpoint format and a loader.
+
+A *robustness checkpoint* is a dict written with ``torch.save`` that holds only tensors
+and plain Python values, so ``torch.load(..., weights_only=True)`` reads it without
+unpickling arbitrary objects::
+
+    {"format": "robustness-checkpoint", "version": 1,
+     "arch": "small-cnn", "arch_kwargs": {"width": 16, ...},
+     "state_dict": {...}, "mean": [0.3], "std": [0.4], "dataset": "digits",
+     "bounds": [0.0, 1.0], "meta": {...}}
+
+It records the architecture and the preprocessing, so :func:`load_model` rebuilds a
+model ready for pixel-space inputs with no extra arguments.
+
+:func:`load_model` also reads plain ``state_dict`` files (with ``arch=``), TorchScript
+archives, ``torchvision:NAME`` and ``package.module:factory``.
+
+Example::
+
+    save_checkpoint("model.pt", net, arch="small-cnn", arch_kwargs={"width": 16},
+                    mean=data.mean, std=data.std, dataset="digits")
+    loaded = load_model("model.pt")
+    logits = loaded.model(x)          # x in [0, 1]; normalization happens inside
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from robustness.architectures import ARCHITECTURES, build_architecture
+from robustness.errors import InputError
+from robustness.io import atomic_open
+from robustness.model import NormalizedModel
+from robustness.norms import check_bounds
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "DEFAULT_MODEL_PATH",
+    "LoadedModel",
+    "save_checkpoint",
+    "load_model",
+    "default_model",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "robustness-checkpoint"
+CHECKPOINT_VERSION = 1
+
+#: The shipped default model: a SmallCNN trained on the digits train split
+#: (``scripts/train_digits_cnn.py``).
+DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "weights" / "digits_cnn.pt"
+
+MapLocation = Union[str, torch.device, None]
+
+_FACTORY_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# Keys under which training scripts commonly nest the weights of a checkpoint.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for pixel-space inputs, and where it came from.
+
+    Attributes:
+        model: the network in eval mode, wrapped in :class:`NormalizedModel` when the
+            normalization statistics are known.
+        arch: the architecture name (``"small-cnn"``, ``"torchvision:resnet18"``, ...), or
+            ``None`` when unknown (TorchScript, ``package.module:factory``).
+        source: the spec it was loaded from.
+        dataset: the dataset it was trained on, when recorded.
+        bounds: the input range it expects.
+        mean, std: the normalization applied inside ``model`` (``None`` when none is).
+        meta: free-form information recorded in the checkpoint (training command, accuracy...).
+    """
+
+    model: nn.Module
+    arch: str | None
+    source: str
+    dataset: str | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _check_plain(value: Any, where: str) -> Any:
+    """Return ``value`` as tensors and plain Python types only (tuples become lists)."""
+    if value is None:
+        return None
+    # subclasses (numpy scalars, torch's TorchVersion, IntEnum...) become the plain type,
+    # which is all torch.load(weights_only=True) accepts
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)):
+        return [_check_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InputError(f"{where} keys must be strings, got {k!r}")
+            out[k] = _check_plain(v, f"{where}[{k!r}]")
+        return out
+    raise InputError(
+        f"{where} holds a value of type {type(value).__name__}; checkpoints may only hold tensors, numbers, strings, "
+        "None, lists and dicts (so they can be read with torch.load(weights_only=True))"
+    )
+
+
+def _stats(value: Sequence[float] | Tensor | None, name: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        out = [float(v) for v in (value.tolist() if isinstance(value, Tensor) else value)]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a sequence of numbers, one per channel, got {value!r}") from None
+    if not out:
+        raise InputError(f"{name} must not be empty")
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    dataset: str | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``model`` as a robustness checkpoint at ``path``, atomically.
+
+    ``model`` is the bare architecture (normalization is recorded as ``mean``/``std``); a
+    :class:`NormalizedModel` is unwrapped and its statistics used. The file is first
+    written to a temporary file in the same directory, flushed and fsynced, then renamed
+    over ``path``, so readers never see a half-written checkpoint. Before writing, the
+    state dict is checked to load into ``build_architecture(arch, **arch_kwargs)``.
+
+    Raises :class:`InputError` for an unknown ``arch``, a state dict that does not match
+    it, mismatched ``mean``/``std``, or values that are not tensors or plain Python types.
+
+    Example::
+
+        save_checkpoint("cnn.pt", net, arch="small-cnn", arch_kwargs={"width": 16},
+                        mean=(0.3,), std=(0.4,), dataset="digits", meta={"epochs": 20})
+    """
+    if isinstance(model, NormalizedModel):
+        if mean is not None or std is not None:
+            raise InputError("model is a NormalizedModel, which has its own mean/std: pass the bare model, or no mean/std")
+        mean, std = model.mean.tolist(), model.std.tolist()
+        model = model.model
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(arch, str) or arch.lower() not in ARCHITECTURES:
+        raise InputError(
+            f"unknown architecture {arch!r}: checkpoints can only record one of {', '.join(ARCHITECTURES)} "
+            "(for other models save a TorchScript file with torch.jit.save, or a plain state_dict)"
+        )
+    arch = arch.lower()
+    kwargs = _check_plain(dict(arch_kwargs), "arch_kwargs")
+    mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
+    if (mean_l is None) != (std_l is None):
+        raise InputError("pass both mean and std, or neither")
+    if mean_l is not None and std_l is not None:
+        NormalizedModel(nn.Identity(), mean_l, std_l)  # validates lengths and positive std
+    lo, hi = check_bounds(bounds)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _load_state(build_architecture(arch, **kwargs), state, arch, "the model given to save_checkpoint")
+
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": arch,
+        "arch_kwargs": kwargs,
+        "state_dict": state,
+        "mean": mean_l,
+        "std": std_l,
+        "dataset": dataset if dataset is None else str(dataset),
+        "bounds": [lo, hi],
+        "meta": _check_plain(dict(meta or {}), "meta"),
+    }
+    _atomic_save(checkpoint, Path(path).expanduser())
+    log.info("saved %s checkpoint to %s", arch, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_state(model: nn.Module, state: Mapping[str, Any], arch: str, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        detail = str(e).replace("\n", " ").replace("\t", " ")
+        if len(detail) > 600:
+            detail = detail[:600] + " ..."
+        raise InputError(
+            f"{source} does not match the architecture {arch!r} (missing/unexpected keys or wrong shapes): "
+            f"{detail}. Pick the architecture it was trained with (--arch) and its num_classes/in_channels"
+        ) from e
+
+
+def _corrupt(path: Path, why: str) -> InputError:
+    return InputError(
+        f"model file {path} is corrupt or truncated ({why}): re-download it, or re-save it "
+        "(save_checkpoint, torch.save(model.state_dict(), path) or torch.jit.save)"
+    )
+
+
+def _sniff(path: Path) -> str:
+    """``"torchscript"``, ``"torch-zip"`` or ``"legacy"``; raises InputError for files that are neither."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise _corrupt(path, "the file is empty")
+    text = head.lstrip().lower()
+    if text.startswith(b"<") or b"<html" in text:
+        raise InputError(
+            f"model file {path} is an HTML/XML page, not model weights: a download probably failed "
+            "(login page, error page or redirect). It is corrupt or truncated as a model file: "
+            "re-download it (e.g. the direct/raw file URL), or re-save it"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise _corrupt(path, f"unreadable zip archive: {e}") from e
+        if any("/code/" in n or n.endswith("/constants.pkl") or n == "constants.pkl" for n in names):
+            return "torchscript"
+        if not any(n.endswith("data.pkl") for n in names):
+            raise _corrupt(path, "a zip archive without PyTorch data")
+        return "torch-zip"
+    if head[:1] == b"\x80":  # pickle protocol header: torch's legacy (pre-1.6) format
+        return "legacy"
+    raise _corrupt(path, "not a PyTorch file")
+
+
+def _torch_load(path: Path, map_location: MapLocation) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        message = str(e)
+        if "Unsupported global" in message:
+            raise InputError(
+                f"model file {path} holds pickled Python objects (e.g. a whole model saved with "
+                "torch.save(model)), which are never unpickled here because that can run arbitrary code. "
+                "Re-save it as weights: torch.save(model.state_dict(), path) (then pass --arch), "
+                "robustness.loading.save_checkpoint, or a TorchScript file (torch.jit.save)"
+            ) from e
+        first = message.strip().splitlines()[0] if message.strip() else type(e).__name__
+        raise _corrupt(path, first[:200]) from e
+
+
+def _move(model: nn.Module, map_location: MapLocation) -> nn.Module:
+    if isinstance(map_location, (str, torch.device)):
+        model = model.to(map_location)
+    return model
+
+
+def _finish(
+    net: nn.Module,
+    *,
+    arch: str | None,
+    source: str,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    dataset: str | None,
+    bounds: tuple[float, float],
+    meta: Mapping[str, Any] | None,
+    map_location: MapLocation,
+) -> LoadedModel:
+    mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
+    if (mean_l is None) != (std_l is None):
+        raise InputError("pass both mean and std, or neither")
+    model = NormalizedModel(net, mean_l, std_l) if mean_l is not None and std_l is not None else net
+    model = _move(model, map_location).eval()
+    return LoadedModel(
+        model=model,
+        arch=arch,
+        source=source,
+        dataset=dataset,
+        bounds=check_bounds(bounds),
+        mean=tuple(mean_l) if mean_l is not None else None,
+        std=tuple(std_l) if std_l is not None else None,
+        meta=dict(meta or {}),
+    )
+
+
+def load_model(
+    spec: str,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    map_location: MapLocation = "cpu",
+) -> LoadedModel:
+    """Load a model for evaluation on pixel-space inputs, from any of:
+
+    * a robustness checkpoint (:func:`save_checkpoint`): architecture, normalization,
+      dataset and bounds are read from it; arguments it records must match it;
+    * a plain ``state_dict`` file (also nested under ``"state_dict"``/``"model"``, with a
+      ``module.`` prefix, or of a :class:`NormalizedModel`): needs ``arch`` (one of
+      :data:`robustness.architectures.ARCHITECTURES`); ``num_classes``/``in_channels``
+      default to what the weights' shapes say;
+    * a TorchScript archive (``torch.jit.save``), detected from its zip contents;
+    * ``torchvision:NAME`` (e.g. ``torchvision:resnet18``), built untrained with
+      ``weights=None`` and ``num_classes`` if given;
+    * ``package.module:factory``: imported and called (with ``num_classes``/``in_channels``
+      when given and accepted).
+
+    Files are always read with ``torch.load(..., weights_only=True)``: no arbitrary objects
+    are unpickled. ``mean``/``std`` wrap the result in :class:`NormalizedModel`. The model is
+    returned in eval mode on ``map_location``.
+
+    Raises :class:`InputError` for a missing file, a corrupt/truncated/HTML file, a state
+    dict without ``arch`` or not matching it, or a spec that cannot be imported.
+
+    Example::
+
+        loaded = load_model("weights.pt", arch="preact-resnet18", num_classes=10,
+                            mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616))
+        loaded.model(torch.rand(1, 3, 32, 32))
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"model must be a file path, torchvision:NAME or package.module:factory, got {spec!r}")
+    spec = spec.strip()
+    path = Path(spec).expanduser()
+    if spec.lower().startswith("torchvision:"):
+        net = _torchvision_model(spec[len("torchvision:"):], num_classes, in_channels)
+        return _finish(net, arch=f"torchvision:{spec.split(':', 1)[1]}", source=spec, mean=mean, std=std,
+                       dataset=None, bounds=(0.0, 1.0), meta=None, map_location=map_location)
+    if not path.exists() and _FACTORY_SPEC.match(spec):
+        net = _factory_model(spec, num_classes, in_channels)
+        return _finish(net, arch=None, source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
+                       meta=None, map_location=map_location)
+    if not path.exists():
+        raise InputError(
+            f"model file {path} not found (expected a checkpoint/state_dict/TorchScript file, "
+            "torchvision:NAME or package.module:factory)"
+        )
+    if not path.is_file():
+        raise InputError(f"model path {path} is a directory, not a model file")
+
+    kind = _sniff(path)
+    if kind == "torchscript":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still supported
+                net = torch.jit.load(str(path), map_location=map_location)
+        except Exception as e:  # torch.jit raises RuntimeError and friends for damaged archives
+            raise _corrupt(path, str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__) from e
+        return _finish(net, arch=None, source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
+                       meta=None, map_location=map_location)
+
+    obj = _torch_load(path, map_location)
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return _from_checkpoint(obj, path, spec, arch=arch, num_classes=num_classes, in_channels=in_channels,
+                                mean=mean, std=std, map_location=map_location)
+    state = _find_state_dict(obj, path)
+    state, found_mean, found_std = _unwrap_state(state)
+    if found_mean is not None and mean is None and std is None:
+        mean, std = found_mean, found_std
+    if arch is None:
+        raise InputError(
+            f"{path} is a plain state_dict, which does not say which network it belongs to: pass the architecture "
+            f"(--arch / arch=), one of {', '.join(ARCHITECTURES)}; or re-save it with save_checkpoint"
+        )
+    if arch.lower() not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    kwargs: dict[str, Any] = {}
+    kwargs["num_classes"] = num_classes if num_classes is not None else _infer_num_classes(state)
+    kwargs["in_channels"] = in_channels if in_channels is not None else _infer_in_channels(state)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs.update(_infer_widths(arch.lower(), state))
+    net = build_architecture(arch, **kwargs)
+    _load_state(net, state, arch.lower(), f"state_dict {path}")
+    return _finish(net, arch=arch.lower(), source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
+                   meta=None, map_location=map_location)
+
+
+def _from_checkpoint(
+    ckpt: Mapping[str, Any],
+    path: Path,
+    spec: str,
+    *,
+    arch: str | None,
+    num_classes: int | None,
+    in_channels: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    map_location: MapLocation,
+) -> LoadedModel:
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path} is a robustness checkpoint of version {version!r}, newer than this version "
+            f"({CHECKPOINT_VERSION}) understands: upgrade the robustness package"
+        )
+    try:
+        ck_arch = str(ckpt["arch"])
+        ck_kwargs = dict(ckpt.get("arch_kwargs") or {})
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise _corrupt(path, f"checkpoint field missing or malformed: {e}") from e
+    if arch is not None and arch.lower() != ck_arch:
+        raise InputError(f"{path} is a {ck_arch!r} checkpoint but arch={arch!r} was requested: drop --arch")
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is None:
+            continue
+        if name in ck_kwargs and ck_kwargs[name] != value:
+            raise InputError(f"{path} was saved with {name}={ck_kwargs[name]} but {name}={value} was requested")
+        ck_kwargs[name] = value
+    ck_mean, ck_std = ckpt.get("mean"), ckpt.get("std")
+    if mean is not None or std is not None:
+        if ck_mean is not None and (_stats(mean, "mean") != list(ck_mean) or _stats(std, "std") != list(ck_std or [])):
+            raise InputError(
+                f"{path} records its normalization (mean={ck_mean}, std={ck_std}); "
+                f"different mean/std were requested ({mean}, {std}): drop them"
+            )
+        ck_mean, ck_std = mean, std
+    if not isinstance(state, Mapping):
+        raise _corrupt(path, "state_dict is not a dict of tensors")
+    net = build_architecture(ck_arch, **ck_kwargs)
+    _load_state(net, state, ck_arch, f"checkpoint {path}")
+    bounds = ckpt.get("bounds") or (0.0, 1.0)
+    return _finish(net, arch=ck_arch, source=spec, mean=ck_mean, std=ck_std, dataset=ckpt.get("dataset"),
+                   bounds=(float(bounds[0]), float(bounds[1])), meta=ckpt.get("meta"), map_location=map_location)
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                return dict(inner)
+    raise InputError(
+        f"{path} holds a {type(obj).__name__} that is neither a robustness checkpoint nor a state_dict "
+        "(a dict of tensors, possibly under 'state_dict' or 'model'): re-save the weights with save_checkpoint "
+        "or torch.save(model.state_dict(), path)"
+    )
+
+
+def _unwrap_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[float] | None, list[float] | None]:
+    """Strip ``module.`` (DataParallel) and a NormalizedModel wrapper (``model.`` + ``mean``/``std``)."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    mean = std = None
+    others = [k for k in state if k not in ("mean", "std")]
+    if "mean" in state and "std" in state and others and all(k.startswith("model.") for k in others):
+        mean, std = state["mean"].reshape(-1).tolist(), state["std"].reshape(-1).tolist()
+        state = {k[len("model."):]: state[k] for k in others}
+    return state, mean, std
+
+
+def _infer_num_classes(state: Mapping[str, Tensor]) -> int | None:
+    """Rows of the last 2-D weight (the classifier)."""
+    for key in reversed(list(state)):
+        if key.endswith("weight") and state[key].dim() == 2:
+            return int(state[key].shape[0])
+    return None
+
+
+def _infer_in_channels(state: Mapping[str, Tensor]) -> int | None:
+    """Input channels of the first convolution."""
+    for key, value in state.items():
+        if key.endswith("weight") and value.dim() == 4:
+            return int(value.shape[1])
+    return None
+
+
+def _infer_widths(arch: str, state: Mapping[str, Tensor]) -> dict[str, int]:
+    """Width-like constructor arguments read off the weights' shapes, for the built-in architectures."""
+    try:
+        if arch == "small-cnn" and "features.0.weight" in state:
+            return {"width": int(state["features.0.weight"].shape[0])}
+        if arch == "wrn-28-10" and "conv1.weight" in state and "fc.weight" in state:
+            blocks = {k.split(".")[1] for k in state if k.startswith("block1.")}
+            return {"widen_factor": int(state["fc.weight"].shape[1]) // 64, "depth": 6 * len(blocks) + 4}
+    except (IndexError, ValueError):
+        pass
+    return {}
+
+
+def _torchvision_model(name: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
+    from torchvision import models
+
+    name = name.strip()
+    available = models.list_models()
+    if name not in available:
+        close = [m for m in available if name.lower() in m.lower()][:10]
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; see torchvision.models.list_models()"
+        raise InputError(f"unknown torchvision model {name!r}{hint}")
+    if in_channels not in (None, 3):
+        raise InputError(f"torchvision:{name} takes 3-channel inputs; in_channels={in_channels} is not supported")
+    kwargs: dict[str, Any] = {"weights": None}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        return models.get_model(name, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"could not build torchvision:{name} with {kwargs}: {e}") from e
+
+
+def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"cannot import module {module_name!r} for model {spec!r}: {e}") from e
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise InputError(f"module {module_name!r} has no attribute {attr!r} (model spec {spec!r})")
+        factory = getattr(factory, part)
+    if isinstance(factory, nn.Module):
+        net = factory
+    elif callable(factory):
+        kwargs: dict[str, Any] = {}
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if value is None:
+                continue
+            if name in params or takes_any:
+                kwargs[name] = value
+            else:
+                log.info("%s does not take %s; not passing %s=%s", spec, name, name, value)
+        try:
+            net = factory(**kwargs)
+        except InputError:
+            raise
+        except TypeError as e:
+            raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {e}") from e
+    else:
+        raise InputError(f"{spec} is neither a callable nor an nn.Module")
+    if not isinstance(net, nn.Module):
+        raise InputError(f"{spec} returned a {type(net).__name__}, expected a torch.nn.Module")
+    return net
+
+
+def default_model() -> LoadedModel:
+    """The shipped SmallCNN trained on the digits train split (pixel space, normalization inside).
+
+    Example::
+
+        loaded = default_model()
+        loaded.model(torch.rand(5, 1, 8, 8)).shape     # torch.Size([5, 10])
+    """
+    if not DEFAULT_MODEL_PATH.is_file():
+        raise InputError(
+            f"the default model {DEFAULT_MODEL_PATH} is missing from this installation: "
+            "recreate it with `python scripts/train_digits_cnn.py` or reinstall the package"
+        )
+    return load_model(str(DEFAULT_MODEL_PATH))

@@ -1,0 +1,132 @@
+"""The CLI is a thin adapter: every flag must reach the library, errors exit 2 on one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from robustness import cli
+from robustness.report import Report
+
+
+def _fake_report(norm: str, worst: float) -> Report:
+    return Report(
+        clean_accuracy=1.0, robust_accuracy={0.0: 1.0, 0.1: worst}, by_attack={"fgsm": {0.0: 1.0, 0.1: worst}},
+        n_examples=4, epsilons=[0.0, 0.1], norm=norm, bounds=(0.0, 1.0), attacks={"fgsm": "FGSM()"}, seed=0,
+        batch_size=4, device="cpu", versions={}, timings={"total": 0.1}, max_perturbation={0.1: 0.1},
+        num_classes=10,
+    )
+
+
+@pytest.fixture()
+def spy(monkeypatch):
+    """Record what the CLI passes to the library, without running anything heavy."""
+    calls: dict[str, list] = {"data": [], "model": [], "evaluate": []}
+    fake_data = SimpleNamespace(name="digits", dataset="DATASET", num_classes=10, input_shape=(1, 8, 8),
+                                bounds=(0.0, 1.0), mean=(0.5,), std=(0.3,))
+    fake_model = SimpleNamespace(model="MODEL", source="spec")
+
+    def load_dataset(name, **kw):
+        calls["data"].append((name, kw))
+        return fake_data
+
+    def load_model(spec, **kw):
+        calls["model"].append((spec, kw))
+        return fake_model
+
+    def evaluate(model, data, **kw):
+        calls["evaluate"].append((model, data, kw))
+        return _fake_report(kw["norm"], worst=0.4)
+
+    monkeypatch.setattr(cli.datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(cli.loading, "load_model", load_model)
+    monkeypatch.setattr(cli.loading, "default_model", lambda: fake_model)
+    monkeypatch.setattr(cli.runner, "evaluate", evaluate)
+    return calls
+
+
+def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
+    code = cli.main([
+        "evaluate", "--model", "m.pt", "--arch", "small-cnn", "--mean", "0.5", "--std", "0.25",
+        "--data", "mnist", "--data-dir", "/d", "--download", "--split", "train", "--attacks", "fgsm,PGD",
+        "--eps", "0,8/255,0.1", "--norm", "l2", "--n", "17", "--batch-size", "33", "--device", "cpu",
+        "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet",
+    ])
+    assert code == 0
+    (name, dkw), = spy["data"]
+    assert (name, dkw) == ("mnist", {"split": "train", "data_dir": "/d", "download": True, "n": 17, "seed": 5})
+    (spec, mkw), = spy["model"]
+    assert spec == "m.pt" and mkw["arch"] == "small-cnn" and mkw["mean"] == [0.5] and mkw["std"] == [0.25]
+    (model, data, kw), = spy["evaluate"]
+    assert model == "MODEL" and data == "DATASET"
+    assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33
+    assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
+    assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
+    assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
+
+
+def test_default_runs_linf_and_l2_sweeps(spy, tmp_path, capsys) -> None:
+    assert cli.main(["--out", str(tmp_path)]) == 0
+    norms = [kw["norm"] for _, _, kw in spy["evaluate"]]
+    assert norms == ["linf", "l2"]
+    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == [["fgsm", "pgd"], ["pgd", "cw"]]
+    assert (tmp_path / "linf" / "report.md").is_file() and (tmp_path / "l2" / "robust_accuracy.png").is_file()
+    assert "| eps | worst case |" in capsys.readouterr().out
+
+
+def test_min_accuracy_gate_exits_1(spy, tmp_path, capsys) -> None:
+    assert cli.main(["--eps", "0.1", "--min-accuracy", "0.5", "--out", str(tmp_path), "--quiet"]) == 1
+    assert "FAILED --min-accuracy" in capsys.readouterr().out
+    assert cli.main(["--eps", "0.1", "--min-accuracy", "0.4", "--out", str(tmp_path), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--eps", "abc"], "not a number"),
+        (["--eps", "-0.1"], ">= 0"),
+        (["--min-accuracy", "3"], "fraction"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+        (["--norm", "l3"], "invalid choice"),
+        (["--bogus"], "unrecognized"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message, spy, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(cli.main([*argv, "--out", str(tmp_path)]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_parse_epsilons_accepts_fractions() -> None:
+    assert cli.parse_epsilons("0, 2/255,0.5") == pytest.approx([0.0, 2 / 255, 0.5])
+
+
+def test_end_to_end_subprocess(tmp_path) -> None:
+    """The real thing on a small subset: CLI process, shipped model, digits data, report files."""
+    out = tmp_path / "rep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustness", "evaluate", "--n", "40", "--attacks", "fgsm,pgd", "--eps", "0,0.1",
+         "--out", str(out), "--min-accuracy", "0.0"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_examples"] == 40 and set(report["robust_accuracy"]) == {"0", "0.1"}
+    assert report["robust_accuracy"]["0.1"] <= report["clean_accuracy"]
+    assert (out / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, "-m", "robustness", "--model", str(tmp_path / "none.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_list_attacks(capsys) -> None:
+    assert cli.main(["list", "attacks"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"fgsm", "pgd", "cw"} <= set(names)
