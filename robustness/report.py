@@ -62,7 +62,7 @@ class Report:
         """JSON-ready dict with the same keys as the attributes; budgets become strings."""
 
         def keyed(d: dict[float, float]) -> dict[str, float]:
-            return {format_eps(k): v for k, v in d.items()}
+            return {repr(float(k)): v for k, v in d.items()}  # shortest exact float text: round-trips
 
         return {
             "clean_accuracy": self.clean_accuracy,

@@ -118,7 +118,7 @@ def test_end_to_end_subprocess(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["n_examples"] == 40 and set(report["robust_accuracy"]) == {"0", "0.1"}
+    assert report["n_examples"] == 40 and set(report["robust_accuracy"]) == {"0.0", "0.1"}
     assert report["robust_accuracy"]["0.1"] <= report["clean_accuracy"]
     assert (out / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "robustness", "--model", str(tmp_path / "none.pt")],
