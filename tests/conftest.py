@@ -73,3 +73,13 @@ def trained_model(_trained_state: dict[str, torch.Tensor]) -> nn.Module:
 def test_batch(digits: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """128 test images and labels."""
     return digits[2][:128], digits[3][:128]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need CUDA: skip them, saying why, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
