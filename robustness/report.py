@@ -31,6 +31,10 @@ class Report:
     ``robust_accuracy[eps]`` is the fraction of examples that are classified correctly and
     that no attack broke within ``eps``: the per-sample worst case over attacks, never the
     best attack's mean. ``by_attack[name][eps]`` is each attack alone.
+
+    ``gradient_mode`` is the mode ``evaluate`` set on the model's preprocessing defenses
+    (``None``: each left in its own mode) and ``defenses`` lists them, as
+    :func:`defenses.describe_defenses` gives (empty for an undefended model).
     """
 
     clean_accuracy: float
@@ -51,6 +55,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     model: str | None = None
     data: str | None = None
+    gradient_mode: str | None = None
+    defenses: list[dict[str, Any]] = field(default_factory=list)
     per_sample: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @property
@@ -83,6 +89,8 @@ class Report:
             "warnings": self.warnings,
             "model": self.model,
             "data": self.data,
+            "gradient_mode": self.gradient_mode,
+            "defenses": self.defenses,
         }
 
     def table(self) -> str:
@@ -110,6 +118,14 @@ class Report:
             f"- time: {self.timings.get('total', math.nan):.2f} s",
             "",
         ]
+        if self.defenses:
+            lines += ["## Defenses", ""]
+            for d in self.defenses:
+                lines.append(f"- `{d['path'] or 'model'}`: gradient mode {d['gradient_mode']}, "
+                             f"EOT samples {d['eot_samples']}")
+                lines += [f"  - {p['name']}({', '.join(f'{k}={v!r}' for k, v in p['settings'].items())}): "
+                          f"{p['backward']}" for p in d["preprocessors"]]
+            lines.append("")
         if self.warnings:
             lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         lines += ["## Robust accuracy (per-sample worst case over attacks)", "", self.table(), ""]
@@ -180,6 +196,8 @@ class Report:
             warnings=list(data.get("warnings", [])),
             model=data.get("model"),
             data=data.get("data"),
+            gradient_mode=data.get("gradient_mode"),
+            defenses=list(data.get("defenses", [])),
         )
 
 

@@ -15,6 +15,7 @@ What it spends and what it trusts:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import Attack, MinimizationAttack
+from defenses.preprocessing import check_gradient_mode, describe_defenses
+from defenses.preprocessing import gradient_mode as defense_gradient_mode
 from robustness.data import DataLike, as_loader, iterate_batches
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import evaluation_mode, model_device
@@ -172,6 +175,7 @@ def evaluate(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
+    gradient_mode: str | None = "adaptive",
 ) -> Report:
     """Robust accuracy of ``model`` on ``data`` against ``attacks`` at each budget in ``epsilons``.
 
@@ -187,6 +191,11 @@ def evaluate(
         device: where to run; ``None`` keeps the model's device. The model is moved back after.
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
         progress: show a tqdm bar over batches (only when stderr is a terminal).
+        gradient_mode: how attacks differentiate through preprocessing defenses
+            (:class:`defenses.Defended` anywhere in ``model``): ``"adaptive"`` (BPDA and EOT as each
+            defense declares; the honest number), ``"naive"`` (plain autograd: what a defense-unaware
+            attack sees), or ``None`` to leave each ``Defended`` in its own mode. Restored afterwards;
+            the report records it and every defense (``Report.defenses``).
 
     Returns:
         A :class:`Report`. The model comes back with its parameters, buffers, train/eval mode
@@ -205,6 +214,14 @@ def evaluate(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
+    mode = None if gradient_mode is None else check_gradient_mode(gradient_mode)
+    for d in describe_defenses(model):
+        for p in d["preprocessors"]:
+            if tuple(p["bounds"]) != bounds:
+                raise InputError(
+                    f"defense {p['name']} at {d['path'] or 'the model'} declares bounds {p['bounds']} but the "
+                    f"evaluation uses {list(bounds)}: build the preprocessors with bounds={tuple(bounds)}"
+                )
     budgets = [e for e in eps_all if e > 0]
     attack_map = resolve_attacks(attacks, norm)
     loader = as_loader(data, batch_size)
@@ -225,7 +242,21 @@ def evaluate(
     start = time.perf_counter()
     never = len(budgets)  # broken_at value for "not broken at any budget"
 
-    with evaluation_mode(model, run_device):
+    modes = contextlib.nullcontext() if mode is None else defense_gradient_mode(model, mode)
+    with evaluation_mode(model, run_device), modes:
+        defenses_used = describe_defenses(model)  # in the modes the attacks run under
+        if any(d["gradient_mode"] == "naive" for d in defenses_used):
+            msg = (
+                "gradient_mode='naive': attacks took plain autograd gradients through the preprocessing "
+                "defenses, so a defense that only hides gradients looks robust; evaluate with "
+                "gradient_mode='adaptive' (BPDA and EOT) for a trustworthy number"
+            )
+            warnings.warn(msg, RobustnessWarning, stacklevel=2)
+            notes.append(msg)
+        if any(p["randomized"] for d in defenses_used for p in d["preprocessors"]):
+            notes.append(
+                "the model holds randomized defenses: every prediction (clean and verification) is one draw"
+            )
         bar = tqdm(
             iterate_batches(loader), desc="evaluate", unit="batch",
             disable=not progress or not sys.stderr.isatty(),
@@ -307,6 +338,8 @@ def evaluate(
         max_perturbation=max_used,
         num_classes=num_classes,
         warnings=notes,
+        gradient_mode=mode,
+        defenses=defenses_used,
         per_sample={
             "label": y_all.tolist(),
             "clean_prediction": pred_all.tolist(),

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+# Tiny models run fastest on one thread, and two test processes (a CLI subprocess, say) on two
+# cores must not oversubscribe them: set before torch starts its thread pools.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
