@@ -77,7 +77,13 @@ class Attack(ABC):
 
 @dataclass(frozen=True, kw_only=True)
 class FixedBudgetAttack(Attack):
-    """An attack run at one budget ``eps`` at a time."""
+    """An attack run at one budget ``eps`` at a time.
+
+    Subclasses that can start from a given point set ``uses_init = True`` and accept an
+    ``init`` keyword in :meth:`_run`; others never receive it.
+    """
+
+    uses_init: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", check_norm(self.norm))
@@ -92,6 +98,7 @@ class FixedBudgetAttack(Attack):
         bounds: tuple[float, float] = (0.0, 1.0),
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
+        init: Tensor | None = None,
     ) -> Tensor:
         """Adversarial inputs of ``x``'s shape, within ``eps`` (in ``self.norm``) and ``bounds``.
 
@@ -103,16 +110,24 @@ class FixedBudgetAttack(Attack):
             bounds: the valid input range.
             target: labels to reach (targeted attack); ``None`` for untargeted.
             generator: randomness; defaults to a generator seeded with 0 on ``x``'s device.
+            init: a starting point of ``x``'s shape (e.g. the best point found at a smaller
+                budget), projected into the ball; iterative attacks start their first run
+                there instead of at a random point, single-step attacks ignore it.
         """
         bounds = self._validate_call(model, x, y, target, bounds)
         eps = _check_eps(eps)
+        if init is not None:
+            if not isinstance(init, Tensor) or init.shape != x.shape:
+                raise InputError(f"init must be a tensor of x's shape {tuple(x.shape)}")
+            init = clip_to_bounds(project(init.detach().to(x.dtype), x.detach(), eps, self.norm), bounds)
         x = x.detach()
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
         if generator is None:
             generator = default_generator(x.device)
         with torch.enable_grad():
-            x_adv = self._run(model, x, y, eps=eps, bounds=bounds, target=target, generator=generator)
+            extra = {"init": init} if init is not None and self.uses_init else {}
+            x_adv = self._run(model, x, y, eps=eps, bounds=bounds, target=target, generator=generator, **extra)
         return clip_to_bounds(project(x_adv.detach(), x, eps, self.norm), bounds)
 
     @abstractmethod

@@ -6,7 +6,8 @@ Per restart: start at a uniform random point of the ``eps`` ball (or at ``x``), 
 for Linf, the normalised gradient for L2), clip to the bounds and project onto the ball.
 
 Per sample it keeps the first iterate that fools the model, or else the iterate of
-highest loss, over all restarts. Samples already fooled stop costing compute: they leave
+highest loss, over all restarts. Given ``init`` (the runner passes the best point found at
+the previous, smaller budget), the first run starts there instead of at a random point. Samples already fooled stop costing compute: they leave
 the working batch at once (``early_stop``) and are not restarted.
 
 Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
@@ -64,6 +65,7 @@ class PGD(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "pgd"
+    uses_init: ClassVar[bool] = True
     norm: Norm = "linf"
     steps: int = 10
     rel_stepsize: float | None = None
@@ -99,17 +101,18 @@ class PGD(FixedBudgetAttack):
         bounds: tuple[float, float],
         target: Tensor | None,
         generator: torch.Generator,
+        init: Tensor | None = None,
     ) -> Tensor:
         n = x.shape[0]
         best = x.clone()
         best_obj = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
-        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         alpha = self.step_fraction * eps
         for restart in range(self.restarts):
-            idx = torch.arange(n, device=x.device) if restart == 0 else (~fooled).nonzero().squeeze(1)
+            idx = torch.arange(n, device=x.device) if restart == 0 else (best_obj < math.inf).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            self._restart(model, x, y, target, idx, best, best_obj, fooled, eps, alpha, bounds, generator)
+            start = init if restart == 0 and init is not None else None
+            self._restart(model, x, y, target, idx, best, best_obj, eps, alpha, bounds, generator, start)
         return best
 
     def _restart(
@@ -121,18 +124,27 @@ class PGD(FixedBudgetAttack):
         idx: Tensor,
         best: Tensor,
         best_obj: Tensor,
-        fooled: Tensor,
         eps: float,
         alpha: float,
         bounds: tuple[float, float],
         generator: torch.Generator,
+        start: Tensor | None,
     ) -> None:
-        """One random start for the samples ``idx``; updates ``best``, ``best_obj``, ``fooled`` in place."""
+        """One run for the samples ``idx``; updates ``best`` and ``best_obj`` (``inf``: fooled) in place.
+
+        The working state lives in batch-local tensors; it is written back to ``best`` only
+        when the working batch shrinks and at the end, not at every step.
+        """
         x0, y0 = x[idx], y[idx]
         t0 = target[idx] if target is not None else None
-        x_adv = x0
-        if self.random_start:
+        x_best, obj_best = best[idx], best_obj[idx]
+        if start is not None:
+            x_adv = start[idx]
+        elif self.random_start:
             x_adv = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
+        else:
+            x_adv = x0
+        view = (-1,) + (1,) * (x.dim() - 1)
         for step in range(self.steps + 1):
             last = step == self.steps
             x_in = x_adv.detach().requires_grad_(not last)
@@ -142,10 +154,8 @@ class PGD(FixedBudgetAttack):
             success = is_adversarial(logits.detach(), y0, t0)
             # the first fooling iterate wins (+inf); otherwise the highest objective so far
             score = torch.where(success, torch.full_like(obj, math.inf), obj.detach())
-            better = score > best_obj[idx]
-            best[idx] = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x_in.detach(), best[idx])
-            best_obj[idx] = torch.maximum(score, best_obj[idx])
-            fooled[idx] = fooled[idx] | success
+            x_best = torch.where((score > obj_best).view(view), x_in.detach(), x_best)
+            obj_best = torch.maximum(score, obj_best)
             if last:
                 break
             (grad,) = torch.autograd.grad(obj.sum(), x_in)
@@ -155,8 +165,11 @@ class PGD(FixedBudgetAttack):
             x_adv = project(clip_to_bounds(x_adv, bounds), x0, eps, self.norm)
             if self.early_stop:
                 keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
-                if keep.numel() == 0:
-                    break
                 if keep.numel() < idx.numel():
+                    best[idx], best_obj[idx] = x_best, obj_best
+                    if keep.numel() == 0:
+                        return
                     idx, x0, y0, x_adv = idx[keep], x0[keep], y0[keep], x_adv[keep]
+                    x_best, obj_best = x_best[keep], obj_best[keep]
                     t0 = t0[keep] if t0 is not None else None
+        best[idx], best_obj[idx] = x_best, obj_best

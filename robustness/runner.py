@@ -6,7 +6,8 @@ What it spends and what it trusts:
 * Samples misclassified clean are never attacked.
 * Budgets are swept in increasing order; a sample that an attack broke inside a smaller
   ball counts as broken inside every larger one, so each attack only works on the samples
-  it has not broken yet. A minimization attack (Carlini-Wagner) runs once and answers
+  it has not broken yet, and starts from the best point it found for them at the previous
+  budget (which lies inside the larger ball) instead of from scratch. A minimization attack (Carlini-Wagner) runs once and answers
   every budget by the size of the perturbation it found.
 * Nothing an attack returns is trusted: the runner projects it onto the budget, clips it
   to the bounds, re-predicts, and counts only what it verified.
@@ -366,12 +367,13 @@ def _run_fixed(
 ) -> None:
     """Sweep budgets upwards, attacking only samples this attack has not broken yet."""
     alive = correct.nonzero().squeeze(1)
+    previous: Tensor | None = None  # the best point of each survivor at the previous budget
     for i, eps in enumerate(budgets):
         if alive.numel() == 0:
             return
         gen = torch.Generator(device=x.device).manual_seed(_seed_for(seed, batch, attack_index, i))
         x0, y0 = x[alive], y[alive]
-        x_adv = attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen)
+        x_adv = attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen, init=previous)
         if not isinstance(x_adv, Tensor) or x_adv.shape != x0.shape:
             raise InputError(f"attack {attack.describe()} returned {getattr(x_adv, 'shape', type(x_adv))}, "
                              f"expected a tensor of shape {tuple(x0.shape)}")
@@ -380,7 +382,7 @@ def _run_fixed(
             fooled = model(x_adv).argmax(dim=1) != y0
         max_used[eps] = max(max_used[eps], float(norm_of(x_adv - x0, norm).max()))
         broken[alive[fooled]] = i
-        alive = alive[~fooled]
+        alive, previous = alive[~fooled], x_adv[~fooled]  # warm start: the next ball contains this point
 
 
 def _run_minimization(

@@ -97,3 +97,19 @@ def test_bad_settings_raise(kwargs) -> None:
 def test_default_step_follows_madry_rule() -> None:
     assert PGD(steps=10).step_fraction == pytest.approx(0.25)
     assert PGD(steps=10, rel_stepsize=0.1).step_fraction == pytest.approx(0.1)
+
+
+def test_init_is_the_first_start(trained_model, test_batch) -> None:
+    """Started at points FGSM already broke, one PGD step keeps every one of them broken."""
+    x, y = test_batch
+    start = FGSM()(trained_model, x, y, eps=0.15)
+    broken_by_fgsm = trained_model(start).argmax(1) != y
+    out = PGD(steps=1, random_start=True)(trained_model, x, y, eps=0.15, init=start)
+    assert bool(broken_by_fgsm.any())
+    assert bool(((trained_model(out).argmax(1) != y) | ~broken_by_fgsm).all())
+
+
+def test_init_of_the_wrong_shape_raises(trained_model, test_batch) -> None:
+    x, y = test_batch
+    with pytest.raises(InputError, match="init"):
+        PGD()(trained_model, x, y, eps=0.1, init=x[:3])
