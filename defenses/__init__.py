@@ -1,4 +1,9 @@
-"""Defenses: input preprocessing that wraps a model and declares how gradients pass through it.
+"""Defenses: adversarial training, and input preprocessing that wraps a model and declares how
+gradients pass through it.
+
+* :class:`AdversarialTrainer`: PGD adversarial training (Madry et al. 2018), FGSM with random
+  start and the catastrophic-overfitting guard (Wong et al. 2020), TRADES (Zhang et al. 2019);
+  ``fit(model, loader, ...)`` returns a :class:`TrainingHistory`, checkpoints atomically and resumes.
 
 * :class:`Preprocessor`: base class; ``gradient`` is ``"exact"`` (autograd) or ``"bpda"``
   (real transform forward, differentiable surrogate backward, the identity by default);
@@ -19,7 +24,9 @@ Example::
 
 from __future__ import annotations
 
+from defenses.guard import OverfitGuard, collapse_reason
 from defenses.jpeg import JPEG
+from defenses.methods import METHODS as TRAINING_METHODS
 from defenses.noise import GaussianNoise
 from defenses.preprocessing import (
     GRADIENT_MODES,
@@ -34,8 +41,16 @@ from defenses.preprocessing import (
 )
 from defenses.smoothing import MedianSmoothing
 from defenses.squeeze import BitDepth
+from defenses.trainer import AdversarialTrainer, EpochRecord, EvalResult, TrainingHistory
 
 __all__ = [
+    "AdversarialTrainer",
+    "EpochRecord",
+    "EvalResult",
+    "OverfitGuard",
+    "TRAINING_METHODS",
+    "TrainingHistory",
+    "collapse_reason",
     "GRADIENT_MODES",
     "JPEG",
     "BitDepth",

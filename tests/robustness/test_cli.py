@@ -70,13 +70,17 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
 
 
-def test_default_runs_linf_and_l2_sweeps(spy, tmp_path, capsys) -> None:
+def test_default_runs_linf_and_l2_sweeps_on_both_shipped_models(spy, tmp_path, capsys) -> None:
     assert cli.main(["--out", str(tmp_path)]) == 0
     norms = [kw["norm"] for _, _, kw in spy["evaluate"]]
-    assert norms == ["linf", "l2"]
-    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == [["fgsm", "pgd"], ["pgd", "cw"]]
-    assert (tmp_path / "linf" / "report.md").is_file() and (tmp_path / "l2" / "robust_accuracy.png").is_file()
-    assert "| eps | worst case |" in capsys.readouterr().out
+    assert norms == ["linf", "linf", "l2", "l2"]  # standard, then adversarially trained, per sweep
+    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == [["fgsm", "pgd"]] * 2 + [["pgd", "cw"]] * 2
+    assert [spec for spec, _ in spy["model"]] == [str(cli.SHIPPED_MODELS["adv-trained"])]
+    for label in ("standard", "adv-trained"):
+        assert (tmp_path / label / "linf" / "report.md").is_file()
+        assert (tmp_path / label / "l2" / "robust_accuracy.png").is_file()
+    out = capsys.readouterr().out
+    assert out.count("| eps | standard | adv-trained |") == 2 and "| 0.1 | 40.0% | 40.0% |" in out
 
 
 def test_min_accuracy_gate_exits_1(spy, tmp_path, capsys) -> None:
@@ -117,10 +121,11 @@ def test_end_to_end_subprocess(tmp_path) -> None:
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert report["n_examples"] == 40 and set(report["robust_accuracy"]) == {"0.0", "0.1"}
-    assert report["robust_accuracy"]["0.1"] <= report["clean_accuracy"]
-    assert (out / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label in ("standard", "adv-trained"):  # no --model: both shipped models, OUT/<model>/<norm>/
+        report = json.loads((out / label / "linf" / "report.json").read_text())
+        assert report["n_examples"] == 40 and set(report["robust_accuracy"]) == {"0.0", "0.1"}
+        assert report["robust_accuracy"]["0.1"] <= report["clean_accuracy"]
+        assert (out / label / "linf" / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "robustness", "--model", str(tmp_path / "none.pt")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
