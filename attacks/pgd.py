@@ -49,6 +49,11 @@ def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) 
     return x + (eps * radius * direction).view_as(x)
 
 
+def _linf_box(x: Tensor, eps: float, bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """Per-element ``(low, high)`` of the Linf ball of radius ``eps`` around ``x`` within ``bounds``."""
+    return (x - eps).clamp_(min=bounds[0]), (x + eps).clamp_(max=bounds[1])
+
+
 @dataclass(frozen=True, kw_only=True)
 class PGD(FixedBudgetAttack):
     """Projected gradient descent with random start, restarts and early stopping.
@@ -145,6 +150,8 @@ class PGD(FixedBudgetAttack):
         else:
             x_adv = x0
         view = (-1,) + (1,) * (x.dim() - 1)
+        # Linf: the ball intersected with the bounds is a box, so one clamp does both
+        box = _linf_box(x0, eps, bounds) if self.norm == "linf" else None
         for step in range(self.steps + 1):
             last = step == self.steps
             x_in = x_adv.detach().requires_grad_(not last)
@@ -159,10 +166,13 @@ class PGD(FixedBudgetAttack):
             if last:
                 break
             (grad,) = torch.autograd.grad(obj.sum(), x_in)
-            x_adv = gradient_step(x_in.detach(), grad, alpha, self.norm)
-            # clip, then project: for L2 the projection then spends the whole budget on pixels
-            # that can still move (the box and the ball are convex, so the result stays in both)
-            x_adv = project(clip_to_bounds(x_adv, bounds), x0, eps, self.norm)
+            if box is not None:
+                x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(box[0], box[1])
+            else:
+                x_adv = gradient_step(x_in.detach(), grad, alpha, self.norm)
+                # clip, then project: the projection then spends the whole budget on pixels that
+                # can still move (the box and the ball are convex, so the result stays in both)
+                x_adv = project(clip_to_bounds(x_adv, bounds), x0, eps, self.norm)
             if self.early_stop:
                 keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
                 if keep.numel() < idx.numel():
@@ -170,6 +180,7 @@ class PGD(FixedBudgetAttack):
                     if keep.numel() == 0:
                         return
                     idx, x0, y0, x_adv = idx[keep], x0[keep], y0[keep], x_adv[keep]
+                    box = (box[0][keep], box[1][keep]) if box is not None else None
                     x_best, obj_best = x_best[keep], obj_best[keep]
                     t0 = t0[keep] if t0 is not None else None
         best[idx], best_obj[idx] = x_best, obj_best
