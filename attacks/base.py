@@ -69,6 +69,11 @@ class Attack(ABC):
     @abstractmethod
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, **kwargs: object) -> Tensor: ...
 
+    @property
+    def label(self) -> str:
+        """The name reports use for this attack (the registry name by default)."""
+        return type(self).name
+
     def describe(self) -> str:
         """Short human-readable summary, used in reports."""
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())

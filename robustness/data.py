@@ -48,7 +48,9 @@ def as_loader(data: DataLike, batch_size: int) -> Iterable[Any]:
             size = None
         if size == 0:
             raise InputError("the dataset is empty: nothing to evaluate")
-        return DataLoader(data, batch_size=batch_size, shuffle=False)
+        # a generator of its own: iterating a DataLoader draws a base seed, which would otherwise
+        # come from (and advance) the caller's global torch RNG
+        return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
     raise InputError(
         f"data must be an (x, y) pair of tensors, a Dataset or a DataLoader, got {type(data).__name__}"
     )

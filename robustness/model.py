@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from robustness.errors import InputError
 
-__all__ = ["NormalizedModel", "model_device", "evaluation_mode"]
+__all__ = ["CallCounter", "NormalizedModel", "model_device", "evaluation_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +87,32 @@ def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Ite
             model.to(original)
         for m, flag in modes:
             m.training = flag
+
+
+class CallCounter(nn.Module):
+    """Forwards to ``model``, counting calls and the samples that went through them.
+
+    ``gradient_samples`` counts the samples of calls made with autograd on (inputs that require
+    grad): the forward half of a forward+backward pass. The runner wraps the user's model in one
+    for the duration of an evaluation to report the model calls of each attack; the user's
+    model itself is not modified.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = 0
+        self.samples = 0
+        self.gradient_samples = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        n = int(x.shape[0]) if x.dim() else 1
+        self.samples += n
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient_samples += n
+        return self.model(x)
+
+    def snapshot(self) -> tuple[int, int, int]:
+        """``(calls, samples, gradient_samples)`` so far."""
+        return self.calls, self.samples, self.gradient_samples

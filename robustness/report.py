@@ -1,12 +1,18 @@
 """The result of an evaluation: robust accuracy per budget, per attack and in the worst case.
 
-``Report.save(directory)`` writes ``report.json`` (machine-readable, budgets as strings),
-``report.md`` (for humans) and ``robust_accuracy.png`` (accuracy against budget, one line
-per attack plus the per-sample worst case), each atomically.
+``Report.save(directory)`` writes, each atomically:
+
+* ``report.json``: everything, machine-readable (budgets as exact float strings);
+* ``report.md``: for humans, the checks that did not pass first;
+* ``samples.csv``: one row per example (label, clean prediction, smallest budget that broke it,
+  which attack, its adversarial prediction and perturbation size), to look at the hardest ones;
+* ``robust_accuracy.png``: accuracy against budget, one line per attack plus the worst case;
+* ``examples.png``: clean and adversarial examples side by side (image data only).
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -14,14 +20,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustness import plots
 from robustness.io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["Report", "format_eps"]
+__all__ = ["Check", "CHECK_STATUSES", "Report", "format_eps"]
+
+#: a check's verdict: ``passed``; ``warning`` (the numbers may not be trustworthy); ``failed``
+#: (a warning under ``strict=True``); ``skipped`` (it could not run on this evaluation, e.g. a
+#: black-box comparison without a black-box attack: the message says why)
+CHECK_STATUSES: tuple[str, ...] = ("passed", "warning", "failed", "skipped")
+_STATUS_ORDER = {"failed": 0, "warning": 1, "skipped": 2, "passed": 3}
 
 
 def format_eps(eps: float) -> str:
     """A budget as a short string: ``0.0313725`` -> ``'0.031373'``, ``0.3`` -> ``'0.3'``."""
     return f"{eps:.6g}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict of one sanity check of an evaluation (``robustness.checks``).
+
+    ``message`` says what was measured and, when the check did not pass, the likely cause and
+    the fix.
+    """
+
+    name: str
+    status: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "message": self.message}
+
+
+def _keyed(d: dict[float, Any]) -> dict[str, Any]:
+    return {repr(float(k)): v for k, v in d.items()}  # shortest exact float text: round-trips
+
+
+def _unkeyed(d: dict[str, Any]) -> dict[float, Any]:
+    return {float(k): v for k, v in d.items()}
 
 
 @dataclass
@@ -30,7 +67,14 @@ class Report:
 
     ``robust_accuracy[eps]`` is the fraction of examples that are classified correctly and
     that no attack broke within ``eps``: the per-sample worst case over attacks, never the
-    best attack's mean. ``by_attack[name][eps]`` is each attack alone.
+    best attack's mean. ``by_attack[name][eps]`` is each attack alone; ``cumulative[name][eps]``
+    the worst case over the attacks up to and including ``name``, in order.
+
+    ``per_class[c]`` holds ``n``, ``clean`` and worst-case ``robust`` accuracy per budget for the
+    examples of true class ``c``. ``perturbation[name][eps]`` holds ``count``, ``median`` and
+    ``max`` norm of the successful adversarial perturbations of ``name`` within ``eps``.
+    ``model_calls[name]`` counts the model calls, samples and samples through a gradient pass
+    that each attack spent; ``timings`` its seconds. ``checks`` are the sanity checks' verdicts.
 
     ``gradient_mode`` is the mode ``evaluate`` set on the model's preprocessing defenses
     (``None``: each left in its own mode) and ``defenses`` lists them, as
@@ -57,23 +101,47 @@ class Report:
     data: str | None = None
     gradient_mode: str | None = None
     defenses: list[dict[str, Any]] = field(default_factory=list)
-    per_sample: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    checks: list[Check] = field(default_factory=list)
+    cumulative: dict[str, dict[float, float]] = field(default_factory=dict)
+    per_class: dict[int, dict[str, Any]] = field(default_factory=dict)
+    perturbation: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
+    model_calls: dict[str, dict[str, int]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    per_sample: dict[str, list[Any]] = field(default_factory=dict, repr=False)
 
     @property
     def worst_case(self) -> float:
         """Worst-case robust accuracy at the largest budget."""
         return self.robust_accuracy[max(self.robust_accuracy)]
 
+    @property
+    def checks_passed(self) -> bool:
+        """True when no check ended in ``warning`` or ``failed``."""
+        return all(c.status in ("passed", "skipped") for c in self.checks)
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        """Checks with status ``failed`` (warnings under ``strict=True``)."""
+        return [c for c in self.checks if c.status == "failed"]
+
+    def checks_by_severity(self) -> list[Check]:
+        """Checks ordered failed, warning, skipped, passed (stable within each)."""
+        return sorted(self.checks, key=lambda c: _STATUS_ORDER.get(c.status, 9))
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with the same keys as the attributes; budgets become strings."""
+        """JSON-ready dict with the same keys as the attributes; budgets become strings.
 
-        def keyed(d: dict[float, float]) -> dict[str, float]:
-            return {repr(float(k)): v for k, v in d.items()}  # shortest exact float text: round-trips
-
+        ``examples`` keeps each example's metadata (not its pixels); ``per_sample`` is in
+        ``samples.csv``.
+        """
         return {
             "clean_accuracy": self.clean_accuracy,
-            "robust_accuracy": keyed(self.robust_accuracy),
-            "by_attack": {name: keyed(v) for name, v in self.by_attack.items()},
+            "robust_accuracy": _keyed(self.robust_accuracy),
+            "by_attack": {name: _keyed(v) for name, v in self.by_attack.items()},
+            "cumulative": {name: _keyed(v) for name, v in self.cumulative.items()},
+            "per_class": {str(c): {**v, "robust": _keyed(v["robust"])} for c, v in self.per_class.items()},
+            "perturbation": {name: _keyed(v) for name, v in self.perturbation.items()},
+            "model_calls": self.model_calls,
             "n_examples": self.n_examples,
             "epsilons": self.epsilons,
             "norm": self.norm,
@@ -84,14 +152,47 @@ class Report:
             "device": self.device,
             "versions": self.versions,
             "timings": self.timings,
-            "max_perturbation": keyed(self.max_perturbation),
+            "max_perturbation": _keyed(self.max_perturbation),
             "num_classes": self.num_classes,
             "warnings": self.warnings,
             "model": self.model,
             "data": self.data,
             "gradient_mode": self.gradient_mode,
             "defenses": self.defenses,
+            "checks": [c.to_dict() for c in self.checks_by_severity()],
+            "examples": [{k: v for k, v in e.items() if k not in ("clean", "adversarial")} for e in self.examples],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Rebuild a report from :meth:`to_dict` output (``report.json``)."""
+        return cls(
+            clean_accuracy=data["clean_accuracy"],
+            robust_accuracy=_unkeyed(data["robust_accuracy"]),
+            by_attack={n: _unkeyed(v) for n, v in data["by_attack"].items()},
+            n_examples=data["n_examples"],
+            epsilons=list(data["epsilons"]),
+            norm=data["norm"],
+            bounds=tuple(data["bounds"]),  # type: ignore[arg-type]
+            attacks=data["attacks"],
+            seed=data["seed"],
+            batch_size=data["batch_size"],
+            device=data["device"],
+            versions=data["versions"],
+            timings=data["timings"],
+            max_perturbation=_unkeyed(data["max_perturbation"]),
+            num_classes=data["num_classes"],
+            warnings=list(data.get("warnings", [])),
+            model=data.get("model"),
+            data=data.get("data"),
+            gradient_mode=data.get("gradient_mode"),
+            defenses=list(data.get("defenses", [])),
+            checks=[Check(**c) for c in data.get("checks", [])],
+            cumulative={n: _unkeyed(v) for n, v in data.get("cumulative", {}).items()},
+            per_class={int(c): {**v, "robust": _unkeyed(v["robust"])} for c, v in data.get("per_class", {}).items()},
+            perturbation={n: _unkeyed(v) for n, v in data.get("perturbation", {}).items()},
+            model_calls=data.get("model_calls", {}),
+        )
 
     def table(self) -> str:
         """Markdown table: one row per budget, the worst case and each attack as columns."""
@@ -104,6 +205,10 @@ class Report:
             cells += [_pct(self.by_attack[n].get(eps, math.nan)) for n in names]
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
+
+    def checks_table(self) -> str:
+        """Markdown list of the checks, the ones that did not pass first."""
+        return "\n".join(f"- **{c.status}** `{c.name}`: {c.message}" for c in self.checks_by_severity())
 
     def to_markdown(self) -> str:
         """The human-readable report."""
@@ -118,6 +223,12 @@ class Report:
             f"- time: {self.timings.get('total', math.nan):.2f} s",
             "",
         ]
+        if self.checks and not self.checks_passed:
+            lines += ["## Checks that did not pass", ""]
+            lines += [f"- **{c.status}** `{c.name}`: {c.message}" for c in self.checks_by_severity()
+                      if c.status in ("failed", "warning")] + [""]
+        if self.warnings:
+            lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         if self.defenses:
             lines += ["## Defenses", ""]
             for d in self.defenses:
@@ -126,80 +237,103 @@ class Report:
                 lines += [f"  - {p['name']}({', '.join(f'{k}={v!r}' for k, v in p['settings'].items())}): "
                           f"{p['backward']}" for p in d["preprocessors"]]
             lines.append("")
-        if self.warnings:
-            lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         lines += ["## Robust accuracy (per-sample worst case over attacks)", "", self.table(), ""]
-        lines += ["## Largest perturbation actually used", "", "| eps | largest norm |", "---:|---:|"]
-        lines[-1] = "|---:|---:|"
-        for eps, used in sorted(self.max_perturbation.items()):
-            lines.append(f"| {format_eps(eps)} | {used:.6g} |")
+        lines += self._cumulative_lines() + self._per_class_lines() + self._cost_lines()
+        lines += ["## Largest perturbation actually used", "", "| eps | largest norm |", "|---:|---:|"]
+        lines += [f"| {format_eps(eps)} | {used:.6g} |" for eps, used in sorted(self.max_perturbation.items())]
+        if self.checks:
+            lines += ["", "## All checks", "", self.checks_table()]
         lines += ["", "## Attacks", ""] + [f"- `{n}`: {d}" for n, d in self.attacks.items()]
         lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
 
-    def plot_png(self) -> bytes:
-        """PNG bytes of robust accuracy against budget."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+    def _cumulative_lines(self) -> list[str]:
+        if len(self.cumulative) < 2:
+            return []
+        names = list(self.cumulative)
+        lines = ["## Cumulative robust accuracy (after each attack, in order)", "",
+                 "| eps | " + " | ".join(f"+ {n}" for n in names) + " |", "|" + "---:|" * (1 + len(names))]
+        for eps in sorted(self.robust_accuracy):
+            lines.append("| " + " | ".join([format_eps(eps)] + [_pct(self.cumulative[n].get(eps, math.nan))
+                                                                 for n in names]) + " |")
+        return lines + [""]
 
-        fig = Figure(figsize=(6, 4), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        xs = sorted(self.robust_accuracy)
-        for name, acc in self.by_attack.items():
-            ax.plot(xs, [acc.get(e, math.nan) for e in xs], marker="o", linewidth=1.2, label=name)
-        ax.plot(xs, [self.robust_accuracy[e] for e in xs], marker="s", color="black", linewidth=2.2,
-                label="worst case")
-        ax.set_xlabel(f"eps ({self.norm})")
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_title(f"clean {_pct(self.clean_accuracy)}, n={self.n_examples}")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+    def _per_class_lines(self) -> list[str]:
+        if not self.per_class:
+            return []
+        eps = sorted(e for e in self.robust_accuracy if e > 0)
+        lines = ["## Per class (worst case)", "",
+                 "| class | n | clean | " + " | ".join(f"eps {format_eps(e)}" for e in eps) + " |",
+                 "|" + "---:|" * (3 + len(eps))]
+        for c, v in sorted(self.per_class.items()):
+            cells = [str(c), str(v["n"]), _pct(v["clean"])] + [_pct(v["robust"].get(e, math.nan)) for e in eps]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines + [""]
+
+    def _cost_lines(self) -> list[str]:
+        if not self.perturbation and not self.model_calls:
+            return []
+        lines = ["## Per attack: successful perturbations (median / max norm) and cost", "",
+                 "| attack | eps | broken | median norm | max norm |", "|---|---:|---:|---:|---:|"]
+        for name, per_eps in self.perturbation.items():
+            for e, st in sorted(per_eps.items()):
+                lines.append(f"| {name} | {format_eps(e)} | {st['count']} | {_num(st['median'])} | "
+                             f"{_num(st['max'])} |")
+        lines += ["", "| attack | seconds | model calls | samples | samples through a gradient pass |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, calls in self.model_calls.items():
+            lines.append(f"| {name} | {self.timings.get(name, math.nan):.3f} | {calls['calls']} | "
+                         f"{calls['samples']} | {calls['gradient_samples']} |")
+        return lines + [""]
+
+    def samples_csv(self) -> str:
+        """One row per example: index, label, clean prediction, correct, the smallest budget that
+        broke it (empty: none did), the attack that did, its adversarial prediction and
+        perturbation norm, and the smallest breaking budget of each attack."""
+        s = self.per_sample
+        if not s:
+            return ""
+        budgets = sorted(e for e in self.robust_accuracy if e > 0)
+        names = [k.split(":", 1)[1] for k in s if k.startswith("broken_at:") and k != "broken_at:worst"]
+
+        def at(index: int) -> str:
+            return format_eps(budgets[index]) if index < len(budgets) else ""
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["index", "label", "clean_prediction", "correct", "broken_at_eps", "broken_by",
+                    "adversarial_prediction", "perturbation_norm"] + [f"broken_at_eps:{n}" for n in names])
+        for i, (label, pred) in enumerate(zip(s["label"], s["clean_prediction"])):
+            worst = s["broken_at:worst"][i]
+            broken = worst < len(budgets)
+            w.writerow([i, label, pred, int(label == pred), at(worst), s.get("broken_by", [""] * (i + 1))[i],
+                         s["adversarial_prediction"][i] if broken and "adversarial_prediction" in s else "",
+                         f"{s['perturbation'][i]:.6g}" if broken and "perturbation" in s else ""]
+                        + [at(s[f"broken_at:{n}"][i]) for n in names])
         return buf.getvalue()
 
+    def plot_png(self) -> bytes:
+        """PNG bytes of robust accuracy against budget."""
+        return plots.accuracy_png(self)
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``report.json``, ``report.md`` and ``robust_accuracy.png`` into ``directory``."""
+        """Write report.json, report.md, samples.csv, robust_accuracy.png and (for images)
+        examples.png into ``directory``, each atomically."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "report.json", json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
         atomic_write_text(out / "report.md", self.to_markdown())
+        if self.per_sample:
+            atomic_write_text(out / "samples.csv", self.samples_csv())
         atomic_write_bytes(out / "robust_accuracy.png", self.plot_png())
+        if plots.can_show_images(self.examples):
+            atomic_write_bytes(out / "examples.png", plots.examples_png(self))
         return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from :meth:`to_dict` output (``report.json``)."""
-
-        def unkey(d: dict[str, float]) -> dict[float, float]:
-            return {float(k): v for k, v in d.items()}
-
-        return cls(
-            clean_accuracy=data["clean_accuracy"],
-            robust_accuracy=unkey(data["robust_accuracy"]),
-            by_attack={n: unkey(v) for n, v in data["by_attack"].items()},
-            n_examples=data["n_examples"],
-            epsilons=list(data["epsilons"]),
-            norm=data["norm"],
-            bounds=tuple(data["bounds"]),  # type: ignore[arg-type]
-            attacks=data["attacks"],
-            seed=data["seed"],
-            batch_size=data["batch_size"],
-            device=data["device"],
-            versions=data["versions"],
-            timings=data["timings"],
-            max_perturbation=unkey(data["max_perturbation"]),
-            num_classes=data["num_classes"],
-            warnings=list(data.get("warnings", [])),
-            model=data.get("model"),
-            data=data.get("data"),
-            gradient_mode=data.get("gradient_mode"),
-            defenses=list(data.get("defenses", [])),
-        )
 
 
 def _pct(value: float) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _num(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"

@@ -59,7 +59,8 @@ def test_never_attacks_misclassified_or_already_broken_samples(trained_model, te
     x, y = test_batch
     seen: list[int] = []
     hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    report = robustness.evaluate(trained_model, (x, y), attacks=[FGSM()], epsilons=[0.05, 0.2], progress=False)
+    report = robustness.evaluate(trained_model, (x, y), attacks=[FGSM()], epsilons=[0.05, 0.2], progress=False,
+                                 checks=False)
     hook.remove()
     n = x.shape[0]
     n_correct = round(report.clean_accuracy * n)
@@ -208,7 +209,8 @@ def test_minimization_attack_answers_every_budget(trained_model, test_batch) -> 
     cw = CarliniWagnerL2(binary_search_steps=3, steps=30)
     seen: list[int] = []
     hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    report = robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[0.5, 1.0, 2.0], norm="l2")
+    report = robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[0.5, 1.0, 2.0], norm="l2",
+                                 checks=False)
     hook.remove()
     calls_per_budget_sweep = len(seen)
     accs = [report.by_attack["cw"][e] for e in (0.5, 1.0, 2.0)]
@@ -218,9 +220,24 @@ def test_minimization_attack_answers_every_budget(trained_model, test_batch) -> 
     # run once for all budgets: the call count does not depend on how many budgets there are
     seen.clear()
     hook = trained_model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[1.0], norm="l2")
+    robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[1.0], norm="l2", checks=False)
     hook.remove()
     assert len(seen) == calls_per_budget_sweep
     assert np.isclose(report.by_attack["cw"][1.0],
                       robustness.evaluate(trained_model, (x, y), attacks=[cw], epsilons=[1.0],
                                           norm="l2").by_attack["cw"][1.0])
+
+
+def test_global_random_states_are_untouched(trained_model, test_batch) -> None:
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    robustness.evaluate(trained_model, test_batch, attacks=["fgsm", "pgd"], epsilons=[0.1], progress=False)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert random.getstate() == before[2]

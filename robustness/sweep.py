@@ -1,0 +1,165 @@
+"""One attack over a sweep of budgets on one batch, verified by the runner, per sample.
+
+* :func:`sweep_fixed` (FGSM, PGD, APGD, Square, ...): budgets in increasing order; a sample
+  broken inside a smaller ball counts as broken inside every larger one, so each budget only
+  attacks the samples this attack has not broken yet, starting from the best point it found
+  for them at the previous budget (inside the larger ball).
+* :func:`sweep_minimization` (Carlini-Wagner): one run; each budget counts the verified
+  adversarial inputs whose perturbation fits in it.
+
+Whatever the attack returns is projected onto the budget, clipped to the bounds and
+re-predicted here; only verified misclassifications count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attacks.base import Attack, MinimizationAttack
+from robustness.errors import InputError
+from robustness.norms import Norm, clip_to_bounds, norm_of, project
+
+__all__ = ["SweepResult", "derive_seed", "sweep_fixed", "sweep_minimization", "sweep"]
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from ``seed`` and ``parts`` (batch, attack, budget, ...), stable across runs."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class SweepResult:
+    """Per-sample outcome of one attack on one batch.
+
+    ``broken[i]``: index into the budgets of the smallest budget at which sample ``i`` was broken
+    (``len(budgets)``: never, or misclassified clean: never attacked). ``size[i]``: norm of the
+    verified adversarial perturbation at that budget (NaN where not broken). ``adversarial``:
+    the verified adversarial input where broken, the clean input elsewhere. ``prediction``: the
+    model's prediction on that adversarial input (-1 where not broken). ``max_used[j]``: the
+    largest perturbation norm the attack returned at budget ``j``.
+    """
+
+    broken: Tensor
+    size: Tensor
+    adversarial: Tensor
+    prediction: Tensor
+    max_used: list[float]
+
+
+def _empty(x: Tensor, budgets: list[float]) -> SweepResult:
+    n = x.shape[0]
+    return SweepResult(
+        broken=torch.full((n,), len(budgets), dtype=torch.long, device=x.device),
+        size=torch.full((n,), math.nan, dtype=x.dtype, device=x.device),
+        adversarial=x.clone(),
+        prediction=torch.full((n,), -1, dtype=torch.long, device=x.device),
+        max_used=[0.0] * len(budgets),
+    )
+
+
+def _checked(attack: Attack, x_adv: object, like: Tensor) -> Tensor:
+    if not isinstance(x_adv, Tensor) or x_adv.shape != like.shape:
+        raise InputError(f"attack {attack.describe()} returned {getattr(x_adv, 'shape', type(x_adv))}, "
+                         f"expected a tensor of shape {tuple(like.shape)}")
+    return x_adv.detach().to(like.dtype)
+
+
+def sweep_fixed(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    correct: Tensor,
+    budgets: list[float],
+    *,
+    bounds: tuple[float, float],
+    norm: Norm,
+    seed: int,
+) -> SweepResult:
+    """Sweep ``budgets`` upwards, attacking only the correct samples this attack has not broken yet."""
+    out = _empty(x, budgets)
+    alive = correct.nonzero().squeeze(1)
+    previous: Tensor | None = None  # the best point of each survivor at the previous budget
+    for i, eps in enumerate(budgets):
+        if alive.numel() == 0:
+            break
+        gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, i))
+        x0, y0 = x[alive], y[alive]
+        x_adv = _checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen, init=previous), x0)
+        x_adv = clip_to_bounds(project(x_adv, x0, eps, norm), bounds)  # never trusted
+        with torch.no_grad():
+            pred = model(x_adv).argmax(dim=1)
+        fooled = pred != y0
+        sizes = norm_of(x_adv - x0, norm)
+        out.max_used[i] = float(sizes.max())
+        hit = alive[fooled]
+        out.broken[hit] = i
+        out.size[hit] = sizes[fooled]
+        out.adversarial[hit] = x_adv[fooled]
+        out.prediction[hit] = pred[fooled]
+        alive, previous = alive[~fooled], x_adv[~fooled]  # warm start: the next ball contains this point
+    return out
+
+
+def sweep_minimization(
+    model: nn.Module,
+    attack: MinimizationAttack,
+    x: Tensor,
+    y: Tensor,
+    correct: Tensor,
+    budgets: list[float],
+    *,
+    bounds: tuple[float, float],
+    norm: Norm,
+    seed: int,
+) -> SweepResult:
+    """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it."""
+    out = _empty(x, budgets)
+    alive = correct.nonzero().squeeze(1)
+    if alive.numel() == 0 or not budgets:
+        return out
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    x0, y0 = x[alive], y[alive]
+    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, bounds=bounds, generator=gen), x0), bounds)
+    with torch.no_grad():
+        pred = model(x_adv).argmax(dim=1)
+    fooled = pred != y0
+    size = norm_of(x_adv - x0, norm)
+    eps_t = torch.tensor(budgets, device=x.device, dtype=size.dtype)
+    fits = fooled[:, None] & (size[:, None] <= eps_t[None, :])  # (n, budgets), monotone in the budget
+    ok = fits.any(dim=1)
+    first = torch.where(ok, fits.float().argmax(dim=1), torch.full_like(alive, len(budgets)))
+    out.broken[alive] = first
+    hit = alive[ok]
+    out.size[hit] = size[ok]
+    out.adversarial[hit] = x_adv[ok]
+    out.prediction[hit] = pred[ok]
+    for i in range(len(budgets)):
+        used = size[fits[:, i]]
+        if used.numel():
+            out.max_used[i] = float(used.max())
+    return out
+
+
+def sweep(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    correct: Tensor,
+    budgets: list[float],
+    *,
+    bounds: tuple[float, float],
+    norm: Norm,
+    seed: int,
+) -> SweepResult:
+    """:func:`sweep_minimization` for minimization attacks, :func:`sweep_fixed` for the others."""
+    if not budgets:
+        return _empty(x, budgets)
+    run = sweep_minimization if isinstance(attack, MinimizationAttack) else sweep_fixed
+    return run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)  # type: ignore[arg-type]
