@@ -44,7 +44,7 @@ from robustness.norms import NORMS
 from robustness.registry import ATTACKS
 from robustness.report import Report, format_eps
 
-__all__ = ["main", "parse_epsilons", "build_parser"]
+__all__ = ["main", "parse_epsilons", "build_parser", "split_attack_list"]
 
 log = logging.getLogger("robustness")
 
@@ -101,6 +101,35 @@ def parse_epsilons(text: str) -> list[float]:
     return values
 
 
+def split_attack_list(text: str) -> list[str]:
+    """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries.
+
+    Commas inside parentheses belong to an entry's settings. Registry and preset names are
+    lower-cased; ``art:`` entries keep their case (ART class names are CamelCase).
+    """
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise InputError(f"--attacks: unbalanced ')' in {text!r}")
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise InputError(f"--attacks: unbalanced '(' in {text!r}")
+    parts.append("".join(current))
+    out = []
+    for part in (p.strip() for p in parts):
+        if part:
+            out.append(part if part.lower().startswith("art:") else part.lower())
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustness", description="Adversarial robustness testing harness for PyTorch.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -132,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
     ev.add_argument("--min-accuracy", type=float, default=None,
                     help="exit 1 if the worst-case robust accuracy at the largest budget is below this (0..1)")
+    ev.add_argument("--strict", action="store_true",
+                    help="a sanity check that warns fails instead, and a failed check exits 1 (a CI gate)")
+    ev.add_argument("--no-checks", action="store_true", help="skip the sanity checks (not recommended)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins")
@@ -191,7 +223,7 @@ def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
     norms = [args.norm] if args.norm else (["linf"] if args.attacks or args.eps else ["linf", "l2"])
     out = []
     for norm in norms:
-        names = [a.strip().lower() for a in (args.attacks or DEFAULT_ATTACKS[norm]).split(",") if a.strip()]
+        names = split_attack_list(args.attacks or DEFAULT_ATTACKS[norm])
         if not names:
             raise InputError("--attacks: give at least one attack name, e.g. --attacks fgsm,pgd")
         out.append(_Sweep(norm, names, parse_epsilons(args.eps or table[norm])))
@@ -252,7 +284,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report = runner.evaluate(
                 loaded.model, data.dataset, attacks=sweep.attacks, epsilons=sweep.epsilons, norm=sweep.norm,
                 bounds=data.bounds, batch_size=args.batch_size, device=device, seed=args.seed,
-                progress=not args.quiet,
+                progress=not args.quiet, checks=not args.no_checks, strict=args.strict,
             )
             report.model = loaded.source
             report.data = f"{data.name} ({args.split})"
@@ -262,7 +294,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 out = Path(args.out) / sweep.norm if len(sweeps) > 1 else Path(args.out)
             report.save(out)
             gate = args.min_accuracy is not None and report.worst_case < args.min_accuracy
-            failed |= gate
+            failed |= gate or bool(report.failed_checks)
             results.append((label, report, out, gate))
         if len(results) == 1 and results[0][0] is None:
             _print(results[0][1], results[0][2], args, results[0][3])
@@ -289,12 +321,23 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
             f"-> {out}")
     if gate:
         line += f"  FAILED --min-accuracy {args.min_accuracy}"
+    if report.failed_checks:
+        line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
     if not args.quiet:
         print(f"\n{report.model} on {report.data}, {report.norm} sweep")
+        _print_checks(report, None)
         for w in report.warnings:
             print(f"warning: {w}")
         print(report.table())
     print(line)
+
+
+def _print_checks(report: Report, label: str | None) -> None:
+    """The checks that did not pass, failed first, one line each."""
+    who = f" ({label})" if label else ""
+    for c in report.checks_by_severity():
+        if c.status in ("failed", "warning"):
+            print(f"check {c.status}{who}: {c.name}: {c.message}")
 
 
 def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sweep: _Sweep,
@@ -306,6 +349,7 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
         print(f"\n{' vs '.join(labels)} on {first.data}, {sweep.norm} sweep "
               f"({', '.join(sweep.attacks)}): worst-case robust accuracy")
         for label, report, _, _ in results:
+            _print_checks(report, label)
             for w in report.warnings:
                 print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
@@ -321,6 +365,8 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                 f"-> {out}")
         if gate:
             line += f"  FAILED --min-accuracy {args.min_accuracy}"
+        if report.failed_checks:
+            line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
         print(line)
 
 

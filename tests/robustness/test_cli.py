@@ -55,7 +55,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
         "evaluate", "--model", "m.pt", "--arch", "small-cnn", "--mean", "0.5", "--std", "0.25",
         "--data", "mnist", "--data-dir", "/d", "--download", "--split", "train", "--attacks", "fgsm,PGD",
         "--eps", "0,8/255,0.1", "--norm", "l2", "--n", "17", "--batch-size", "33", "--device", "cpu",
-        "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet",
+        "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet", "--strict", "--no-checks",
     ])
     assert code == 0
     (name, dkw), = spy["data"]
@@ -67,6 +67,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33
     assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
     assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
+    assert kw["strict"] is True and kw["checks"] is False
     assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
 
 
@@ -135,3 +136,25 @@ def test_list_attacks(capsys) -> None:
     assert cli.main(["list", "attacks"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"fgsm", "pgd", "cw"} <= set(names)
+
+
+def test_failed_check_exits_1_and_checks_print_before_the_table(spy, monkeypatch, tmp_path, capsys) -> None:
+    from robustness.report import Check
+
+    def evaluate(model, data, **kw):
+        report = _fake_report(kw["norm"], worst=0.4)
+        status = "failed" if kw["strict"] else "warning"
+        report.checks = [Check("probability-outputs", "passed", "ok"), Check("zero-gradients", status, "masked")]
+        return report
+
+    monkeypatch.setattr(cli.runner, "evaluate", evaluate)
+    args = ["evaluate", "--model", "m.pt", "--eps", "0.1", "--out", str(tmp_path)]
+    assert cli.main(args) == 0  # a warning alone does not fail the run
+    out = capsys.readouterr().out
+    assert out.index("check warning: zero-gradients: masked") < out.index("| eps |")
+    assert "probability-outputs" not in out  # passed checks stay in the report only
+    assert cli.main(args + ["--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "check failed: zero-gradients" in out and "FAILED checks: zero-gradients" in out
+    saved = json.loads((tmp_path / "report.json").read_text())["checks"]
+    assert [c["status"] for c in saved] == ["failed", "passed"]  # not-passed first
