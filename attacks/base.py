@@ -51,6 +51,8 @@ class Attack(ABC):
 
     name: ClassVar[str] = "attack"
     minimizes: ClassVar[bool] = False
+    #: the attack works on images ``(N, C, H, W)`` only (e.g. Square); others take any ``(N, ...)``
+    needs_images: ClassVar[bool] = False
     norm: Norm  # every subclass declares it as a field or a class constant
 
     def _validate_call(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from attacks.base import MinimizationAttack
+from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
 
@@ -22,7 +23,9 @@ def _build(name: str, norm: str):
     if issubclass(cls, MinimizationAttack):
         kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
         return ATTACKS.create(name, **kwargs) if norm == "l2" else None
-    return ATTACKS.create(name, norm=norm, **({"steps": 3} if name == "pgd" else {}))
+    settings = {"pgd": {"steps": 3}, "apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5, "target_classes": 2},
+                "square": {"queries": 200}}.get(name, {})
+    return ATTACKS.create(name, norm=norm, **settings)
 
 
 class Linear(nn.Module):
@@ -54,9 +57,13 @@ def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, se
     g = torch.Generator().manual_seed(seed)
     x = low + width * torch.rand((n, *shape), generator=g)
     numel = torch.tensor(shape).prod().item()
+    if attack.needs_images and len(shape) != 3:  # e.g. Square: a clear error, not a wrong answer
+        with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
+            attack(Linear(int(numel), 3, seed), x, torch.zeros(n, dtype=torch.long), eps=1.0, bounds=(low, high))
+        return
     eps = eps_frac * width * (1.0 if norm == "linf" else numel**0.5)
-    model = Linear(int(numel), 3, seed)
-    y = torch.randint(0, 3, (n,), generator=g)
+    model = Linear(int(numel), 4, seed)  # 4 classes: the fewest that targeted DLR (APGD-T) accepts
+    y = torch.randint(0, 4, (n,), generator=g)
     x_adv = attack(model, x, y, eps=eps, bounds=(low, high), generator=torch.Generator().manual_seed(seed))
     assert x_adv.shape == x.shape
     assert torch.all(x_adv >= low - TOL) and torch.all(x_adv <= high + TOL)

@@ -1,0 +1,344 @@
+"""The Square attack (Andriushchenko, Croce, Flammarion and Hein 2020, "Square Attack: a
+query-efficient black-box adversarial attack via random search"), Linf and L2.
+
+A score-based black-box attack: it only reads the model's logits, never its gradients (every
+model call runs under :func:`torch.no_grad`), so it also works on models that cannot be
+differentiated and is a check against gradient masking.
+
+Random search. Start at the paper's initial point (Linf: vertical stripes of ``+-eps``; L2:
+a grid of "pyramid" blocks of random signs, scaled to norm ``eps``) or at the given ``init``,
+then repeat: propose a change of a random square window covering a fraction ``p`` of the
+pixels, query the model, keep the change if the loss improved.
+
+* Linf: the window is set to ``+-eps`` around ``x``, with one random sign per channel.
+* L2: the window receives a pyramid of random sign per channel plus its previous content,
+  rescaled so that it also takes the mass of a second random window, which is zeroed; the
+  whole perturbation is then rescaled to norm ``eps``.
+
+``p`` follows the paper's piecewise-constant schedule, defined for 10,000 queries and
+rescaled to the query budget (as the reference implementation does): ``p_init`` for the
+first 0.1% of the budget, halved at 0.5%, 2%, 5%, 10%, 20%, 40%, 60% and 80%.
+
+Every sample of the batch steps together (each with its own window positions, drawn from the
+generator), and a sample that is fooled leaves the batch at once: it costs no more queries.
+Per sample it returns the first point that fools the model, else the point of highest loss.
+
+``queries`` is the budget per sample over all restarts, the starting point included: restart
+``r`` gets ``queries // restarts`` queries (the first ``queries % restarts`` one more).
+
+Shapes: ``x`` is ``(N, C, H, W)`` images in pixel space (any ``H``, ``W``, including 8x8 digits
+and non-square images), ``y`` (and ``target``) ``(N,)``.
+
+Example::
+
+    from attacks import Square
+    square = Square(norm="linf", queries=1000)
+    adv = square(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import FixedBudgetAttack
+from attacks.losses import Loss, _check_loss, is_adversarial, objective
+from robustness.errors import InputError
+from robustness.norms import Norm, clip_to_bounds
+
+__all__ = ["Square", "p_schedule", "pyramid"]
+
+log = logging.getLogger(__name__)
+
+# the paper's schedule: (last iteration of a 10,000-query run, divisor of p_init) ...
+_SCHEDULE: tuple[tuple[int, int], ...] = (
+    (10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256),
+)
+_LAST_DIVISOR = 512  # ... and the rest of the run
+
+
+def p_schedule(p_init: float, iteration: int, budget: int) -> float:
+    """The fraction of pixels changed at ``iteration`` (from 0) of a run of ``budget`` queries."""
+    it = int(iteration / budget * 10000)
+    for last, divisor in _SCHEDULE:
+        if it <= last:
+            return p_init / divisor
+    return p_init / _LAST_DIVISOR
+
+
+def _centred(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(rows, cols)``: at Chebyshev distance ``d`` from the centre, ``sum_{j=d+1}^{K} 1 / j**2``
+    with ``K`` one more than the half-size, unit L2 norm (concentric rectangles of weight 1/(k+1)**2)."""
+    r = (torch.arange(rows, device=device) - rows // 2).abs()
+    c = (torch.arange(cols, device=device) - cols // 2).abs()
+    d = torch.maximum(r[:, None], c[None, :])
+    k = max(rows // 2, cols // 2) + 1
+    weights = 1.0 / torch.arange(1, k + 1, device=device, dtype=dtype) ** 2
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{j=d+1}^{K} 1/j^2
+    out = tail[d]
+    return out / out.norm().clamp_min(1e-12)
+
+
+def pyramid(size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+    """The paper's L2 block ``(size, size)``: a positive pyramid on the top half, a negative one
+    on the bottom half, unit L2 norm."""
+    device = torch.device(device)
+    top = size // 2
+    out = torch.cat([_centred(top, size, device, dtype), -_centred(size - top, size, device, dtype)], dim=0)
+    return out / out.norm().clamp_min(1e-12)
+
+
+def _window(start: Tensor, size: int, length: int) -> Tensor:
+    """``(N, length)`` bool: positions ``start[n] <= i < start[n] + size``."""
+    i = torch.arange(length, device=start.device)
+    return (i[None, :] >= start[:, None]) & (i[None, :] < start[:, None] + size)
+
+
+def _mask(rows: Tensor, cols: Tensor, size: int, h: int, w: int) -> Tensor:
+    """``(N, 1, h, w)`` bool: the ``size x size`` square at ``(rows[n], cols[n])``."""
+    return (_window(rows, size, h)[:, :, None] & _window(cols, size, w)[:, None, :]).unsqueeze(1)
+
+
+def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+
+
+def _positions(n: int, size: int, length: int, device: torch.device, generator: torch.Generator) -> Tensor:
+    """Uniform over every valid start of a window of ``size`` in ``length`` (both ends included)."""
+    return torch.randint(0, length - size + 1, (n,), generator=generator, device=device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Square(FixedBudgetAttack):
+    """Square attack: score-based random search over square windows, Linf or L2.
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        queries: model evaluations per sample over all restarts, the starting point included.
+        p_init: fraction of the pixels the first windows cover (the paper: 0.05 to 0.8); the
+            schedule divides it down to ``p_init / 512``.
+        restarts: independent runs, each from the paper's initial point (the first from
+            ``init`` when given), sharing the budget; samples fooled by a run are not restarted.
+        loss: ``"margin"`` (the paper's, for untargeted attacks) or ``"ce"``.
+    """
+
+    name: ClassVar[str] = "square"
+    uses_init: ClassVar[bool] = True
+    needs_images: ClassVar[bool] = True  # (N, C, H, W) inputs only
+    norm: Norm = "linf"
+    queries: int = 5000
+    p_init: float = 0.8
+    restarts: int = 1
+    loss: Loss = "margin"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_loss(self.loss)
+        for field in ("queries", "restarts"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"Square {field} must be an integer >= 1, got {value!r}")
+        if self.queries < self.restarts:
+            raise InputError(
+                f"Square needs at least one query per restart: queries={self.queries} < restarts={self.restarts}; "
+                "raise queries or lower restarts"
+            )
+        p = self.p_init
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1):
+            raise InputError(f"Square p_init must be a fraction in (0, 1], got {p!r}")
+
+    def _validate_call(
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, bounds: tuple[float, float]
+    ) -> tuple[float, float]:
+        bounds = super()._validate_call(model, x, y, target, bounds)
+        if x.dim() != 4:
+            raise InputError(
+                f"Square needs (N, C, H, W) images, got x of shape {tuple(x.shape)}: "
+                "reshape image inputs to (N, C, H, W), or use a gradient attack (pgd, fgsm) for other data"
+            )
+        return bounds
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        eps: float,
+        bounds: tuple[float, float],
+        target: Tensor | None,
+        generator: torch.Generator,
+        init: Tensor | None = None,
+    ) -> Tensor:
+        n = x.shape[0]
+        best = x.clone()
+        best_obj = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)  # +inf: fooled
+        share, extra = divmod(self.queries, self.restarts)
+        for restart in range(self.restarts):
+            idx = torch.arange(n, device=x.device) if restart == 0 else (best_obj < math.inf).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            start = init if restart == 0 else None
+            budget = share + (1 if restart < extra else 0)
+            self._search(model, x, y, target, idx, best, best_obj, eps, bounds, generator, budget, start)
+        if log.isEnabledFor(logging.DEBUG):  # the count costs a host sync: only when asked for
+            log.debug("square %s eps=%g: %d of %d samples fooled", self.norm, eps, int((best_obj == math.inf).sum()), n)
+        return best
+
+    # ------------------------------------------------------------------ one run
+
+    def _search(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        idx: Tensor,
+        best: Tensor,
+        best_obj: Tensor,
+        eps: float,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+        budget: int,
+        start: Tensor | None,
+    ) -> None:
+        """One run of ``budget`` queries for the samples ``idx``; updates ``best`` and ``best_obj`` in place."""
+        x0, y0 = x[idx], y[idx]
+        t0 = target[idx] if target is not None else None
+        cur = start[idx] if start is not None else self._initial(x0, eps, bounds, generator)
+        cur_obj, fooled = self._query(model, cur, y0, t0)  # the start is accepted whatever its loss
+        view = (-1, 1, 1, 1)
+        blocks: dict[int, Tensor] = {}  # this run's pyramid blocks by side (the side changes ~10 times)
+        for it in range(budget):
+            if it > 0:
+                p = p_schedule(self.p_init, it - 1, budget)
+                if self.norm == "linf":
+                    cand = self._linf_candidate(x0, cur, eps, p, bounds, generator)
+                else:
+                    cand = self._l2_candidate(x0, cur, eps, p, bounds, generator, blocks)
+                obj, fooled = self._query(model, cand, y0, t0)
+                accept = (obj > cur_obj) | fooled  # a fooling candidate is kept whatever its loss
+                cur = torch.where(accept.view(view), cand, cur)
+                cur_obj = torch.where(accept, obj, cur_obj)
+            last = it == budget - 1
+            if not last and not bool(fooled.any()):  # one host sync per query buys a smaller batch
+                continue
+            # write back: the fooled samples, and everything at the end of the run
+            score = torch.where(fooled, torch.full_like(cur_obj, math.inf), cur_obj)
+            done = torch.ones_like(fooled) if last else fooled
+            sel = idx[done]
+            better = score[done] > best_obj[sel]
+            best[sel] = torch.where(better.view(view), cur[done], best[sel])
+            best_obj[sel] = torch.maximum(score[done], best_obj[sel])
+            if last:
+                return
+            keep = (~fooled).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return
+            idx, x0, y0, cur, cur_obj = idx[keep], x0[keep], y0[keep], cur[keep], cur_obj[keep]
+            t0 = t0[keep] if t0 is not None else None
+
+    def _query(self, model: nn.Module, x_in: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Objective and success per sample: one query per sample, without autograd."""
+        with torch.no_grad():
+            logits = model(x_in)
+            return objective(logits, y, self.loss, target).to(x_in.dtype), is_adversarial(logits, y, target)
+
+    # ------------------------------------------------------------------ starting points
+
+    def _initial(self, x: Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator) -> Tensor:
+        n, c, h, w = x.shape
+        if self.norm == "linf":  # vertical stripes: one sign per (sample, channel, column)
+            return clip_to_bounds(x + eps * _signs((n, c, 1, w), x, generator), bounds)
+        # L2: a centred grid of pyramid tiles of side min(h, w) // 5, a sign per (sample, channel, tile)
+        t = max(min(h, w) // 5, 1)
+        nh, nw = h // t, w // t
+        top, left = (h - nh * t) // 2, (w - nw * t) // 2
+        block = pyramid(t, x.device, x.dtype)
+        blocks = torch.stack([block, block.T])
+        flip = torch.randint(0, 2, (n, nh, nw), generator=generator, device=x.device)  # transposed tiles
+        signs = _signs((n, c, nh, nw), x, generator)
+        tile_r = torch.arange(nh * t, device=x.device) // t
+        tile_c = torch.arange(nw * t, device=x.device) // t
+        in_r = torch.arange(nh * t, device=x.device) % t
+        in_c = torch.arange(nw * t, device=x.device) % t
+        pattern = blocks[flip[:, tile_r[:, None], tile_c[None, :]], in_r[:, None], in_c[None, :]]  # (n, nh*t, nw*t)
+        delta = x.new_zeros(x.shape)
+        delta[:, :, top : top + nh * t, left : left + nw * t] = pattern[:, None] * signs[:, :, tile_r[:, None], tile_c]
+        return clip_to_bounds(x + eps * _unit(delta), bounds)
+
+    # ------------------------------------------------------------------ proposals
+
+    def _linf_candidate(
+        self, x: Tensor, cur: Tensor, eps: float, p: float, bounds: tuple[float, float], generator: torch.Generator
+    ) -> Tensor:
+        """``cur`` with a random square per sample set to ``x +- eps`` (a sign per channel)."""
+        n, c, h, w = x.shape
+        s = min(max(round(math.sqrt(p * h * w)), 1), h, w)
+        mask = _mask(_positions(n, s, h, x.device, generator), _positions(n, s, w, x.device, generator), s, h, w)
+        signs = _signs((n, c, 1, 1), x, generator)
+        # a proposal that changes nothing wastes a query: where the square already holds these
+        # signs, flip a random non-empty subset of the channels (uniform over the other sign
+        # vectors, each of which changes every pixel of the square)
+        if c <= 20:
+            subset = torch.randint(1, 2**c, (n,), generator=generator, device=x.device)
+            flips = (subset[:, None] >> torch.arange(c, device=x.device)) & 1
+        else:  # 2**c overflows: independent bits (all zero, a wasted query, with probability 2**-c)
+            flips = torch.randint(0, 2, (n, c), generator=generator, device=x.device)
+        cand = torch.where(mask, clip_to_bounds(x + eps * signs, bounds), cur)
+        same = ((cand - cur).abs() <= 1e-7).flatten(1).all(dim=1)
+        signs = torch.where(same[:, None, None, None] & flips.bool()[:, :, None, None], -signs, signs)
+        return torch.where(mask, clip_to_bounds(x + eps * signs, bounds), cur)
+
+    def _l2_candidate(
+        self,
+        x: Tensor,
+        cur: Tensor,
+        eps: float,
+        p: float,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+        blocks: dict[int, Tensor],
+    ) -> Tensor:
+        """Move mass from two random squares into the first one, add a pyramid, rescale to ``eps``."""
+        n, c, h, w = x.shape
+        s = max(round(math.sqrt(p * h * w)), 3)
+        s = min(s + 1 - s % 2, h, w)  # odd, as in the paper, unless the image is smaller
+        dev = x.device
+        r1, c1 = _positions(n, s, h, dev, generator), _positions(n, s, w, dev, generator)
+        r2, c2 = _positions(n, s, h, dev, generator), _positions(n, s, w, dev, generator)
+        m1 = _mask(r1, c1, s, h, w).to(x.dtype)
+        union = torch.maximum(m1, _mask(r2, c2, s, h, w).to(x.dtype))
+        delta = cur - x
+        norm_all = _norm(delta)
+        norm_union = _norm(delta * union)
+        norm_w1 = (delta.square() * m1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel
+        # the pyramid placed on the first square, transposed for a random half of the samples
+        if s not in blocks:
+            block = pyramid(s, dev, x.dtype)
+            blocks[s] = torch.stack([block, block.T])
+        flip = torch.randint(0, 2, (n,), generator=generator, device=dev)
+        rel_r = (torch.arange(h, device=dev)[None, :] - r1[:, None]).clamp(0, s - 1)
+        rel_c = (torch.arange(w, device=dev)[None, :] - c1[:, None]).clamp(0, s - 1)
+        block = blocks[s][flip[:, None, None], rel_r[:, :, None], rel_c[:, None, :]].unsqueeze(1)  # (n, 1, h, w)
+        signs = _signs((n, c, 1, 1), x, generator)
+        new = m1 * (block * signs + delta / (norm_w1 + 1e-12))
+        # per channel: the budget left over plus the mass taken out of both squares
+        size = ((eps**2 - norm_all.square()).clamp_min(0) / c + norm_union.square()).sqrt()
+        new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12) * size
+        delta = delta * (1 - union) + new
+        return clip_to_bounds(x + eps * _unit(delta), bounds)
+
+
+def _norm(delta: Tensor) -> Tensor:
+    """Per-sample L2 norm, shape ``(N, 1, 1, 1)``."""
+    return delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def _unit(delta: Tensor) -> Tensor:
+    return delta / _norm(delta).clamp_min(1e-12)
