@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from typing import Any, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -38,14 +36,14 @@ from attacks.base import Attack
 from attacks.presets import preset_entries
 from defenses.preprocessing import check_gradient_mode, describe_defenses
 from defenses.preprocessing import gradient_mode as defense_gradient_mode
-from robustness import summary
 from robustness.data import DataLike, as_loader, iterate_batches
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import CallCounter, evaluation_mode, model_device
 from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
+from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples
 from robustness.report import Check, Report
-from robustness.sweep import derive_seed, sweep
+from robustness.sweep import SweepResult, derive_seed, sweep
 from robustness.validation import check_batch, check_epsilons, check_logits, check_seed, looks_like_probabilities
 
 __all__ = ["evaluate", "resolve_attacks", "check_epsilons"]
@@ -53,12 +51,6 @@ __all__ = ["evaluate", "resolve_attacks", "check_epsilons"]
 log = logging.getLogger(__name__)
 
 AttackLike = Union[str, Attack]
-#: examples of the evaluation that the sanity checks run on
-CHECK_SUBSET = 64
-#: broken examples kept for the report's image grid
-EXAMPLES = 8
-
-
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
@@ -100,17 +92,6 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
             label, k = f"{base}-{k}", k + 1
         resolved[label] = attack
     return resolved
-
-
-def _versions() -> dict[str, str]:
-    import robustness
-
-    return {
-        "robustness": robustness.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _sync(device: torch.device) -> None:
@@ -182,7 +163,8 @@ def evaluate(
     if run_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {run_device} was requested but CUDA is not available: use device='cpu'")
 
-    results = _Results(list(attack_map), budgets)
+    names = list(attack_map)
+    records: list[BatchRecord] = []
     notes: list[str] = []
     start = time.perf_counter()
     modes = contextlib.nullcontext() if mode is None else defense_gradient_mode(model, mode)
@@ -192,51 +174,93 @@ def evaluate(
         counted = CallCounter(model)
         bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch",
                    disable=not progress or not sys.stderr.isatty())
+        offset = 0
         for b, (x, y) in enumerate(bar):
             check_batch(x, y, bounds, b)
-            x = x.to(run_device, non_blocking=True).float()
-            y = y.to(run_device, non_blocking=True).long()
             if x.shape[0] == 0:
                 continue
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                logits = model(x)
-            results.num_classes = check_logits(logits, x.shape[0], y)
-            if not results.warned_probabilities and looks_like_probabilities(logits):
-                results.warned_probabilities = True
-                msg = ("the model seems to output probabilities (rows are non-negative and sum to 1): gradients "
-                       "through a softmax saturate and make attacks look weaker; return logits instead")
-                warnings.warn(msg, RobustnessWarning, stacklevel=2)
-                notes.append(msg)
-            pred = logits.argmax(dim=1)
-            correct = pred == y
-            _sync(run_device)
-            results.timings["clean"] += time.perf_counter() - t0
-            batch_results = {}
-            for a, (name, attack) in enumerate(attack_map.items()):
-                t0 = time.perf_counter()
-                before = counted.snapshot()
-                batch_results[name] = sweep(counted, attack, x, y, correct, budgets, bounds=bounds, norm=norm,
-                                            seed=derive_seed(seed, b, a))
-                _sync(run_device)
-                results.timings[name] += time.perf_counter() - t0
-                results.count_calls(name, before, counted.snapshot())
-            results.add_batch(x, y, pred, batch_results)
+            record = _evaluate_batch(model, counted, x, y, b, offset, attack_map, budgets, bounds=bounds, norm=norm,
+                                     seed=seed, device=run_device)
+            offset += record.n
+            if record.probabilities and not any(r.probabilities for r in records):
+                warnings.warn(_PROBABILITIES, RobustnessWarning, stacklevel=2)
+                notes.append(_PROBABILITIES)
+            records.append(record)
 
-        if results.n == 0:
+        if not records:
             raise InputError("the data yielded no examples: nothing to evaluate")
-        report = results.report(
-            eps_all, norm=norm, bounds=bounds, attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
+        report, data = assemble(
+            records, names, eps_all, budgets, norm=norm, bounds=bounds,
+            attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
             batch_size=getattr(loader, "batch_size", None) or batch_size, device=str(run_device), notes=notes,
             gradient_mode=mode, defenses=defenses_used,
         )
-        if checks and budgets:
+        if checks and budgets and data.subset is not None:
             t0 = time.perf_counter()
-            report.checks = _run_checks(model, results, attack_map, report, norm, bounds, seed, strict)
-            results.timings["checks"] = time.perf_counter() - t0
-    results.timings["total"] = time.perf_counter() - start
-    report.timings = dict(results.timings)
+            report.checks = _run_checks(model, data.subset, attack_map, report, run_device, seed, strict)
+            report.timings["checks"] = time.perf_counter() - t0
+    report.timings["total"] = time.perf_counter() - start
     return report
+
+
+_PROBABILITIES = ("the model seems to output probabilities (rows are non-negative and sum to 1): gradients "
+                  "through a softmax saturate and make attacks look weaker; return logits instead")
+
+
+def _evaluate_batch(
+    model: nn.Module,
+    counted: CallCounter,
+    x: Tensor,
+    y: Tensor,
+    index: int,
+    offset: int,
+    attack_map: dict[str, Attack],
+    budgets: list[float],
+    *,
+    bounds: tuple[float, float],
+    norm: str,
+    seed: int,
+    device: torch.device,
+) -> BatchRecord:
+    """Clean pass and every attack's budget sweep on one batch; randomness depends on ``index`` only."""
+    x = x.to(device, non_blocking=True).float()
+    y = y.to(device, non_blocking=True).long()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = model(x)
+    num_classes = check_logits(logits, x.shape[0], y)
+    pred = logits.argmax(dim=1)
+    correct = pred == y
+    _sync(device)
+    seconds = {"clean": time.perf_counter() - t0}
+    found: dict[str, SweepResult] = {}
+    calls: dict[str, dict[str, int]] = {}
+    for a, (name, attack) in enumerate(attack_map.items()):
+        t0 = time.perf_counter()
+        before = counted.snapshot()
+        found[name] = sweep(counted, attack, x, y, correct, budgets, bounds=bounds, norm=norm,
+                            seed=derive_seed(seed, index, a))
+        _sync(device)
+        seconds[name] = time.perf_counter() - t0
+        calls[name] = dict(zip(("calls", "samples", "gradient_samples"),
+                               (after - b for after, b in zip(counted.snapshot(), before))))
+    names = list(attack_map)
+    take = min(CHECK_SUBSET - offset, x.shape[0])
+    subset = None
+    if take > 0:
+        subset = {"x": x[:take].cpu(), "y": y[:take].cpu(), "correct": correct[:take].cpu(),
+                  "broken": {k: found[k].broken[:take].cpu() for k in names}}
+    return BatchRecord(
+        index=index, offset=offset, labels=y.cpu(), clean=pred.cpu(),
+        broken={k: r.broken.cpu() for k, r in found.items()},
+        size={k: r.size.cpu() for k, r in found.items()},
+        adv_pred={k: r.prediction.cpu() for k, r in found.items()},
+        max_used={k: list(r.max_used) for k, r in found.items()},
+        seconds=seconds, calls=calls, num_classes=num_classes,
+        probabilities=looks_like_probabilities(logits),
+        examples=batch_examples(x, y, found, names, budgets, offset) if budgets else [],
+        subset=subset,
+    )
 
 
 def _check_defense_bounds(model: nn.Module, bounds: tuple[float, float]) -> None:
@@ -264,130 +288,14 @@ def _defense_notes(defenses_used: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _run_checks(model: nn.Module, results: _Results, attack_map: dict[str, Attack], report: Report, norm: str,
-                bounds: tuple[float, float], seed: int, strict: bool) -> list[Check]:
+def _run_checks(model: nn.Module, subset: dict[str, Any], attack_map: dict[str, Attack], report: Report,
+                device: torch.device, seed: int, strict: bool) -> list[Check]:
     from robustness.checks import run_checks
 
-    x, y, correct, broken = results.check_subset()
     return run_checks(
-        model, x, y, attacks=attack_map, broken_at=broken, correct=correct, budgets=results.budgets,
-        robust_accuracy=report.robust_accuracy, by_attack=report.by_attack, norm=norm, bounds=bounds,
-        num_classes=report.num_classes, seed=derive_seed(seed, 1 << 20), strict=strict,
+        model, subset["x"].to(device), subset["y"].to(device), attacks=attack_map,
+        broken_at={k: v.to(device) for k, v in subset["broken"].items()}, correct=subset["correct"].to(device),
+        budgets=[e for e in report.epsilons if e > 0], robust_accuracy=report.robust_accuracy,
+        by_attack=report.by_attack, norm=report.norm, bounds=report.bounds, num_classes=report.num_classes,
+        seed=derive_seed(seed, 1 << 20), strict=strict,
     )
-
-
-class _Results:
-    """What the sweep found, gathered batch by batch (per-sample results live on the CPU)."""
-
-    def __init__(self, names: list[str], budgets: list[float]) -> None:
-        self.names = names
-        self.budgets = budgets
-        self.never = len(budgets)
-        self.n = 0
-        self.num_classes = 0
-        self.warned_probabilities = False
-        self.labels: list[Tensor] = []
-        self.clean: list[Tensor] = []
-        self.broken: dict[str, list[Tensor]] = {k: [] for k in names}
-        self.size: dict[str, list[Tensor]] = {k: [] for k in names}
-        self.adv_pred: dict[str, list[Tensor]] = {k: [] for k in names}
-        self.max_used = [0.0] * len(budgets)
-        self.timings = {"clean": 0.0, **{k: 0.0 for k in names}}
-        self.calls = {k: {"calls": 0, "samples": 0, "gradient_samples": 0} for k in names}
-        self.examples: list[dict[str, Any]] = []
-        self.subset: dict[str, Any] = {"x": [], "y": [], "correct": [], "broken": {k: [] for k in names}, "n": 0}
-
-    def count_calls(self, name: str, before: tuple[int, int, int], after: tuple[int, int, int]) -> None:
-        for key, b, a in zip(("calls", "samples", "gradient_samples"), before, after):
-            self.calls[name][key] += a - b
-
-    def add_batch(self, x: Tensor, y: Tensor, pred: Tensor, found: dict[str, Any]) -> None:
-        offset = self.n
-        self.n += x.shape[0]
-        self.labels.append(y.cpu())
-        self.clean.append(pred.cpu())
-        for name, res in found.items():
-            self.broken[name].append(res.broken.cpu())
-            self.size[name].append(res.size.cpu())
-            self.adv_pred[name].append(res.prediction.cpu())
-            self.max_used = [max(m, u) for m, u in zip(self.max_used, res.max_used)]
-        self._keep_subset(x, y, pred == y, found)
-        self._keep_examples(x, y, found, offset)
-
-    def _keep_subset(self, x: Tensor, y: Tensor, correct: Tensor, found: dict[str, Any]) -> None:
-        take = min(CHECK_SUBSET - self.subset["n"], x.shape[0])
-        if take <= 0:
-            return
-        self.subset["n"] += take
-        self.subset["x"].append(x[:take])
-        self.subset["y"].append(y[:take])
-        self.subset["correct"].append(correct[:take])
-        for name, res in found.items():
-            self.subset["broken"][name].append(res.broken[:take])
-
-    def check_subset(self) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        s = self.subset
-        return (torch.cat(s["x"]), torch.cat(s["y"]), torch.cat(s["correct"]),
-                {k: torch.cat(v) for k, v in s["broken"].items()})
-
-    def _keep_examples(self, x: Tensor, y: Tensor, found: dict[str, Any], offset: int) -> None:
-        """The first :data:`EXAMPLES` broken samples, with the adversarial input at the smallest budget."""
-        if len(self.examples) >= EXAMPLES or not found:
-            return
-        stacked = torch.stack([found[k].broken for k in self.names])  # (attacks, n)
-        worst, which = stacked.min(dim=0)  # min returns the first attack in order on ties
-        for i in (worst < self.never).nonzero().squeeze(1).tolist()[: EXAMPLES - len(self.examples)]:
-            res = found[self.names[int(which[i])]]
-            self.examples.append({
-                "index": offset + i, "label": int(y[i]), "attack": self.names[int(which[i])],
-                "eps": self.budgets[int(worst[i])], "adversarial_prediction": int(res.prediction[i]),
-                "clean": x[i].detach().cpu(), "adversarial": res.adversarial[i].detach().cpu(),
-            })
-
-    def report(self, epsilons: list[float], **config: Any) -> Report:
-        labels, clean = torch.cat(self.labels), torch.cat(self.clean)
-        correct = clean == labels
-        broken = {k: torch.cat(v) for k, v in self.broken.items()}
-        size = {k: torch.cat(v) for k, v in self.size.items()}
-        adv_pred = {k: torch.cat(v) for k, v in self.adv_pred.items()}
-        stacked = torch.stack(list(broken.values()))
-        worst, which = stacked.min(dim=0)
-        pick = which.unsqueeze(0)
-        worst_size = torch.stack(list(size.values())).gather(0, pick).squeeze(0)
-        worst_pred = torch.stack(list(adv_pred.values())).gather(0, pick).squeeze(0)
-        is_broken = worst < self.never
-        per_sample: dict[str, list[Any]] = {
-            "label": labels.tolist(),
-            "clean_prediction": clean.tolist(),
-            **{f"broken_at:{k}": v.tolist() for k, v in broken.items()},
-            "broken_at:worst": worst.tolist(),
-            "broken_by": [self.names[int(w)] if ok else "" for w, ok in zip(which, is_broken)],
-            "adversarial_prediction": torch.where(is_broken, worst_pred, torch.full_like(worst_pred, -1)).tolist(),
-            "perturbation": [v if ok else None for v, ok in zip(worst_size.tolist(), is_broken.tolist())],
-        }
-        return Report(
-            clean_accuracy=int(correct.sum()) / self.n,
-            robust_accuracy=summary.accuracy_curve(correct, worst, epsilons, self.budgets),
-            by_attack={k: summary.accuracy_curve(correct, v, epsilons, self.budgets) for k, v in broken.items()},
-            n_examples=self.n,
-            epsilons=epsilons,
-            norm=config["norm"],
-            bounds=config["bounds"],
-            attacks=config["attacks"],
-            seed=config["seed"],
-            batch_size=config["batch_size"],
-            device=config["device"],
-            versions=_versions(),
-            timings=dict(self.timings),
-            max_perturbation=dict(zip(self.budgets, self.max_used)),
-            num_classes=self.num_classes,
-            warnings=config["notes"],
-            gradient_mode=config["gradient_mode"],
-            defenses=config["defenses"],
-            cumulative=summary.cumulative(broken, correct, epsilons, self.budgets),
-            per_class=summary.per_class(labels, correct, worst, epsilons, self.budgets, self.num_classes),
-            perturbation=summary.perturbation_stats(broken, size, self.budgets),
-            model_calls={k: dict(v) for k, v in self.calls.items()},
-            examples=list(self.examples),
-            per_sample=per_sample,
-        )
