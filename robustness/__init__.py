@@ -1,19 +1,25 @@
 """Adversarial robustness testing harness for PyTorch.
 
 One entry point, :func:`evaluate`, used by Python code, the CLI and the pytest plugin;
-it returns a :class:`Report`.
+it returns a :class:`Report`. :func:`assert_robust` and :func:`assert_attack_succeeds` gate on
+it in tests.
+
+Everything that needs torch is imported on first use, so that loading the pytest plugin (which
+imports this package at every pytest start) costs nothing until a robustness test runs.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from robustness.errors import InputError, RobustnessError, RobustnessWarning
-from robustness.model import NormalizedModel
 
 if TYPE_CHECKING:
+    from robustness.model import NormalizedModel
     from robustness.report import Report
     from robustness.runner import evaluate
+    from robustness.testing import RobustnessAssertionError, assert_attack_succeeds, assert_robust
 
 __version__ = "0.1.0"
 
@@ -21,22 +27,28 @@ __all__ = [
     "InputError",
     "NormalizedModel",
     "Report",
+    "RobustnessAssertionError",
     "RobustnessError",
     "RobustnessWarning",
     "__version__",
+    "assert_attack_succeeds",
+    "assert_robust",
     "evaluate",
 ]
 
+_LAZY = {
+    "evaluate": "robustness.runner",
+    "Report": "robustness.report",
+    "NormalizedModel": "robustness.model",
+    "assert_robust": "robustness.testing",
+    "assert_attack_succeeds": "robustness.testing",
+    "RobustnessAssertionError": "robustness.testing",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # The runner imports the attacks package, which imports robustness.norms and
-    # robustness.errors: importing it lazily keeps that cycle out of package start-up.
-    if name == "evaluate":
-        from robustness.runner import evaluate
-
-        return evaluate
-    if name == "Report":
-        from robustness.report import Report
-
-        return Report
+    # lazily: the runner imports the attacks package, which imports robustness.norms and
+    # robustness.errors, and torch is slow to import
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'robustness' has no attribute {name!r}")
