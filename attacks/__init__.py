@@ -6,9 +6,13 @@ Fixed-budget attacks (:class:`FGSM`, :class:`PGD`) run per budget; minimization 
 
 from __future__ import annotations
 
+from attacks.apgd import APGD, APGDT
 from attacks.base import Attack, FixedBudgetAttack, MinimizationAttack
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.fgsm import FGSM
 from attacks.pgd import PGD
+from attacks.square import Square
 
-__all__ = ["Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD"]
+__all__ = [
+    "APGD", "APGDT", "Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD", "Square",
+]

@@ -1,0 +1,417 @@
+"""Auto-PGD (Croce and Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks"), Linf and L2: APGD-CE, APGD-DLR and APGD-T.
+
+APGD is PGD without a step size to tune. Per run of ``steps`` iterations it
+
+* starts at a uniform random point of the ``eps`` ball (or at ``init``) with step ``eta = 2 * eps``;
+* steps with momentum: ``z = P(x_k + eta * s(grad))``, then
+  ``x_{k+1} = P(x_k + a * (z - x_k) + (1 - a) * (x_k - x_{k-1}))`` with ``a = momentum`` (0.75;
+  the first step has none), where ``s`` is the sign (Linf) or the L2-normalised gradient, and
+  ``P`` clips to the bounds and projects onto the ball;
+* at the checkpoints ``w_j = ceil(p_j * steps)``, ``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (:func:`checkpoints`), halves ``eta`` for
+  the samples where (a) fewer than ``rho`` of the steps since the last checkpoint raised the loss,
+  or (b) ``eta`` was not halved at the last checkpoint and the best loss has not improved since
+  (:func:`step_halving`); those samples continue from their best point.
+
+Losses: ``"ce"`` (cross-entropy) or ``"dlr"``, the Difference of Logits Ratio
+``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (sorted logits ``z_pi1 >= z_pi2 >= ...``),
+invariant to shifts and scalings of the logits (needs >= 3 classes). :class:`APGDT` runs the
+targeted DLR ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (needs >= 4 classes) once per
+target class ``t`` among the ``target_classes`` highest-scoring wrong classes of the clean
+input; it still counts any misclassification as a success.
+
+Per sample it keeps the first iterate that fools the model, or else the iterate of highest
+loss, over all restarts (and targets). Fooled samples leave the working batch (``early_stop``)
+and are not attacked again. Given ``init`` (the runner passes the best point found at the
+previous, smaller budget), the first run starts there instead of at a random point.
+
+Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
+
+Example::
+
+    from attacks import APGD, APGDT
+    gen = torch.Generator().manual_seed(0)
+    adv = APGD(norm="linf", steps=100, loss="ce")(model, x, y, eps=8 / 255, generator=gen)
+    adv = APGDT(norm="l2", steps=100, target_classes=9)(model, x, y, eps=0.5, generator=gen)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.base import FixedBudgetAttack
+from attacks.fgsm import gradient_step
+from attacks.losses import is_adversarial
+from attacks.pgd import random_start
+from robustness.errors import InputError
+from robustness.norms import Norm, clip_to_bounds, project
+
+__all__ = ["APGD", "APGDT", "ApgdLoss", "checkpoints", "dlr_loss", "step_halving", "targeted_dlr_loss"]
+
+log = logging.getLogger(__name__)
+
+ApgdLoss = Literal["ce", "dlr"]
+_LOSSES = ("ce", "dlr")
+_TINY = 1e-12
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j = ceil(p_j * steps)`` at which APGD may halve its step, ascending, from 0.
+
+    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` while
+    ``p_j <= 1``. Computed exactly in hundredths: in floating point, ``0.22 + 0.19`` exceeds 0.41
+    and the ceiling would move a checkpoint (57 becomes 58 for 100 steps). Checkpoints that
+    coincide for small ``steps`` appear once.
+    """
+    p = [0, 22]
+    while (nxt := p[-1] + max(p[-1] - p[-2] - 3, 6)) <= 100:
+        p.append(nxt)
+    return sorted({-(-q * steps // 100) for q in p})
+
+
+def step_halving(
+    increases: Tensor, period: int, rho: float, halved_last: Tensor, best_loss: Tensor, best_loss_last: Tensor
+) -> Tensor:
+    """Which samples halve their step at a checkpoint, boolean ``(N,)``.
+
+    Args:
+        increases: per sample, how many of the ``period`` steps since the last checkpoint raised
+            the loss over the point they started from.
+        period: iterations since the last checkpoint.
+        rho: the fraction of successful steps below which the step is too large (0.75).
+        halved_last: whether the step was halved at the last checkpoint.
+        best_loss, best_loss_last: the best loss now and at the last checkpoint.
+    """
+    too_few_increases = increases < rho * period
+    stalled = ~halved_last & (best_loss <= best_loss_last)
+    return too_few_increases | stalled
+
+
+def _sorted_top(logits: Tensor, k: int) -> Tensor:
+    return logits.topk(k, dim=1).values
+
+
+def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Untargeted DLR ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` per sample, ``(N,)``."""
+    top = _sorted_top(logits, 3)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return -(true - others) / (top[:, 0] - top[:, 2] + _TINY)
+
+
+def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`` per sample, ``(N,)``."""
+    top = _sorted_top(logits, 4)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    tgt = logits.gather(1, target[:, None]).squeeze(1)
+    return -(true - tgt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _TINY)
+
+
+def _positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{owner} {field} must be an integer >= 1, got {value!r}")
+
+
+def _fraction(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InputError(f"{owner} {field} must be a number in (0, 1], got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGD(FixedBudgetAttack):
+    """Auto-PGD with the cross-entropy (``"apgd-ce"``) or the DLR loss (``"apgd-dlr"``).
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        steps: iterations per run (``steps + 1`` forward passes, ``steps`` backward).
+        restarts: runs from independent random starts; samples fooled stay fooled.
+        loss: ``"ce"`` or ``"dlr"`` (>= 3 classes; with ``target``, the targeted DLR, >= 4).
+        rho: checkpoint condition (a): the step halves when fewer than this fraction of the
+            steps since the last checkpoint raised the loss.
+        momentum: weight ``a`` of the new step against the previous one.
+        rel_stepsize: the initial step ``eta`` as a multiple of ``eps``.
+        random_start: start at a random point of the ball (else at ``x``) when no ``init`` is given.
+        early_stop: drop samples from the working batch once fooled.
+    """
+
+    name: ClassVar[str] = "apgd-ce"
+    uses_init: ClassVar[bool] = True
+    norm: Norm = "linf"
+    steps: int = 100
+    restarts: int = 1
+    loss: ApgdLoss = "ce"
+    rho: float = 0.75
+    momentum: float = 0.75
+    rel_stepsize: float = 2.0
+    random_start: bool = True
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = type(self).__name__
+        if self.loss not in _LOSSES:
+            raise InputError(f"{owner} loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
+        _positive_int(owner, "steps", self.steps)
+        _positive_int(owner, "restarts", self.restarts)
+        _fraction(owner, "rho", self.rho)
+        _fraction(owner, "momentum", self.momentum)
+        r = self.rel_stepsize
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and r > 0):
+            raise InputError(f"{owner} rel_stepsize must be a positive number, got {r!r}")
+        for field in ("random_start", "early_stop"):
+            if not isinstance(getattr(self, field), bool):
+                raise InputError(f"{owner} {field} must be True or False, got {getattr(self, field)!r}")
+
+    @property
+    def label(self) -> str:
+        """``"apgd-ce"`` or ``"apgd-dlr"``, after the loss."""
+        return f"apgd-{self.loss}"
+
+    # -- objective ---------------------------------------------------------------------------
+
+    def _objective(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Per-sample loss to maximise; ``target`` makes it targeted."""
+        classes = logits.shape[1]
+        if self.loss == "ce":
+            return F.cross_entropy(logits, y, reduction="none") if target is None else (
+                -F.cross_entropy(logits, target, reduction="none"))
+        need = 3 if target is None else 4
+        if classes < need:
+            kind = "the DLR loss" if target is None else "the targeted DLR loss"
+            raise InputError(
+                f"{kind} needs a model with at least {need} classes, this one has {classes}: "
+                f"use loss='ce' (APGD) instead"
+            )
+        return dlr_loss(logits, y) if target is None else targeted_dlr_loss(logits, y, target)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        eps: float,
+        bounds: tuple[float, float],
+        target: Tensor | None,
+        generator: torch.Generator,
+        init: Tensor | None = None,
+    ) -> Tensor:
+        best = x.clone()
+        best_obj = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+        for restart in range(self.restarts):
+            start = init if restart == 0 else None
+            if not self._attack_once(model, x, y, target, target, best, best_obj, eps, bounds, generator, start,
+                                     first=restart == 0):
+                break
+        return best
+
+    def _attack_once(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss_target: Tensor | None,
+        success_target: Tensor | None,
+        best: Tensor,
+        best_obj: Tensor,
+        eps: float,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+        start: Tensor | None,
+        *,
+        first: bool,
+    ) -> bool:
+        """One run on the samples not fooled yet; ``False`` when there were none left."""
+        idx = torch.arange(x.shape[0], device=x.device) if first else (best_obj < math.inf).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return False
+        log.debug("%s: a run of %d steps on %d samples", self.label, self.steps, idx.numel())
+        self._run_steps(model, x, y, loss_target, success_target, idx, best, best_obj, eps, bounds, generator, start)
+        return True
+
+    def _run_steps(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss_target: Tensor | None,
+        success_target: Tensor | None,
+        idx: Tensor,
+        best: Tensor,
+        best_obj: Tensor,
+        eps: float,
+        bounds: tuple[float, float],
+        generator: torch.Generator,
+        start: Tensor | None,
+    ) -> None:
+        """``steps`` APGD iterations for the samples ``idx``; updates ``best`` and ``best_obj``
+        (``inf``: fooled) in place.
+
+        The working state lives in batch-local tensors, shrunk together when samples are fooled
+        (one host sync per step, for ``early_stop``), and is written back to ``best`` when the
+        batch shrinks and at the end.
+        """
+        view = (-1,) + (1,) * (x.dim() - 1)
+        s: dict[str, Tensor] = {"idx": idx, "x0": x[idx], "y": y[idx], "out": best[idx], "out_obj": best_obj[idx]}
+        if loss_target is not None:
+            s["lt"] = loss_target[idx]
+        if success_target is not None:
+            s["st"] = success_target[idx]
+        if start is not None:
+            s["x"] = start[idx]
+        elif self.random_start:
+            s["x"] = clip_to_bounds(random_start(s["x0"], eps, self.norm, generator), bounds)
+        else:
+            s["x"] = s["x0"].clone()
+
+        def evaluate(x_in: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+            """Loss, its input gradient, and success at ``x_in``; records the output candidate."""
+            x_in = x_in.detach().requires_grad_(with_grad)
+            with torch.set_grad_enabled(with_grad):
+                logits = model(x_in)
+                obj = self._objective(logits, s["y"], s.get("lt"))
+            grad = torch.autograd.grad(obj.sum(), x_in)[0].detach() if with_grad else None
+            success = is_adversarial(logits.detach(), s["y"], s.get("st"))
+            obj = obj.detach()
+            # the first fooling iterate wins (+inf); otherwise the highest objective so far
+            score = torch.where(success, torch.full_like(obj, math.inf), obj)
+            s["out"] = torch.where((score > s["out_obj"]).view(view), x_in.detach(), s["out"])
+            s["out_obj"] = torch.maximum(score, s["out_obj"])
+            return obj, grad, success
+
+        def write_back() -> None:
+            best[s["idx"]], best_obj[s["idx"]] = s["out"], s["out_obj"]
+
+        def shrink(success: Tensor) -> bool:
+            """Drop fooled samples; ``False`` when none is left."""
+            keep = (~success).nonzero().squeeze(1)  # the one host sync per step
+            if keep.numel() == s["idx"].numel():
+                return True
+            write_back()
+            for key in s:
+                s[key] = s[key][keep]
+            return keep.numel() > 0
+
+        obj, grad, success = evaluate(s["x"], with_grad=True)
+        s["grad"], s["loss"] = grad, obj
+        s["x_max"], s["loss_max"], s["grad_max"] = s["x"], obj, grad
+        s["loss_max_last"] = obj
+        s["eta"] = torch.full(s["idx"].shape, self.rel_stepsize * eps, dtype=x.dtype, device=x.device)
+        s["increases"] = torch.zeros_like(obj)
+        s["halved_last"] = torch.zeros_like(obj, dtype=torch.bool)
+        s["x_prev"] = s["x"]
+        if self.early_stop and not shrink(success):
+            return
+        marks = checkpoints(self.steps)
+        periods = {w: w - v for v, w in zip(marks, marks[1:])}
+        for t in range(1, self.steps + 1):
+            last = t == self.steps
+            a = 1.0 if t == 1 else self.momentum
+            x_cur, x0 = s["x"], s["x0"]
+            z = gradient_step(x_cur, s["grad"], s["eta"].view(view), self.norm)
+            z = project(clip_to_bounds(z, bounds), x0, eps, self.norm)
+            x_new = x_cur + a * (z - x_cur) + (1 - a) * (x_cur - s["x_prev"])
+            # clip, then project: the result stays in both (the box and the ball are convex)
+            x_new = project(clip_to_bounds(x_new, bounds), x0, eps, self.norm)
+            obj, grad, success = evaluate(x_new, with_grad=not last)
+            if last:
+                break
+            s["increases"] = s["increases"] + (obj > s["loss"])
+            better = obj > s["loss_max"]
+            s["x_max"] = torch.where(better.view(view), x_new, s["x_max"])
+            s["grad_max"] = torch.where(better.view(view), grad, s["grad_max"])
+            s["loss_max"] = torch.where(better, obj, s["loss_max"])
+            s["x_prev"], s["x"], s["grad"], s["loss"] = x_cur, x_new, grad, obj
+            if t in periods:
+                halve = step_halving(s["increases"], periods[t], self.rho, s["halved_last"], s["loss_max"],
+                                     s["loss_max_last"])
+                s["eta"] = torch.where(halve, 0.5 * s["eta"], s["eta"])
+                # halved samples go on from their best point
+                s["x"] = torch.where(halve.view(view), s["x_max"], s["x"])
+                s["grad"] = torch.where(halve.view(view), s["grad_max"], s["grad"])
+                s["loss"] = torch.where(halve, s["loss_max"], s["loss"])
+                s["increases"] = torch.zeros_like(s["increases"])
+                s["halved_last"], s["loss_max_last"] = halve, s["loss_max"]
+            if self.early_stop and not shrink(success):
+                return
+        write_back()
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGDT(APGD):
+    """APGD with the targeted DLR loss, once per target class; success is any misclassification.
+
+    For each of the ``target_classes`` highest-scoring wrong classes of the clean input (at most
+    ``classes - 1``), in decreasing order of score, ``restarts`` runs of APGD maximise the
+    targeted DLR loss towards that class, on the samples not fooled yet (one forward pass on the
+    clean input picks the classes). With an explicit ``target`` only that class is attacked, and
+    success means reaching it.
+
+    Args:
+        target_classes: how many target classes to try (9 in Croce and Hein 2020).
+        loss: ``"dlr"`` (the targeted DLR, >= 4 classes) or ``"ce"`` (``-CE(logits, t)``).
+        Other arguments as in :class:`APGD`.
+    """
+
+    name: ClassVar[str] = "apgd-t"
+    loss: ApgdLoss = "dlr"
+    target_classes: int = 9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(type(self).__name__, "target_classes", self.target_classes)
+
+    @property
+    def label(self) -> str:
+        """``"apgd-t"`` (targeted DLR) or ``"apgd-t-ce"``."""
+        return "apgd-t" if self.loss == "dlr" else "apgd-t-ce"
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        eps: float,
+        bounds: tuple[float, float],
+        target: Tensor | None,
+        generator: torch.Generator,
+        init: Tensor | None = None,
+    ) -> Tensor:
+        best = x.clone()
+        best_obj = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+        if target is not None:
+            targets, success_target = target[:, None], target
+        else:
+            with torch.no_grad():
+                logits = model(x)
+            classes = logits.shape[1]
+            if self.loss == "dlr" and classes < 4:
+                raise InputError(
+                    f"APGD-T with the targeted DLR loss needs a model with at least 4 classes, this one has "
+                    f"{classes}: use APGD (apgd-ce) instead"
+                )
+            if classes < 2:
+                raise InputError(f"APGD-T needs at least 2 classes, the model has {classes}")
+            k = min(self.target_classes, classes - 1)
+            wrong = logits.detach().masked_fill(F.one_hot(y, classes).bool(), float("-inf"))
+            targets, success_target = wrong.topk(k, dim=1).indices, None
+        first = True
+        for j in range(targets.shape[1]):
+            for _ in range(self.restarts):
+                start = init if first else None
+                if not self._attack_once(model, x, y, targets[:, j], success_target, best, best_obj, eps, bounds,
+                                         generator, start, first=first):
+                    return best
+                first = False
+        return best
