@@ -1,0 +1,90 @@
+"""What every sanity check sees: the subset, the sweep's findings on it, and the evaluation's settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attacks.base import Attack
+from attacks.fgsm import FGSM
+from robustness.report import Check
+
+__all__ = ["CheckContext", "attack_kind", "check_seed", "count"]
+
+
+def check_seed(seed: int, *parts: int) -> int:
+    """A seed for one check, derived from the evaluation's checks seed (stable across runs)."""
+    return int(np.random.SeedSequence([seed, 0xC4EC, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class CheckContext:
+    """The subset of the evaluation (``x``, ``y``, clean ``correct``), what each attack found on it
+    (``broken_at``), the report's curves and the settings; ``verdict`` turns a finding into a
+    :class:`Check` (a warning, or a failure under ``strict``)."""
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    correct: Tensor
+    attacks: dict[str, Attack]
+    broken_at: dict[str, Tensor]
+    budgets: list[float]
+    robust_accuracy: dict[float, float]
+    by_attack: dict[str, dict[float, float]]
+    norm: str
+    bounds: tuple[float, float]
+    num_classes: int
+    seed: int
+    strict: bool
+    draws: int = 1  # forward passes a fresh adversarial input must fool (RANDOM_DRAWS when randomized)
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    def generator(self, check: int) -> torch.Generator:
+        return torch.Generator(device=self.x.device).manual_seed(check_seed(self.seed, check))
+
+    def fooled(self, x_adv: Tensor, y: Tensor) -> Tensor:
+        """Misclassified in every one of ``draws`` forward passes."""
+        out = torch.ones_like(y, dtype=torch.bool)
+        with torch.no_grad():
+            for _ in range(self.draws):
+                out &= self.model(x_adv).argmax(dim=1) != y
+        return out
+
+    def verdict(self, name: str, ok: bool, message: str) -> Check:
+        return Check(name, "passed" if ok else ("failed" if self.strict else "warning"), message)
+
+    def noise_note(self) -> str:
+        """For per-sample comparisons of the sweep's results: a randomized model makes them noisy."""
+        return ("" if self.draws == 1 else ". The model is randomized and the sweep's predictions are single "
+                "draws, so part of this may be noise; raise eot_samples and re-evaluate")
+
+    def full_range(self) -> float:
+        """The budget whose ball holds the whole input box around any input."""
+        width = self.bounds[1] - self.bounds[0]
+        return width if self.norm == "linf" else width * math.sqrt(self.x[0].numel())
+
+    def first_break(self, names: list[str]) -> Tensor:
+        """Per sample, the first budget index at which any of ``names`` broke it."""
+        return torch.stack([self.broken_at[k] for k in names]).amin(dim=0)
+
+
+def attack_kind(attack: Attack) -> str:
+    """``"black-box"`` (queries only), ``"single-step"``, ``"iterative"`` (has ``steps`` > 1) or ``"other"``."""
+    if getattr(type(attack), "name", "") == "square" or hasattr(attack, "queries"):
+        return "black-box"
+    steps = getattr(attack, "steps", None)
+    if isinstance(attack, FGSM) or steps == 1:
+        return "single-step"
+    return "iterative" if isinstance(steps, int) else "other"
+
+
+def count(mask: Tensor) -> int:
+    return int(mask.sum())
