@@ -55,7 +55,6 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
 import inspect
@@ -74,6 +73,7 @@ from attacks.base import FixedBudgetAttack
 from robustness.errors import InputError
 from robustness.model import model_device
 from robustness.norms import Norm
+from robustness.specs import LITERALS, parse_spec
 
 __all__ = ["ARTAttack", "art_attack_names", "from_spec"]
 
@@ -87,7 +87,6 @@ _RUNNER_OWNED: dict[str, str] = {
 }
 _ART_NORMS: dict[str, float] = {"linf": np.inf, "l2": 2}
 _DEFAULT_STEP_FRACTION = 0.25  # eps_step = eps / 4 when ART's constructor takes it and none was given
-_LITERALS = "numbers, strings, True/False, None, or tuples of them"
 
 
 def _import_art() -> None:
@@ -176,12 +175,6 @@ def _parameters(cls: type) -> tuple[str, dict[str, inspect.Parameter], bool]:
     return named[0].name, {p.name: p for p in named[1:]}, var_kw
 
 
-def _is_literal(value: object) -> bool:
-    if isinstance(value, tuple):
-        return all(_is_literal(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def _normalize_settings(settings: object) -> tuple[tuple[str, object], ...]:
     """Settings as a tuple of ``(key, value)`` pairs sorted by key; accepts a mapping or pairs."""
     if isinstance(settings, Mapping):
@@ -201,7 +194,7 @@ def _normalize_settings(settings: object) -> tuple[tuple[str, object], ...]:
         try:
             hash(pair[1])
         except TypeError:
-            raise InputError(f"setting {pair[0]}={pair[1]!r} is not hashable: use {_LITERALS}") from None
+            raise InputError(f"setting {pair[0]}={pair[1]!r} is not hashable: use {LITERALS}") from None
     return tuple(sorted(((k, v) for k, v in pairs), key=lambda kv: kv[0]))
 
 
@@ -391,37 +384,12 @@ def from_spec(spec: str, *, norm: str) -> ARTAttack:
     """``"ClassName"`` or ``"ClassName(key=value, ...)"`` (an ``art:`` prefix is allowed) -> :class:`ARTAttack`.
 
     Values are Python literals read with :func:`ast.literal_eval`: numbers, strings,
-    ``True``/``False``, ``None`` and tuples of them.
+    ``True``/``False``, ``None`` and tuples of them (:func:`robustness.specs.parse_spec`).
     """
-    usage = "write ClassName or ClassName(key=value, ...), e.g. ProjectedGradientDescent(max_iter=20, eps_step=0.01)"
-    if not isinstance(spec, str) or not spec.strip():
-        raise InputError(f"empty ART attack: {usage}")
-    text = spec.strip()
-    if text.lower().startswith("art:"):
+    text = spec.strip() if isinstance(spec, str) else spec
+    if isinstance(text, str) and text.lower().startswith("art:"):
         text = text[4:].strip()
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError as err:
-        raise InputError(f"cannot read the ART attack {spec!r} ({err.msg}): {usage}") from None
-    if isinstance(node, ast.Name):
-        return ARTAttack(attack=node.id, norm=norm)  # type: ignore[arg-type]
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise InputError(f"cannot read the ART attack {spec!r}: give a bare class name; {usage}")
-    if node.args:
-        raise InputError(f"ART attack {spec!r}: settings must be named (key=value); {usage}")
-    settings: dict[str, object] = {}
-    for kw in node.keywords:
-        if kw.arg is None:
-            raise InputError(f"ART attack {spec!r}: '**' is not allowed; {usage}")
-        if kw.arg in settings:
-            raise InputError(f"ART attack {spec!r}: setting {kw.arg!r} is given twice")
-        try:
-            value = ast.literal_eval(kw.value)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            value = ...  # not a literal
-        if not _is_literal(value):
-            raise InputError(
-                f"ART attack {spec!r}: the value of {kw.arg} ({ast.unparse(kw.value)}) must be {_LITERALS}"
-            )
-        settings[kw.arg] = value
-    return ARTAttack(attack=node.func.id, settings=tuple(settings.items()), norm=norm)  # type: ignore[arg-type]
+    name, settings = parse_spec(text, what="ART attack", example="ProjectedGradientDescent(max_iter=20, eps_step=0.01)")
+    if not name.isidentifier():
+        raise InputError(f"cannot read the ART attack {spec!r}: give a bare class name such as DeepFool")
+    return ARTAttack(attack=name, settings=tuple(settings.items()), norm=norm)  # type: ignore[arg-type]

@@ -4,7 +4,9 @@ Setup: a small CNN trained (seeded, a few seconds) on the scikit-learn digits (1
 [0, 1]); inputs: the whole digits test split (397 images), one batch for every tool. Linf
 budgets 0.05, 0.1, 0.15, 0.2; PGD with ``S`` = 20 steps, cross-entropy, random start.
 
-* ours: ``robustness.evaluate(model, (x, y), attacks=[PGD(steps=S)], epsilons=budgets)``: the
+* ours: ``robustness.evaluate(model, (x, y), attacks=[PGD(steps=S)], epsilons=budgets, checks=False)``
+  (the peers run no sanity checks; ``ours + sanity checks``, the default ``checks=True``, is timed
+  in its own column to show what the checks cost): the
   budgets are swept upwards, clean-misclassified samples and samples broken at a smaller
   budget are not attacked again, survivors start from their best point at the previous budget,
   fooled samples leave the batch (early stop);
@@ -32,7 +34,8 @@ speed ratio.
 
 Run from the repository root::
 
-    python benchmarks/bench_sweep.py   # writes benchmarks/results/sweep_linf.{json,md}
+    python benchmarks/bench_sweep.py                     # writes benchmarks/results/sweep_linf.{json,md}
+    python benchmarks/bench_sweep.py --schedule bisect   # writes benchmarks/results/sweep_linf_bisect.{json,md}
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ BUDGETS = [0.05, 0.1, 0.15, 0.2]
 STEPS = 20
 SPEED_TARGET = 3.0
 OURS_NO_RANDOM_START = "ours (random_start=False)"  # a variant of ours, reported for explanation, never a peer
+OURS_WITH_CHECKS = "ours + sanity checks"  # ours as evaluate() runs by default: never a peer, shown for the cost
 
 Result = dict[float, Tensor]  # budget -> per-sample "still correct" (bool, shape (N,))
 
@@ -82,7 +86,7 @@ def _correct(model: nn.Module, adv: Any, y: Tensor) -> Tensor:
         return model(torch.as_tensor(adv, dtype=torch.float32)).argmax(dim=1) == y
 
 
-def build_tools(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: list[float]
+def build_tools(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: list[float], schedule: str = "ascending"
                 ) -> tuple[dict[str, Callable[[int], Result]], dict[str, str]]:
     """Callables ``fn(seed)`` returning, per budget, which samples are still classified correctly.
 
@@ -107,10 +111,10 @@ def build_tools(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: lis
     )
     x_np, y_np = x.numpy(), y.numpy()
 
-    def run_evaluate(attack: PGD) -> Callable[[int], Result]:
+    def run_evaluate(attack: PGD, checks: bool = False, schedule: str = schedule) -> Callable[[int], Result]:
         def run(seed: int) -> Result:
             report = robustness.evaluate(model, (x, y), attacks=[attack], epsilons=budgets, batch_size=n,
-                                         progress=False, seed=seed)
+                                         progress=False, seed=seed, checks=checks, schedule=schedule)
             clean = torch.tensor(report.per_sample["clean_prediction"]) == y
             broken = torch.tensor(report.per_sample["broken_at:worst"])
             return {e: clean & (broken > i) for i, e in enumerate(budgets)}
@@ -160,11 +164,17 @@ def build_tools(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: lis
         "ART (defaults)": run_art(lambda e: 0.1, 0),
     }
     tools[OURS_NO_RANDOM_START] = run_evaluate(ours_no_rs)
+    tools[OURS_WITH_CHECKS] = run_evaluate(ours, checks=True)
+    other = "bisect" if schedule == "ascending" else "ascending"
+    tools[f"ours (schedule={other})"] = run_evaluate(ours, schedule=other)
     desc = {
         OURS_NO_RANDOM_START: f"as ours, with {ours_no_rs.describe()}: the first budget starts at the clean input "
                               f"(the runner starts later budgets from the previous budget's best point either way)",
         "ours": f"robustness.evaluate(model, (x, y), attacks=[{ours.describe()}], epsilons={budgets}, "
-                f"batch_size={n}, progress=False)",
+                f"batch_size={n}, progress=False, checks=False, schedule={schedule!r})",
+        f"ours (schedule={other})": f"as ours, with schedule={other!r}: a variant of ours, never a peer",
+        OURS_WITH_CHECKS: "as ours, with checks=True (the default): the sanity checks of robustness.checks run "
+                          "after the sweep on the first 64 inputs; work the peers do not do, shown for its cost",
         "Foolbox": f"fb.attacks.LinfPGD(steps={steps}, rel_stepsize={rel:g}, random_start=True)"
                    f"(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons={budgets})",
         "torchattacks": f"per budget e: torchattacks.PGD(model, eps=e, alpha={rel:g}*e, steps={steps}, "
@@ -209,11 +219,12 @@ class CountingModel(nn.Module):
         return self.model(x)
 
 
-def count_work(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: list[float]) -> dict[str, dict[str, int]]:
+def count_work(model: nn.Module, x: Tensor, y: Tensor, steps: int, budgets: list[float],
+               schedule: str = "ascending") -> dict[str, dict[str, int]]:
     """Per tool, the samples through gradient steps and through evaluation passes in one seeded call (untimed)."""
     work: dict[str, dict[str, int]] = {}
     counter = CountingModel(model).eval()
-    tools, _ = build_tools(counter, x, y, steps, budgets)
+    tools, _ = build_tools(counter, x, y, steps, budgets, schedule)
     for name, fn in tools.items():
         counter.grad_samples = counter.eval_samples = 0
         fn(0)
@@ -253,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the digits CNN")
     parser.add_argument("--no-single-thread", action="store_true",
                         help="skip the 1-thread cross-check of ours against Foolbox")
+    parser.add_argument("--schedule", default="ascending", choices=["ascending", "bisect"],
+                        help="the budget schedule of 'ours' (evaluate(schedule=...)); the other one is timed as a "
+                             "variant. Results go to sweep_linf[_bisect].json and .md")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for sweep_linf.json and .md")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the result files alone")
     args = parser.parse_args(argv)
@@ -273,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
           f"n={n}, clean accuracy {clean_acc:.3f}; budgets {budgets}, {args.steps} steps; "
           f"load {info['load_average_1m_at_start']}")
 
-    tools, desc = build_tools(model, x, y, args.steps, budgets)
+    tools, desc = build_tools(model, x, y, args.steps, budgets, args.schedule)
     recorders = {name: _Recorder(fn) for name, fn in tools.items()}
     timings = best_of_interleaved(recorders, repeats=args.repeats, warmup=args.warmup)  # type: ignore[arg-type]
     n_seeds = args.warmup + args.repeats
@@ -293,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                   "foolbox_over_ours_paired_median": paired_ratio(one["Foolbox"], one["ours"]),
                   "foolbox_over_ours_cpu_paired_median": paired_ratio(one["Foolbox"], one["ours"], cpu=True),
                   "timing": {k: t.to_dict() for k, t in one.items()}}
-    work = count_work(model, x, y, args.steps, budgets)
+    work = count_work(model, x, y, args.steps, budgets, args.schedule)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     ours_t = timings["ours"]
@@ -328,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         return {stat: {str(e): v for e, v in by_eps.items()} for stat, by_eps in d.items()}
 
     result = {
-        "benchmark": "sweep_linf",
+        "benchmark": "sweep_linf" + ("" if args.schedule == "ascending" else "_bisect"),
+        "schedule": args.schedule,
         "command": command,
         "date": date,
         "machine": {**info, "load_average_1m_at_end": load_end},
@@ -428,8 +443,10 @@ def main(argv: list[str] | None = None) -> int:
          f"random start (our default); \"(defaults)\" runs keep the peer's default step size and start. Each tool "
          f"is timed end to end (attack + re-prediction of its outputs), round-robin in one process: {args.warmup} "
          f"warm-up round, best and median of {args.repeats}. Every round uses a new seed (0..{n_seeds - 1}); robust "
-         f"accuracy is the mean over those {n_seeds} seeds (min-max in brackets). The last column, ours with "
-         f"random_start=False, is a variant of ours shown to explain differences; it is never counted as a peer."),
+         f"accuracy is the mean over those {n_seeds} seeds (min-max in brackets). 'ours' runs the "
+         f"{args.schedule!r} budget schedule; the columns 'ours (random_start=False)', 'ours + sanity checks' "
+         f"and 'ours (schedule=...)' are variants of ours shown to explain differences and costs; they are "
+         f"never counted as peers."),
         "",
         f"**Speed target, Foolbox time / ours >= {SPEED_TARGET:g}: {speed_verdict}.**",
         "",
@@ -477,9 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
-        write_json(args.out / "sweep_linf.json", result)
-        write_markdown(args.out / "sweep_linf.md", md)
-        print(f"wrote {args.out / 'sweep_linf.json'} and {args.out / 'sweep_linf.md'}")
+        stem = result["benchmark"]
+        write_json(args.out / f"{stem}.json", result)
+        write_markdown(args.out / f"{stem}.md", md)
+        print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
     return 0
 
 

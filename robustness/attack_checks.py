@@ -191,16 +191,16 @@ def convergence(ctx: CheckContext) -> Check:
     attack = ctx.attacks[strongest]
     doubled = dataclasses.replace(attack, steps=2 * attack.steps)
     # the doubled run is added to what the sweep found (as one more attack of the ensemble would be): it
-    # only runs on the samples the sweep left robust, and counts the ones it breaks
-    alive = (ctx.correct & (ctx.broken_at[strongest] > i)).nonzero().squeeze(1)
+    # only runs on the samples that no attack broke (the reported worst case), and counts the ones it breaks
+    alive = (ctx.correct & (ctx.first_break(list(ctx.attacks)) > i)).nonzero().squeeze(1)
     k = 0
     if alive.numel():
         x0, y0 = ctx.x[alive], ctx.y[alive]
         adv = doubled(ctx.model, x0, y0, eps=eps, bounds=ctx.bounds, generator=ctx.generator(4))
         k = count(ctx.fooled(adv, y0))
     costly = ", ".join(k for k in steppable if k not in candidates)
-    measured = (f"at eps={eps:g} (worst case closest to 50%), {strongest} left {alive.numel()} of {ctx.n} subset "
-                f"samples robust; a fresh run with {doubled.steps} steps instead of {attack.steps}"
+    measured = (f"at eps={eps:g} (worst case closest to 50%), the attacks left {alive.numel()} of {ctx.n} subset "
+                f"samples robust; a fresh run of {strongest} with {doubled.steps} steps instead of {attack.steps}"
                 f"{' (and a new random start)' if getattr(attack, 'random_start', False) else ''} breaks {k} of them"
                 + (f"; {costly} (minimization) not rerun: too costly" if costly else ""))
     ok = not (k / ctx.n > CONVERGENCE_POINTS and k > CONVERGENCE_SAMPLES)

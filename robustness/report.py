@@ -102,6 +102,7 @@ class Report:
     gradient_mode: str | None = None
     defenses: list[dict[str, Any]] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    schedule: str = "ascending"
     cumulative: dict[str, dict[float, float]] = field(default_factory=dict)
     per_class: dict[int, dict[str, Any]] = field(default_factory=dict)
     perturbation: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
@@ -160,6 +161,7 @@ class Report:
             "gradient_mode": self.gradient_mode,
             "defenses": self.defenses,
             "checks": [c.to_dict() for c in self.checks_by_severity()],
+            "schedule": self.schedule,
             "examples": [{k: v for k, v in e.items() if k not in ("clean", "adversarial")} for e in self.examples],
         }
 
@@ -188,6 +190,7 @@ class Report:
             gradient_mode=data.get("gradient_mode"),
             defenses=list(data.get("defenses", [])),
             checks=[Check(**c) for c in data.get("checks", [])],
+            schedule=data.get("schedule", "ascending"),
             cumulative={n: _unkeyed(v) for n, v in data.get("cumulative", {}).items()},
             per_class={int(c): {**v, "robust": _unkeyed(v["robust"])} for c, v in data.get("per_class", {}).items()},
             perturbation={n: _unkeyed(v) for n, v in data.get("perturbation", {}).items()},
@@ -217,7 +220,8 @@ class Report:
             "",
             f"- model: {self.model or 'in-memory model'}",
             f"- data: {self.data or 'in-memory data'} ({self.n_examples} examples, {self.num_classes} classes)",
-            f"- norm: {self.norm}, bounds: {list(self.bounds)}, seed: {self.seed}, device: {self.device}",
+            f"- norm: {self.norm}, bounds: {list(self.bounds)}, seed: {self.seed}, device: {self.device}, "
+            f"budget schedule: {self.schedule}",
             f"- clean accuracy: {_pct(self.clean_accuracy)}",
             f"- worst-case robust accuracy at eps={format_eps(max(self.robust_accuracy))}: {_pct(self.worst_case)}",
             f"- time: {self.timings.get('total', math.nan):.2f} s",

@@ -43,7 +43,8 @@ from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
 from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples
 from robustness.report import Check, Report
-from robustness.sweep import SweepResult, derive_seed, sweep
+from robustness.specs import parse_spec
+from robustness.sweep import SCHEDULES, SweepResult, derive_seed, sweep
 from robustness.validation import check_batch, check_epsilons, check_logits, check_seed, looks_like_probabilities
 
 __all__ = ["evaluate", "resolve_attacks", "check_epsilons"]
@@ -75,8 +76,16 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
             attack = from_spec(item.strip()[4:], norm=norm)
             label = attack.label
         elif isinstance(item, str):
-            attack = ATTACKS.create(item.strip().lower(), norm=norm, **settings)
-            label = item.strip().lower()
+            name, given = parse_spec(item.strip().lower())
+            overlap = sorted(set(given) & {"norm"})
+            if overlap:
+                raise InputError(f"attack {item!r}: the sweep sets {overlap[0]}: drop it from the settings")
+            try:
+                attack = ATTACKS.create(name, norm=norm, **{**settings, **given})
+            except TypeError as err:  # an unknown setting: the dataclass constructor names it
+                raise InputError(f"attack {item!r}: {err}; see `robustness list attacks` and the attack's "
+                                 f"docstring for its settings") from None
+            label = name if not given else item.strip().lower().replace(" ", "")
         elif isinstance(item, Attack):
             attack = item
             label = item.label
@@ -114,6 +123,7 @@ def evaluate(
     gradient_mode: str | None = "adaptive",
     checks: bool = True,
     strict: bool = False,
+    schedule: str = "ascending",
 ) -> Report:
     """Robust accuracy of ``model`` on ``data`` against ``attacks`` at each budget in ``epsilons``.
 
@@ -138,6 +148,10 @@ def evaluate(
             their verdicts in ``Report.checks``.
         strict: a check that would warn fails instead (``status="failed"``); the CLI's
             ``--strict`` and the pytest plugin turn that into a failure.
+        schedule: how fixed-budget attacks visit the budgets (:mod:`robustness.sweep`):
+            ``"ascending"`` (each budget in turn, warm-started from the previous one: the
+            strongest) or ``"bisect"`` (bisection per sample: about ``log2(budgets + 1)``
+            attacks per sample, for long sweeps). Minimization attacks run once either way.
 
     Returns:
         A :class:`Report`. The model comes back with its parameters, buffers, train/eval mode
@@ -155,6 +169,8 @@ def evaluate(
     eps_all = check_epsilons(epsilons)
     seed = check_seed(seed)
     mode = None if gradient_mode is None else check_gradient_mode(gradient_mode)
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     _check_defense_bounds(model, bounds)
     budgets = [e for e in eps_all if e > 0]
     attack_map = resolve_attacks(attacks, norm)
@@ -180,7 +196,7 @@ def evaluate(
             if x.shape[0] == 0:
                 continue
             record = _evaluate_batch(model, counted, x, y, b, offset, attack_map, budgets, bounds=bounds, norm=norm,
-                                     seed=seed, device=run_device)
+                                     seed=seed, device=run_device, schedule=schedule)
             offset += record.n
             if record.probabilities and not any(r.probabilities for r in records):
                 warnings.warn(_PROBABILITIES, RobustnessWarning, stacklevel=2)
@@ -193,7 +209,7 @@ def evaluate(
             records, names, eps_all, budgets, norm=norm, bounds=bounds,
             attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
             batch_size=getattr(loader, "batch_size", None) or batch_size, device=str(run_device), notes=notes,
-            gradient_mode=mode, defenses=defenses_used,
+            gradient_mode=mode, defenses=defenses_used, schedule=schedule,
         )
         if checks and budgets and data.subset is not None:
             t0 = time.perf_counter()
@@ -221,6 +237,7 @@ def _evaluate_batch(
     norm: str,
     seed: int,
     device: torch.device,
+    schedule: str = "ascending",
 ) -> BatchRecord:
     """Clean pass and every attack's budget sweep on one batch; randomness depends on ``index`` only."""
     x = x.to(device, non_blocking=True).float()
@@ -239,7 +256,7 @@ def _evaluate_batch(
         t0 = time.perf_counter()
         before = counted.snapshot()
         found[name] = sweep(counted, attack, x, y, correct, budgets, bounds=bounds, norm=norm,
-                            seed=derive_seed(seed, index, a))
+                            seed=derive_seed(seed, index, a), schedule=schedule)
         _sync(device)
         seconds[name] = time.perf_counter() - t0
         calls[name] = dict(zip(("calls", "samples", "gradient_samples"),

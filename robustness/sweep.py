@@ -1,9 +1,13 @@
 """One attack over a sweep of budgets on one batch, verified by the runner, per sample.
 
-* :func:`sweep_fixed` (FGSM, PGD, APGD, Square, ...): budgets in increasing order; a sample
-  broken inside a smaller ball counts as broken inside every larger one, so each budget only
-  attacks the samples this attack has not broken yet, starting from the best point it found
-  for them at the previous budget (inside the larger ball).
+* :func:`sweep_fixed` (FGSM, PGD, APGD, Square, ...; ``schedule="ascending"``, the default):
+  budgets in increasing order; a sample broken inside a smaller ball counts as broken inside
+  every larger one, so each budget only attacks the samples this attack has not broken yet,
+  starting from the best point it found for them at the previous budget (inside the larger
+  ball). Those warm-start chains make it the strongest schedule.
+* :func:`sweep_bisect` (``schedule="bisect"``): bisection over the budgets per sample, also
+  taking a sample the attack could not break inside a larger ball as robust inside every
+  smaller one: about ``log2(budgets + 1)`` attacks per sample, for long sweeps and big models.
 * :func:`sweep_minimization` (Carlini-Wagner): one run; each budget counts the verified
   adversarial inputs whose perturbation fits in it.
 
@@ -24,7 +28,10 @@ from attacks.base import Attack, MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds, norm_of, project
 
-__all__ = ["SweepResult", "derive_seed", "sweep_fixed", "sweep_minimization", "sweep"]
+__all__ = ["SCHEDULES", "SweepResult", "derive_seed", "sweep", "sweep_bisect", "sweep_fixed", "sweep_minimization"]
+
+#: how a fixed-budget attack visits the budgets (see :func:`sweep`)
+SCHEDULES: tuple[str, ...] = ("ascending", "bisect")
 
 
 def derive_seed(seed: int, *parts: int) -> int:
@@ -69,6 +76,38 @@ def _checked(attack: Attack, x_adv: object, like: Tensor) -> Tensor:
     return x_adv.detach().to(like.dtype)
 
 
+def _attack_at(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    idx: Tensor,
+    i: int,
+    eps: float,
+    init: Tensor | None,
+    gen: torch.Generator,
+    out: SweepResult,
+    bounds: tuple[float, float],
+    norm: Norm,
+) -> tuple[Tensor, Tensor]:
+    """Attack samples ``idx`` at budget ``i``, verify, and record the ones broken; returns
+    ``(fooled, x_adv)`` for ``idx``."""
+    x0, y0 = x[idx], y[idx]
+    x_adv = _checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen, init=init), x0)
+    x_adv = clip_to_bounds(project(x_adv, x0, eps, norm), bounds)  # never trusted
+    with torch.no_grad():
+        pred = model(x_adv).argmax(dim=1)
+    fooled = pred != y0
+    sizes = norm_of(x_adv - x0, norm)
+    out.max_used[i] = max(out.max_used[i], float(sizes.max()))
+    hit = idx[fooled]
+    out.broken[hit] = i
+    out.size[hit] = sizes[fooled]
+    out.adversarial[hit] = x_adv[fooled]
+    out.prediction[hit] = pred[fooled]
+    return fooled, x_adv
+
+
 def sweep_fixed(
     model: nn.Module,
     attack: Attack,
@@ -89,20 +128,54 @@ def sweep_fixed(
         if alive.numel() == 0:
             break
         gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, i))
-        x0, y0 = x[alive], y[alive]
-        x_adv = _checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen, init=previous), x0)
-        x_adv = clip_to_bounds(project(x_adv, x0, eps, norm), bounds)  # never trusted
-        with torch.no_grad():
-            pred = model(x_adv).argmax(dim=1)
-        fooled = pred != y0
-        sizes = norm_of(x_adv - x0, norm)
-        out.max_used[i] = float(sizes.max())
-        hit = alive[fooled]
-        out.broken[hit] = i
-        out.size[hit] = sizes[fooled]
-        out.adversarial[hit] = x_adv[fooled]
-        out.prediction[hit] = pred[fooled]
+        fooled, x_adv = _attack_at(model, attack, x, y, alive, i, eps, previous, gen, out, bounds, norm)
         alive, previous = alive[~fooled], x_adv[~fooled]  # warm start: the next ball contains this point
+    return out
+
+
+def sweep_bisect(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    correct: Tensor,
+    budgets: list[float],
+    *,
+    bounds: tuple[float, float],
+    norm: Norm,
+    seed: int,
+) -> SweepResult:
+    """Find each sample's smallest breaking budget by bisection over the budget indices.
+
+    Per sample, ``lo`` is the largest budget known robust (the attack failed there, so it is
+    taken as robust at every smaller one) and ``hi`` the smallest known broken; each round
+    attacks every undecided sample at ``(lo + hi) // 2``, starting from its most informative
+    point: the best point found at ``lo`` (inside the larger ball) or the adversarial input
+    found at ``hi`` (projected into the smaller ball). About ``log2(len(budgets) + 1)`` attacks
+    per sample instead of up to ``len(budgets)``, at the price of the long warm-start chains
+    of the ascending sweep, which make it stronger at the middle budgets.
+    """
+    out = _empty(x, budgets)
+    k = len(budgets)
+    n = x.shape[0]
+    lo = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    hi = torch.full((n,), k, dtype=torch.long, device=x.device)
+    start = x.clone()  # each sample's most informative point so far
+    for r in range(k + 1):  # bisection ends in ceil(log2(k + 1)) rounds; k + 1 bounds it anyway
+        todo = correct & (hi - lo > 1)
+        if not bool(todo.any()):
+            break
+        mid = torch.div(lo + hi, 2, rounding_mode="floor")
+        for i, eps in enumerate(budgets):
+            idx = (todo & (mid == i)).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, r, i))
+            init = start[idx] if r > 0 else None  # the attack projects it into this ball
+            fooled, x_adv = _attack_at(model, attack, x, y, idx, i, eps, init, gen, out, bounds, norm)
+            hi[idx[fooled]] = i
+            lo[idx[~fooled]] = i
+            start[idx] = x_adv
     return out
 
 
@@ -157,9 +230,15 @@ def sweep(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    schedule: str = "ascending",
 ) -> SweepResult:
-    """:func:`sweep_minimization` for minimization attacks, :func:`sweep_fixed` for the others."""
+    """:func:`sweep_minimization` for minimization attacks; for the others :func:`sweep_fixed`
+    (``schedule="ascending"``, the default: strongest) or :func:`sweep_bisect` (``"bisect"``: fewer
+    attacks per sample)."""
     if not budgets:
         return _empty(x, budgets)
-    run = sweep_minimization if isinstance(attack, MinimizationAttack) else sweep_fixed
+    if isinstance(attack, MinimizationAttack):
+        run = sweep_minimization
+    else:
+        run = sweep_bisect if schedule == "bisect" else sweep_fixed
     return run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)  # type: ignore[arg-type]

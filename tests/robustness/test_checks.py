@@ -372,7 +372,7 @@ def test_convergence(model, subset, clean) -> None:
     assert checks["convergence"].status == "passed"
     short = _inputs(model, *subset, attacks={"pgd": PGD(steps=2, rel_stepsize=0.1, random_start=False)})
     check = _run(model, *subset, **short)["convergence"]
-    assert check.status == "warning" and "a fresh run with 4 steps" in check.message
+    assert check.status == "warning" and "a fresh run of pgd with 4 steps" in check.message
     alone = _inputs(model, *subset, attacks={"fgsm": FGSM()})
     assert _run(model, *subset, **alone)["convergence"].status == "skipped"
 

@@ -56,6 +56,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
         "--data", "mnist", "--data-dir", "/d", "--download", "--split", "train", "--attacks", "fgsm,PGD",
         "--eps", "0,8/255,0.1", "--norm", "l2", "--n", "17", "--batch-size", "33", "--device", "cpu",
         "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet", "--strict", "--no-checks",
+        "--schedule", "bisect",
     ])
     assert code == 0
     (name, dkw), = spy["data"]
@@ -67,7 +68,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33
     assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
     assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
-    assert kw["strict"] is True and kw["checks"] is False
+    assert kw["strict"] is True and kw["checks"] is False and kw["schedule"] == "bisect"
     assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
 
 
@@ -75,7 +76,8 @@ def test_default_runs_linf_and_l2_sweeps_on_both_shipped_models(spy, tmp_path, c
     assert cli.main(["--out", str(tmp_path)]) == 0
     norms = [kw["norm"] for _, _, kw in spy["evaluate"]]
     assert norms == ["linf", "linf", "l2", "l2"]  # standard, then adversarially trained, per sweep
-    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == [["fgsm", "pgd"]] * 2 + [["pgd", "cw"]] * 2
+    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == (
+        [["fgsm", "pgd", "apgd-ce"]] * 2 + [["pgd", "apgd-ce(restarts=2)", "cw"]] * 2)
     assert [spec for spec, _ in spy["model"]] == [str(cli.SHIPPED_MODELS["adv-trained"])]
     for label in ("standard", "adv-trained"):
         assert (tmp_path / label / "linf" / "report.md").is_file()

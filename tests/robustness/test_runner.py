@@ -241,3 +241,49 @@ def test_global_random_states_are_untouched(trained_model, test_batch) -> None:
     assert torch.equal(torch.get_rng_state(), before[0])
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert random.getstate() == before[2]
+
+
+@pytest.mark.parametrize("budgets", [[0.05], [0.05, 0.1], [0.03, 0.06, 0.1, 0.15, 0.2]])
+def test_bisect_schedule_is_monotone_verified_and_attacks_each_sample_at_most_log_times(
+    trained_model, test_batch, budgets
+) -> None:
+    import math
+
+    x, y = test_batch
+    calls: list[int] = []
+
+    @dataclass(frozen=True, kw_only=True)
+    class Counting(FixedBudgetAttack):
+        name: ClassVar[str] = "counting"
+        norm: str = "linf"
+
+        def _run(self, model, x, y, *, eps, bounds, target, generator):
+            calls.append(x.shape[0])
+            return PGD(steps=5)(model, x, y, eps=eps, bounds=bounds, generator=generator)
+
+    report = robustness.evaluate(trained_model, (x, y), attacks=[Counting()], epsilons=budgets, progress=False,
+                                 checks=False, schedule="bisect")
+    curve = [report.robust_accuracy[e] for e in budgets]
+    assert all(a >= b for a, b in zip(curve, curve[1:])) and curve[0] <= report.clean_accuracy
+    n_correct = round(report.clean_accuracy * x.shape[0])
+    rounds = math.ceil(math.log2(len(budgets) + 1))
+    assert sum(calls) <= n_correct * rounds  # each correct sample attacked at most ceil(log2(k + 1)) times
+    assert report.schedule == "bisect"
+    # every broken sample was verified at the budget it is counted at
+    for name, per_eps in report.perturbation.items():
+        for e, st in per_eps.items():
+            assert st["count"] == 0 or st["max"] <= e + 1e-6
+
+
+def test_bisect_and_ascending_agree_on_one_budget_and_bisect_is_close_on_many(trained_model, test_batch) -> None:
+    x, y = test_batch
+    kw = dict(attacks=[PGD(steps=10)], progress=False, checks=False)
+    one_a = robustness.evaluate(trained_model, (x, y), epsilons=[0.1], **kw)
+    one_b = robustness.evaluate(trained_model, (x, y), epsilons=[0.1], schedule="bisect", **kw)
+    assert one_a.per_sample == one_b.per_sample  # a single budget: the same attack, the same seed
+    budgets = [0.05, 0.1, 0.15, 0.2]
+    asc = robustness.evaluate(trained_model, (x, y), epsilons=budgets, **kw)
+    bis = robustness.evaluate(trained_model, (x, y), epsilons=budgets, schedule="bisect", **kw)
+    assert all(abs(asc.robust_accuracy[e] - bis.robust_accuracy[e]) <= 0.05 for e in budgets)
+    with pytest.raises(InputError, match="schedule"):
+        robustness.evaluate(trained_model, (x, y), epsilons=budgets, schedule="random", **kw)
