@@ -158,7 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--norm", default=None, choices=list(NORMS),
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
     ev.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of n examples")
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=_batch_size, default=256,
+                    help="examples per batch, or auto: the largest that fits on the GPU, found by halving on an "
+                         "out-of-memory error (256 on the CPU). Default 256")
+    ev.add_argument("--state", default=None,
+                    help="directory recording every finished batch: run the same command again after a crash or "
+                         "kill to resume where it stopped (same model, data and settings)")
+    ev.add_argument("--amp", default=None, choices=["bf16"],
+                    help="run the model under bfloat16 autocast (faster on recent GPUs; the README gives its "
+                         "effect on attack strength)")
+    ev.add_argument("--channels-last", action="store_true", help="run the model in channels_last memory format")
+    ev.add_argument("--compile", action="store_true", help="torch.compile the model for the evaluation")
     ev.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
@@ -236,6 +246,28 @@ def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
     return out
 
 
+def _batch_size(text: str) -> int | None:
+    """``--batch-size``: a positive integer, or ``auto`` (``None``: the runner chooses)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    return value
+
+
+def _state_dir(state: str | None, label: str | None, norm: str, several: bool) -> Path | None:
+    """One state directory per evaluation: ``STATE/<model>/<norm>`` when the command runs several."""
+    if state is None:
+        return None
+    if not several:
+        return Path(state)
+    return Path(state) / (label or "model") / norm
+
+
 def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
@@ -291,6 +323,8 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 loaded.model, data.dataset, attacks=sweep.attacks, epsilons=sweep.epsilons, norm=sweep.norm,
                 bounds=data.bounds, batch_size=args.batch_size, device=device, seed=args.seed,
                 progress=not args.quiet, checks=not args.no_checks, strict=args.strict, schedule=args.schedule,
+                state=_state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1), amp=args.amp,
+                channels_last=args.channels_last, compile=args.compile,
             )
             report.model = loaded.source
             report.data = f"{data.name} ({args.split})"

@@ -29,8 +29,9 @@ def _as_tensor(value: Any, what: str) -> Tensor:
     raise InputError(f"{what} must be a tensor or NumPy array, got {type(value).__name__}")
 
 
-def as_loader(data: DataLike, batch_size: int) -> Iterable[Any]:
-    """A re-iterable source of ``(x, y)`` batches, in a fixed order."""
+def as_loader(data: DataLike, batch_size: int, pin_memory: bool = False) -> Iterable[Any]:
+    """A re-iterable source of ``(x, y)`` batches, in a fixed order (``pin_memory`` for fast,
+    non-blocking copies to a GPU)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if isinstance(data, DataLoader):
@@ -50,7 +51,8 @@ def as_loader(data: DataLike, batch_size: int) -> Iterable[Any]:
             raise InputError("the dataset is empty: nothing to evaluate")
         # a generator of its own: iterating a DataLoader draws a base seed, which would otherwise
         # come from (and advance) the caller's global torch RNG
-        return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+        return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator(),
+                          pin_memory=pin_memory)
     raise InputError(
         f"data must be an (x, y) pair of tensors, a Dataset or a DataLoader, got {type(data).__name__}"
     )

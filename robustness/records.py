@@ -1,6 +1,6 @@
 """What one batch of an evaluation found, and how batch records become a report.
 
-A :class:`BatchRecord` holds everything the report needs from one batch (per-sample outcomes
+A :class:`BatchRecord` holds everything the report needs from one batch (or a part of one) (per-sample outcomes
 on the CPU, the largest perturbation used, seconds and model calls per attack, a few example
 images, and the examples the sanity checks run on). Records are self-contained and plain
 (tensors, numbers, strings), so that they can be merged in any order by batch index: written
@@ -32,7 +32,8 @@ EXAMPLES = 8
 
 @dataclass
 class BatchRecord:
-    """Outcome of every attack on one batch (``index``: position of the batch in the data).
+    """Outcome of every attack on one range of examples: ``offset`` (the first example's position in
+    the data, the record's key) and ``n`` examples, from the loader batch ``index``.
 
     Per attack ``name``: ``broken[name]`` (long, index of the smallest budget that broke each
     sample, ``len(budgets)`` for never), ``size[name]`` (norm of the verified perturbation,
@@ -118,12 +119,15 @@ def _versions() -> dict[str, str]:
 def assemble(
     records: list[BatchRecord], names: list[str], epsilons: list[float], budgets: list[float], **config: Any
 ) -> tuple[Report, Assembled]:
-    """The report of an evaluation from its batch records (any order; sorted by batch index here).
+    """The report of an evaluation from its batch records (any order; sorted by offset here).
 
     ``config`` holds the report's settings: ``norm``, ``bounds``, ``attacks``, ``seed``,
     ``batch_size``, ``device``, ``notes``, ``gradient_mode``, ``defenses``.
     """
-    records = sorted(records, key=lambda r: r.index)
+    records = sorted(records, key=lambda r: r.offset)
+    ends = [r.offset + r.n for r in records]
+    if [r.offset for r in records] != [0] + ends[:-1]:
+        raise RuntimeError("the batch records do not tile the data: a range is missing or counted twice")
     never = len(budgets)
     labels = torch.cat([r.labels for r in records])
     clean = torch.cat([r.clean for r in records])

@@ -25,7 +25,8 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -52,6 +53,9 @@ __all__ = ["evaluate", "resolve_attacks", "check_epsilons"]
 log = logging.getLogger(__name__)
 
 AttackLike = Union[str, Attack]
+#: the batch size ``batch_size=None`` starts from: on CUDA it is halved until a batch fits
+AUTO_BATCH_CUDA = 1024
+AUTO_BATCH_CPU = 256
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
@@ -116,7 +120,7 @@ def evaluate(
     epsilons: Sequence[float] | float,
     norm: str = "linf",
     bounds: tuple[float, float] = (0.0, 1.0),
-    batch_size: int = 256,
+    batch_size: int | None = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -124,6 +128,11 @@ def evaluate(
     checks: bool = True,
     strict: bool = False,
     schedule: str = "ascending",
+    state: str | Path | None = None,
+    amp: str | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+    distributed: bool | None = None,
 ) -> Report:
     """Robust accuracy of ``model`` on ``data`` against ``attacks`` at each budget in ``epsilons``.
 
@@ -135,7 +144,10 @@ def evaluate(
         epsilons: budgets in the ``norm``; 0 means clean accuracy.
         norm: ``"linf"`` or ``"l2"``.
         bounds: the valid input range; inputs outside it are an error.
-        batch_size: examples per batch when ``data`` is not already a ``DataLoader``.
+        batch_size: examples per batch when ``data`` is not already a ``DataLoader``; ``None``
+            chooses it: the largest that fits, found by trying (a batch that runs out of GPU
+            memory is split in halves and retried, and later batches use the smaller size;
+            finished batches are kept). On the CPU, ``None`` means 256.
         device: where to run; ``None`` keeps the model's device. The model is moved back after.
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
         progress: show a tqdm bar over batches (only when stderr is a terminal).
@@ -152,6 +164,17 @@ def evaluate(
             ``"ascending"`` (each budget in turn, warm-started from the previous one: the
             strongest) or ``"bisect"`` (bisection per sample: about ``log2(budgets + 1)``
             attacks per sample, for long sweeps). Minimization attacks run once either way.
+        state: a directory that records every finished batch atomically; an evaluation killed
+            at any moment and run again with the same ``state`` (and the same model, data and
+            settings) resumes and ends with the same report (:mod:`robustness.state`).
+        amp: ``"bf16"`` runs the model under bfloat16 autocast (attacks still see float32
+            logits); ``None`` (default) runs in full precision (:mod:`robustness.acceleration`).
+        channels_last: run the model in the ``channels_last`` memory format (4-D inputs).
+        compile: ``torch.compile`` the model for the evaluation.
+        distributed: shard the batches over the ranks of the initialized ``torch.distributed``
+            process group (``torchrun``) and reduce the results on rank 0, which also runs the
+            checks; every rank returns the same report. ``None`` (default): when a group of
+            more than one process is initialized (:mod:`robustness.distributed`).
 
     Returns:
         A :class:`Report`. The model comes back with its parameters, buffers, train/eval mode
@@ -174,48 +197,66 @@ def evaluate(
     _check_defense_bounds(model, bounds)
     budgets = [e for e in eps_all if e > 0]
     attack_map = resolve_attacks(attacks, norm)
-    loader = as_loader(data, batch_size)
     run_device = torch.device(device) if device is not None else model_device(model)
     if run_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {run_device} was requested but CUDA is not available: use device='cpu'")
+    if batch_size is None:
+        batch_size = AUTO_BATCH_CUDA if run_device.type == "cuda" else AUTO_BATCH_CPU
+    loader = as_loader(data, batch_size, pin_memory=run_device.type == "cuda")
 
     names = list(attack_map)
+    config = dict(norm=norm, bounds=bounds, attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
+                  epsilons=eps_all, schedule=schedule, gradient_mode=mode)
+    group = _process_group(distributed, run_device)
+    store = _open_state(state, model, config, batch_size) if state is not None else None
+    done = dict(store.finished) if store is not None else {}
     records: list[BatchRecord] = []
     notes: list[str] = []
     start = time.perf_counter()
     modes = contextlib.nullcontext() if mode is None else defense_gradient_mode(model, mode)
-    with evaluation_mode(model, run_device), modes:
+    with evaluation_mode(model, run_device), modes, _accelerated(model, amp, channels_last, compile, run_device) as fast:
         defenses_used = describe_defenses(model)  # in the modes the attacks run under
         notes += _defense_notes(defenses_used)
-        counted = CallCounter(model)
+        counted = CallCounter(fast)
+        runner = _BatchRunner(fast, counted, attack_map, budgets, bounds=bounds, norm=norm, seed=seed,
+                              device=run_device, schedule=schedule)
         bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch",
-                   disable=not progress or not sys.stderr.isatty())
+                   disable=not progress or not sys.stderr.isatty() or (group is not None and group.rank != 0))
         offset = 0
         for b, (x, y) in enumerate(bar):
             check_batch(x, y, bounds, b)
-            if x.shape[0] == 0:
-                continue
-            record = _evaluate_batch(model, counted, x, y, b, offset, attack_map, budgets, bounds=bounds, norm=norm,
-                                     seed=seed, device=run_device, schedule=schedule)
-            offset += record.n
-            if record.probabilities and not any(r.probabilities for r in records):
+            n = x.shape[0]
+            if n and (group is None or group.owns(b)):
+                for record in runner.run(x, y, b, offset, done):
+                    if store is not None:
+                        store.save(record)
+                    records.append(record)
+            offset += n
+        if group is None or group.rank == 0:
+            records += [r for r in done.values()]  # finished before a resume: kept by rank 0 only
+        if group is not None:
+            records = group.gather_records(records)
+        report: Report | None = None
+        if records is not None:
+            if not records:
+                raise InputError("the data yielded no examples: nothing to evaluate")
+            if any(r.probabilities for r in records):
                 warnings.warn(_PROBABILITIES, RobustnessWarning, stacklevel=2)
                 notes.append(_PROBABILITIES)
-            records.append(record)
-
-        if not records:
-            raise InputError("the data yielded no examples: nothing to evaluate")
-        report, data = assemble(
-            records, names, eps_all, budgets, norm=norm, bounds=bounds,
-            attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
-            batch_size=getattr(loader, "batch_size", None) or batch_size, device=str(run_device), notes=notes,
-            gradient_mode=mode, defenses=defenses_used, schedule=schedule,
-        )
-        if checks and budgets and data.subset is not None:
-            t0 = time.perf_counter()
-            report.checks = _run_checks(model, data.subset, attack_map, report, run_device, seed, strict)
-            report.timings["checks"] = time.perf_counter() - t0
-    report.timings["total"] = time.perf_counter() - start
+            report, assembled = assemble(
+                records, names, eps_all, budgets, batch_size=runner.batch_size(loader, batch_size),
+                device=str(run_device), notes=notes, defenses=defenses_used,
+                **{k: v for k, v in config.items() if k != "epsilons"},
+            )
+            if checks and budgets and assembled.subset is not None:
+                t0 = time.perf_counter()
+                report.checks = _run_checks(model, assembled.subset, attack_map, report, run_device, seed, strict)
+                report.timings["checks"] = time.perf_counter() - t0
+            report.timings["total"] = time.perf_counter() - start
+        if group is not None:
+            report = group.share_report(report)
+    if report is None:  # rank 0 assembles the report and shares it with every rank
+        raise RuntimeError("no report reached this rank: the distributed evaluation did not complete")
     return report
 
 
@@ -223,45 +264,100 @@ _PROBABILITIES = ("the model seems to output probabilities (rows are non-negativ
                   "through a softmax saturate and make attacks look weaker; return logits instead")
 
 
-def _evaluate_batch(
-    model: nn.Module,
-    counted: CallCounter,
-    x: Tensor,
-    y: Tensor,
-    index: int,
-    offset: int,
-    attack_map: dict[str, Attack],
-    budgets: list[float],
-    *,
-    bounds: tuple[float, float],
-    norm: str,
-    seed: int,
-    device: torch.device,
-    schedule: str = "ascending",
-) -> BatchRecord:
-    """Clean pass and every attack's budget sweep on one batch; randomness depends on ``index`` only."""
-    x = x.to(device, non_blocking=True).float()
-    y = y.to(device, non_blocking=True).long()
+class _BatchRunner:
+    """Evaluates the examples of one loader batch, as records of contiguous ranges.
+
+    Ranges already finished (``done``, keyed by offset: a resumed evaluation) are skipped. A
+    range that runs out of GPU memory is split in halves and retried, and later ranges use the
+    smaller size. Randomness depends on a range's offset only, so a batch evaluated on any rank,
+    or before and after a resume, draws the same numbers.
+    """
+
+    def __init__(self, model: nn.Module, counted: CallCounter, attack_map: dict[str, Attack], budgets: list[float],
+                 *, bounds: tuple[float, float], norm: str, seed: int, device: torch.device, schedule: str) -> None:
+        self.model = model
+        self.counted = counted
+        self.attack_map = attack_map
+        self.budgets = budgets
+        self.bounds = bounds
+        self.norm = norm
+        self.seed = seed
+        self.device = device
+        self.schedule = schedule
+        self.working: int | None = None  # the batch size after an out-of-memory error
+
+    def batch_size(self, loader: Any, requested: int | None) -> int:
+        size = getattr(loader, "batch_size", None) or requested or AUTO_BATCH_CPU
+        return min(size, self.working) if self.working else size
+
+    def run(self, x: Tensor, y: Tensor, index: int, offset: int, done: dict[int, BatchRecord]) -> Iterator[BatchRecord]:
+        for start, stop in _uncovered(x.shape[0], offset, y, done):
+            i = start
+            while i < stop:
+                size = min(stop - i, self.working or stop - i)
+                try:
+                    record = _evaluate_range(self, x[i:i + size], y[i:i + size], index, offset + i)
+                except torch.cuda.OutOfMemoryError:
+                    if size == 1:
+                        raise InputError("one example does not fit in GPU memory: use a smaller model or "
+                                         "input, or evaluate on the CPU (device='cpu')") from None
+                    self.working = size // 2
+                    torch.cuda.empty_cache()
+                    log.warning("out of GPU memory with a batch of %d: retrying with %d (finished batches are kept)",
+                                size, self.working)
+                    continue
+                yield record
+                i += size
+
+
+def _uncovered(n: int, offset: int, y: Tensor, done: dict[int, BatchRecord]) -> list[tuple[int, int]]:
+    """The ranges ``[start, stop)`` of a batch (positions within it) that no finished record covers."""
+    covered = []
+    for o, record in done.items():
+        if offset <= o < offset + n:
+            start = o - offset
+            if start + record.n > n or not torch.equal(record.labels, y[start:start + record.n].cpu().long()):
+                raise InputError(
+                    f"the evaluation state does not match the data: examples {o}..{o + record.n - 1} have other "
+                    f"labels (or batch boundaries) than when the state was written; use a new state directory "
+                    f"or the same data in the same order"
+                )
+            covered.append((start, start + record.n))
+    ranges, i = [], 0
+    for start, stop in sorted(covered):
+        if start > i:
+            ranges.append((i, start))
+        i = max(i, stop)
+    if i < n:
+        ranges.append((i, n))
+    return ranges
+
+
+def _evaluate_range(run: _BatchRunner, x: Tensor, y: Tensor, index: int, offset: int) -> BatchRecord:
+    """Clean pass and every attack's budget sweep on one range of examples."""
+    model, budgets = run.model, run.budgets
+    x = x.to(run.device, non_blocking=True).float()
+    y = y.to(run.device, non_blocking=True).long()
     t0 = time.perf_counter()
     with torch.no_grad():
         logits = model(x)
     num_classes = check_logits(logits, x.shape[0], y)
     pred = logits.argmax(dim=1)
     correct = pred == y
-    _sync(device)
+    _sync(run.device)
     seconds = {"clean": time.perf_counter() - t0}
     found: dict[str, SweepResult] = {}
     calls: dict[str, dict[str, int]] = {}
-    for a, (name, attack) in enumerate(attack_map.items()):
+    for a, (name, attack) in enumerate(run.attack_map.items()):
         t0 = time.perf_counter()
-        before = counted.snapshot()
-        found[name] = sweep(counted, attack, x, y, correct, budgets, bounds=bounds, norm=norm,
-                            seed=derive_seed(seed, index, a), schedule=schedule)
-        _sync(device)
+        before = run.counted.snapshot()
+        found[name] = sweep(run.counted, attack, x, y, correct, budgets, bounds=run.bounds, norm=run.norm,
+                            seed=derive_seed(run.seed, offset, a), schedule=run.schedule)
+        _sync(run.device)
         seconds[name] = time.perf_counter() - t0
         calls[name] = dict(zip(("calls", "samples", "gradient_samples"),
-                               (after - b for after, b in zip(counted.snapshot(), before))))
-    names = list(attack_map)
+                               (after - b for after, b in zip(run.counted.snapshot(), before))))
+    names = list(run.attack_map)
     take = min(CHECK_SUBSET - offset, x.shape[0])
     subset = None
     if take > 0:
@@ -278,6 +374,38 @@ def _evaluate_batch(
         examples=batch_examples(x, y, found, names, budgets, offset) if budgets else [],
         subset=subset,
     )
+
+
+def _process_group(requested: bool | None, device: torch.device) -> Any:
+    """The torch.distributed group to shard over, or ``None`` for a single-process evaluation."""
+    if requested is False:
+        return None
+    import torch.distributed as dist
+
+    if requested is None and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    from robustness.distributed import ProcessGroup
+
+    return ProcessGroup.current(device)
+
+
+def _open_state(path: str | Path, model: nn.Module, config: dict[str, Any], batch_size: int | None) -> Any:
+    from robustness.state import EvaluationState, model_fingerprint
+
+    fingerprint = {**config, "bounds": list(config["bounds"]), "batch_size": batch_size,
+                   "model": model_fingerprint(model)}
+    return EvaluationState.open(path, fingerprint)
+
+
+def _accelerated(model: nn.Module, amp: str | None, channels_last: bool, compile: bool,
+                 device: torch.device) -> contextlib.AbstractContextManager[nn.Module]:
+    """The model to run (under autocast, in channels_last, compiled, as asked); the user's model is
+    restored on exit."""
+    if amp is None and not channels_last and not compile:
+        return contextlib.nullcontext(model)
+    from robustness.acceleration import accelerated
+
+    return accelerated(model, amp=amp, channels_last=channels_last, compile=compile, device=device)
 
 
 def _check_defense_bounds(model: nn.Module, bounds: tuple[float, float]) -> None:

@@ -56,7 +56,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
         "--data", "mnist", "--data-dir", "/d", "--download", "--split", "train", "--attacks", "fgsm,PGD",
         "--eps", "0,8/255,0.1", "--norm", "l2", "--n", "17", "--batch-size", "33", "--device", "cpu",
         "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet", "--strict", "--no-checks",
-        "--schedule", "bisect",
+        "--schedule", "bisect", "--state", str(tmp_path / "state"), "--amp", "bf16", "--channels-last", "--compile",
     ])
     assert code == 0
     (name, dkw), = spy["data"]
@@ -69,6 +69,10 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
     assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
     assert kw["strict"] is True and kw["checks"] is False and kw["schedule"] == "bisect"
+    assert kw["state"] == tmp_path / "state" and kw["amp"] == "bf16"
+    assert kw["channels_last"] is True and kw["compile"] is True
+    cli.main(["evaluate", "--model", "m.pt", "--batch-size", "auto", "--out", str(tmp_path), "--quiet"])
+    assert spy["evaluate"][-1][2]["batch_size"] is None and spy["evaluate"][-1][2]["state"] is None
     assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
 
 

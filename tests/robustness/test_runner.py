@@ -287,3 +287,31 @@ def test_bisect_and_ascending_agree_on_one_budget_and_bisect_is_close_on_many(tr
     assert all(abs(asc.robust_accuracy[e] - bis.robust_accuracy[e]) <= 0.05 for e in budgets)
     with pytest.raises(InputError, match="schedule"):
         robustness.evaluate(trained_model, (x, y), epsilons=budgets, schedule="random", **kw)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_finished_work(trained_model, test_batch, caplog) -> None:
+    """A batch too big for the device is split and retried; the result equals a run at the size that fits."""
+    x, y = test_batch
+
+    class Limited(nn.Module):
+        def __init__(self, model: nn.Module, limit: int) -> None:
+            super().__init__()
+            self.model, self.limit, self.failures = model, limit, 0
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            if inputs.shape[0] > self.limit:
+                self.failures += 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.model(inputs)
+
+    kw = dict(attacks=["fgsm", PGD(steps=3)], epsilons=[0.05, 0.1], progress=False, checks=False)
+    limited = Limited(trained_model, limit=20)
+    split = robustness.evaluate(limited, (x, y), batch_size=64, **kw)
+    fits = robustness.evaluate(trained_model, (x, y), batch_size=16, **kw)
+    assert split.per_sample == fits.per_sample and split.robust_accuracy == fits.robust_accuracy
+    assert limited.failures == 2  # 64 and 32 failed once; every later range used 16 directly
+    assert split.batch_size == 16
+    assert "out of GPU memory" in caplog.text
+
+    with pytest.raises(InputError, match="one example does not fit"):
+        robustness.evaluate(Limited(trained_model, limit=0), (x, y), batch_size=8, **kw)
