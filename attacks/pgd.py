@@ -29,10 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import FixedBudgetAttack
-from attacks.fgsm import gradient_step
 from attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
-from robustness.norms import Norm, clip_to_bounds, project
+from robustness.norms import Norm, clip_to_bounds
 
 __all__ = ["PGD", "random_start"]
 
@@ -52,6 +51,18 @@ def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) 
 def _linf_box(x: Tensor, eps: float, bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
     """Per-element ``(low, high)`` of the Linf ball of radius ``eps`` around ``x`` within ``bounds``."""
     return (x - eps).clamp_(min=bounds[0]), (x + eps).clamp_(max=bounds[1])
+
+
+def _l2_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, bounds: tuple[float, float]) -> Tensor:
+    """One L2 step of size ``alpha`` along ``grad``, clipped to the bounds, then projected onto the
+    ``eps`` ball around ``x0``: the projection then spends the whole budget on pixels that can still
+    move (the box and the ball are convex, so the result stays in both). In place where possible:
+    this runs once per step."""
+    view = (-1,) + (1,) * (x.dim() - 1)
+    scale = alpha / grad.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    delta = grad.mul_(scale.view(view)).add_(x).clamp_(bounds[0], bounds[1]).sub_(x0)
+    shrink = (eps / delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)).clamp_(max=1.0)
+    return delta.mul_(shrink.view(view)).add_(x0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,10 +180,7 @@ class PGD(FixedBudgetAttack):
             if box is not None:
                 x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(box[0], box[1])
             else:
-                x_adv = gradient_step(x_in.detach(), grad, alpha, self.norm)
-                # clip, then project: the projection then spends the whole budget on pixels that
-                # can still move (the box and the ball are convex, so the result stays in both)
-                x_adv = project(clip_to_bounds(x_adv, bounds), x0, eps, self.norm)
+                x_adv = _l2_step(x_in.detach(), grad, x0, alpha, eps, bounds)
             if self.early_stop:
                 keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
                 if keep.numel() < idx.numel():
