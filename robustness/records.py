@@ -11,8 +11,9 @@ order, into the per-sample arrays and the :class:`~robustness.report.Report`.
 
 from __future__ import annotations
 
+import hashlib
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch import Tensor
 from robustness import summary
 from robustness.report import Report
 
-__all__ = ["BatchRecord", "Assembled", "assemble", "CHECK_SUBSET", "EXAMPLES"]
+__all__ = ["BatchRecord", "Assembled", "assemble", "digest", "CHECK_SUBSET", "EXAMPLES"]
 
 #: examples of the evaluation (the first ones, in data order) that the sanity checks run on
 CHECK_SUBSET = 64
@@ -56,6 +57,7 @@ class BatchRecord:
     seconds: dict[str, float]
     calls: dict[str, dict[str, int]]
     num_classes: int
+    inputs: str = ""  # digest() of the range's inputs: a resumed evaluation checks the data did not change
     probabilities: bool = False
     examples: list[dict[str, Any]] = field(default_factory=list)
     subset: dict[str, Any] | None = None
@@ -65,12 +67,31 @@ class BatchRecord:
         return int(self.labels.shape[0])
 
     def to_state(self) -> dict[str, Any]:
-        """Plain dict (tensors, numbers, strings) that ``torch.load(weights_only=True)`` reads back."""
-        return asdict(self)
+        """Plain dict (tensors, numbers, strings) that ``torch.load(weights_only=True)`` reads back.
+
+        Tensors are cloned: a view would carry (and serialize) its whole underlying storage.
+        """
+        return {f.name: _compact(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BatchRecord:
         return cls(**state)
+
+
+def _compact(value: Any) -> Any:
+    """``value`` with every tensor cloned (dicts and lists walked): no view outlives its batch."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def digest(x: Tensor) -> str:
+    """SHA-256 of a tensor's values (CPU bytes): identifies the inputs of a range."""
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 @dataclass
@@ -200,6 +221,6 @@ def batch_examples(x: Tensor, y: Tensor, found: dict[str, Any], names: list[str]
         out.append({
             "index": offset + i, "label": int(y[i]), "attack": names[int(which[i])],
             "eps": budgets[int(worst[i])], "adversarial_prediction": int(res.prediction[i]),
-            "clean": x[i].detach().cpu(), "adversarial": res.adversarial[i].detach().cpu(),
+            "clean": x[i].detach().cpu().clone(), "adversarial": res.adversarial[i].detach().cpu().clone(),
         })
     return out

@@ -42,7 +42,7 @@ from robustness.errors import InputError, RobustnessWarning
 from robustness.model import CallCounter, evaluation_mode, model_device
 from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
-from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples
+from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples, digest
 from robustness.report import Check, Report
 from robustness.specs import parse_spec
 from robustness.sweep import SCHEDULES, SweepResult, derive_seed, sweep
@@ -232,6 +232,10 @@ def evaluate(
                         store.save(record)
                     records.append(record)
             offset += n
+        beyond = sorted(o for o in done if o >= offset)
+        if beyond:
+            raise InputError(f"the evaluation state holds examples from {beyond[0]} on, but the data has only "
+                             f"{offset}: use a new state directory or the same data")
         if group is None or group.rank == 0:
             records += [r for r in done.values()]  # finished before a resume: kept by rank 0 only
         if group is not None:
@@ -291,7 +295,7 @@ class _BatchRunner:
         return min(size, self.working) if self.working else size
 
     def run(self, x: Tensor, y: Tensor, index: int, offset: int, done: dict[int, BatchRecord]) -> Iterator[BatchRecord]:
-        for start, stop in _uncovered(x.shape[0], offset, y, done):
+        for start, stop in _uncovered(x, y, offset, done):
             i = start
             while i < stop:
                 size = min(stop - i, self.working or stop - i)
@@ -310,17 +314,22 @@ class _BatchRunner:
                 i += size
 
 
-def _uncovered(n: int, offset: int, y: Tensor, done: dict[int, BatchRecord]) -> list[tuple[int, int]]:
-    """The ranges ``[start, stop)`` of a batch (positions within it) that no finished record covers."""
+def _uncovered(x: Tensor, y: Tensor, offset: int, done: dict[int, BatchRecord]) -> list[tuple[int, int]]:
+    """The ranges ``[start, stop)`` of a batch (positions within it) that no finished record covers;
+    the inputs and labels of the covered ones must be those the records were made from."""
+    n = x.shape[0]
     covered = []
     for o, record in done.items():
         if offset <= o < offset + n:
             start = o - offset
-            if start + record.n > n or not torch.equal(record.labels, y[start:start + record.n].cpu().long()):
+            same = start + record.n <= n and torch.equal(record.labels, y[start:start + record.n].cpu().long())
+            if same and record.inputs:
+                same = record.inputs == digest(x[start:start + record.n].float())
+            if not same:
                 raise InputError(
                     f"the evaluation state does not match the data: examples {o}..{o + record.n - 1} have other "
-                    f"labels (or batch boundaries) than when the state was written; use a new state directory "
-                    f"or the same data in the same order"
+                    f"inputs or labels (or batch boundaries) than when the state was written; use a new state "
+                    f"directory or the same data in the same order"
                 )
             covered.append((start, start + record.n))
     ranges, i = [], 0
@@ -361,15 +370,15 @@ def _evaluate_range(run: _BatchRunner, x: Tensor, y: Tensor, index: int, offset:
     take = min(CHECK_SUBSET - offset, x.shape[0])
     subset = None
     if take > 0:
-        subset = {"x": x[:take].cpu(), "y": y[:take].cpu(), "correct": correct[:take].cpu(),
-                  "broken": {k: found[k].broken[:take].cpu() for k in names}}
+        subset = {"x": x[:take].cpu().clone(), "y": y[:take].cpu().clone(), "correct": correct[:take].cpu().clone(),
+                  "broken": {k: found[k].broken[:take].cpu().clone() for k in names}}
     return BatchRecord(
         index=index, offset=offset, labels=y.cpu(), clean=pred.cpu(),
         broken={k: r.broken.cpu() for k, r in found.items()},
         size={k: r.size.cpu() for k, r in found.items()},
         adv_pred={k: r.prediction.cpu() for k, r in found.items()},
         max_used={k: list(r.max_used) for k, r in found.items()},
-        seconds=seconds, calls=calls, num_classes=num_classes,
+        seconds=seconds, calls=calls, num_classes=num_classes, inputs=digest(x),
         probabilities=looks_like_probabilities(logits),
         examples=batch_examples(x, y, found, names, budgets, offset) if budgets else [],
         subset=subset,

@@ -1,0 +1,322 @@
+"""Resumable evaluations: a directory that records every finished range of examples.
+
+``evaluate(..., state="run-state/")`` (CLI: ``--state DIR``) writes one file per finished range
+of examples, atomically; an evaluation killed at any moment (even ``kill -9``) and run again with
+the same ``state`` (same model, data and settings) skips the finished ranges and ends with the same
+report. Randomness depends on a range's offset only (:func:`robustness.sweep.derive_seed`), so the
+ranges evaluated after a resume draw the same numbers as in an uninterrupted run.
+
+Layout of a state directory::
+
+    run-state/
+        meta.json                  {"format": 1, "robustness": "0.1.0", "torch": "2.14.1",
+                                    "fingerprint": {"model": "<sha-256>", "attacks": {...}, "epsilons": [...],
+                                                    "norm": ..., "bounds": ..., "seed": ..., "batch_size": ...,
+                                                    "schedule": ..., "gradient_mode": ...}}
+        range-000000000000.pt      the BatchRecord of examples 0..15  (torch.save of tensors, numbers,
+        range-000000000016.pt      the BatchRecord of examples 16..31  strings, lists and dicts:
+        ...                                                             read with weights_only=True)
+
+* ``meta.json`` is written first, when the directory is created; opening an existing directory
+  compares its fingerprint with the evaluation's, and any difference (other weights, attacks,
+  budgets, seed, batch size, ...) is an :class:`~robustness.errors.InputError` that names it:
+  never a silent fresh start. :func:`model_fingerprint` covers the model's class name and its
+  parameters and buffers, not its ``forward`` code. The data are checked by the runner: a finished
+  range whose labels differ from the data's is an error too.
+* Each ``range-<offset>.pt`` is written to a temporary file beside it, flushed, fsynced and
+  renamed (:func:`robustness.io.atomic_open`): a kill leaves either the whole file or none.
+  Leftover temporary files (``.range-....tmp``) are ignored, and removed once they are a minute
+  old (a younger one may belong to a rank of a distributed run that is writing it now).
+* A corrupt or truncated record file is an error that names it: delete that file to evaluate its
+  examples again. One evaluation (or the ranks of one distributed evaluation) per directory.
+
+Example::
+
+    report = robustness.evaluate(model, data, attacks=["pgd"], epsilons=[0, 0.1], state="run-state/")
+    # killed here? The same call again resumes and returns the same report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robustness.errors import InputError, RobustnessWarning
+from robustness.io import atomic_open, atomic_write_text
+from robustness.records import BatchRecord
+
+__all__ = ["EvaluationState", "STATE_FORMAT", "model_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+#: version of the directory layout and record format; another one is an error on open
+STATE_FORMAT = 1
+META = "meta.json"
+_RECORD = re.compile(r"range-(\d+)\.pt")
+_TEMPORARY = re.compile(r"\.(meta\.json|range-\d+\.pt)\..+\.tmp")  # robustness.io.atomic_open's names
+#: a temporary file untouched for this long is a leftover of a killed run, not a write in progress
+STALE_SECONDS = 60.0
+
+_MISSING = object()  # a fingerprint key that one side lacks
+
+#: how an error names a fingerprint key that differs
+_WHAT = {
+    "model": "another model (weights differ)",
+    "attacks": "other attacks",
+    "epsilons": "other budgets",
+    "seed": "another seed",
+    "batch_size": "another batch size",
+    "norm": "another norm",
+    "bounds": "other bounds",
+    "schedule": "another schedule",
+    "gradient_mode": "another gradient mode",
+}
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of ``model``'s class name and every parameter and buffer (name, shape, dtype, bytes).
+
+    The same weights give the same string on any device; one changed weight gives another. Tensors
+    are copied to the CPU one at a time where needed; the model itself (device, mode, values) is
+    untouched. The ``forward`` code is not covered.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    digest = hashlib.sha256(f"robustness-model-fingerprint {STATE_FORMAT} {type(model).__qualname__}\n".encode())
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            data = _tensor_bytes(name, tensor)
+            header = [kind, name, str(tensor.dtype), list(tensor.shape), data.nbytes]
+            digest.update(json.dumps(header).encode() + b"\n")
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _tensor_bytes(name: str, tensor: Tensor) -> memoryview:
+    """The values of ``tensor`` as raw bytes on the CPU (no copy for a contiguous CPU tensor)."""
+    if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
+        raise InputError(f"the model's {name} is not initialized yet (a lazy module): run one forward pass first")
+    t = tensor.detach()
+    if t.is_meta:
+        raise InputError(f"the model's {name} is on the meta device (no values): load its weights first")
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    t = t.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+class EvaluationState:
+    """The finished ranges of one evaluation, in a directory (see the module docstring).
+
+    Open it with :meth:`open`; :attr:`finished` maps offsets to the records saved so far, and
+    :meth:`save` adds one, atomically.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any], records: dict[int, BatchRecord]) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self._records = records
+
+    @classmethod
+    def open(cls, path: str | Path, fingerprint: Mapping[str, Any]) -> EvaluationState:
+        """Create the state directory ``path`` for an evaluation with ``fingerprint``, or open it.
+
+        ``fingerprint``: plain JSON values (the runner passes its settings and
+        :func:`model_fingerprint`). An existing directory must hold a ``meta.json`` with the same
+        fingerprint (else :class:`InputError`, naming what differs), or be empty.
+        """
+        path = Path(path)
+        wanted = _as_json(dict(fingerprint))
+        if path.exists() and not path.is_dir():
+            raise InputError(f"the evaluation state {path} is a file, not a directory: pass a directory "
+                             f"(it is created if missing)")
+        path.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
+        meta_path = path / META
+        # one listing decides: meta.json is written before any record (ranks of a distributed run open at once)
+        foreign = sorted(p.name for p in path.iterdir() if not _TEMPORARY.fullmatch(p.name))
+        if META in foreign:
+            _check_meta(path, _read_meta(meta_path), wanted)
+            records = _load_records(path, wanted)
+            log.info("resuming the evaluation in %s: %d finished ranges (%d examples)", path, len(records),
+                     sum(r.n for r in records.values()))
+            return cls(path, wanted, records)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise InputError(
+                f"{path} holds files ({shown}) but no {META}: it is not an evaluation state and nothing in it "
+                f"is overwritten; pass a new or empty directory as the state"
+            )
+        meta = {"format": STATE_FORMAT, **_versions(), "fingerprint": wanted}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return cls(path, wanted, {})
+
+    @property
+    def finished(self) -> Mapping[int, BatchRecord]:
+        """The records saved so far (before this run and since), keyed by offset; read-only."""
+        return MappingProxyType(self._records)
+
+    def save(self, record: BatchRecord) -> None:
+        """Write ``record`` to ``range-<offset>.pt`` atomically (replacing one of the same offset)."""
+        state = _plain({f.name: getattr(record, f.name) for f in dataclasses.fields(record)}, "record")
+        with atomic_open(self.path / _record_name(record.offset), "wb") as handle:
+            torch.save(state, handle)
+        self._records[record.offset] = record
+
+    def __repr__(self) -> str:
+        return f"EvaluationState({str(self.path)!r}, {len(self._records)} finished ranges)"
+
+
+def _record_name(offset: int) -> str:
+    return f"range-{offset:012d}.pt"
+
+
+def _versions() -> dict[str, str]:
+    import robustness
+
+    return {"robustness": robustness.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _as_json(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it reads back from JSON (tuples become lists), so that it compares with meta.json."""
+    try:
+        out: dict[str, Any] = json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError) as err:
+        raise InputError(f"the evaluation state's fingerprint must hold plain JSON values: {err}") from None
+    return out
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the temporary files a killed run left behind (those untouched for STALE_SECONDS)."""
+    now = time.time()
+    for p in path.iterdir():
+        if _TEMPORARY.fullmatch(p.name):
+            try:
+                if now - p.stat().st_mtime > STALE_SECONDS:
+                    p.unlink()
+                    log.info("removed %s, left behind by an interrupted write", p)
+            except OSError:  # removed meanwhile by another rank
+                pass
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        meta, why = None, f"{type(err).__name__}: {err}"
+    else:
+        why = "no 'format' and 'fingerprint'"
+    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), dict) or "format" not in meta:
+        raise InputError(
+            f"the evaluation state file {meta_path} is corrupt ({why}): the finished ranges beside it cannot "
+            f"be trusted without it; delete {meta_path.parent} to start over, or use a new state directory"
+        )
+    return meta
+
+
+def _check_meta(path: Path, meta: dict[str, Any], wanted: dict[str, Any]) -> None:
+    if meta["format"] != STATE_FORMAT:
+        raise InputError(
+            f"the evaluation state in {path} has format {meta['format']!r} (robustness "
+            f"{meta.get('robustness', '?')}); this version reads format {STATE_FORMAT}: delete {path} to start over, "
+            f"or use a new state directory"
+        )
+    stored = meta["fingerprint"]
+    keys = [k for k in _WHAT if k in stored or k in wanted] + sorted((set(stored) | set(wanted)) - set(_WHAT))
+    differ = [k for k in keys if stored.get(k, _MISSING) != wanted.get(k, _MISSING)]
+    if differ:
+        what = "; ".join(_difference(k, stored.get(k, _MISSING), wanted.get(k, _MISSING)) for k in differ)
+        raise InputError(
+            f"the evaluation state in {path} was written for {what}: use a new state directory (--state), "
+            f"or delete {path} to start over"
+        )
+    now = _versions()
+    old = {k: meta.get(k) for k in now}
+    if old != now:
+        msg = (f"the evaluation state in {path} was written by robustness {old['robustness']} with torch "
+               f"{old['torch']}; this is robustness {now['robustness']} with torch {now['torch']}: the finished "
+               f"ranges are reused, but their numbers may differ from what this version computes; delete "
+               f"{path} to evaluate everything again")
+        warnings.warn(msg, RobustnessWarning, stacklevel=4)
+
+
+
+def _difference(key: str, then: Any, now: Any) -> str:
+    what = _WHAT.get(key, f"another {key}")
+    if then is _MISSING or now is _MISSING:
+        return f"{what} ('{key}' {'missing then' if then is _MISSING else 'not set now'})"
+    if key == "model":
+        return f"{what}: fingerprint {str(then)[:12]}... then, {str(now)[:12]}... now"
+    if key == "attacks" and isinstance(then, dict) and isinstance(now, dict):
+        if list(then) != list(now):
+            return f"{what} ({', '.join(then)} then, {', '.join(now)} now)"
+        return f"{what} ({'; '.join(f'{k}: {then[k]} then, {now[k]} now' for k in then if then[k] != now[k])})"
+    return f"{what} ({json.dumps(then)} then, {json.dumps(now)} now)"
+
+
+def _load_records(path: Path, fingerprint: dict[str, Any]) -> dict[int, BatchRecord]:
+    records = {}
+    for p in sorted(path.iterdir()):
+        match = _RECORD.fullmatch(p.name)
+        if match:
+            record = _load_record(p, fingerprint)
+            if record.offset != int(match.group(1)):
+                raise _corrupt(p, f"it holds the examples from {record.offset}, not {int(match.group(1))}")
+            records[record.offset] = record
+    return records
+
+
+def _load_record(p: Path, fingerprint: dict[str, Any]) -> BatchRecord:
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise _corrupt(p, first) from None
+    names = {f.name for f in dataclasses.fields(BatchRecord)}
+    if not isinstance(state, dict) or set(state) != names:
+        raise _corrupt(p, "not a batch record of this version")
+    attacks = fingerprint.get("attacks")
+    if (not isinstance(state["labels"], Tensor) or state["labels"].dim() != 1 or not isinstance(state["offset"], int)
+            or (isinstance(attacks, dict) and set(state["broken"]) != set(attacks))):
+        raise _corrupt(p, "its contents do not match this evaluation")
+    return BatchRecord.from_state(state)
+
+
+def _corrupt(p: Path, why: str) -> InputError:
+    return InputError(f"the evaluation state file {p} is unreadable ({why}): delete that file to evaluate its "
+                      f"examples again, or delete {p.parent} to start over")
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as what ``torch.load(weights_only=True)`` reads: tensors (each with storage of its own, on
+    the CPU: a view would save its whole base tensor), numbers, strings, None, lists, tuples and dicts."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{where} is a {type(value).__name__}, which an evaluation state cannot store: "
+                    f"records hold tensors, numbers, strings, lists and dicts")
