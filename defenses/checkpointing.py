@@ -11,6 +11,8 @@ so ``torch.load(path, weights_only=True)`` reads it without unpickling objects):
      "model": {...}, "optimizer": {...}, "scheduler": {...} | None,
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...] | None,
              "numpy": {...}, "python": {...}, "generators": [ByteTensor, ...]},
+     "world_size": 1,                 # processes of the run (DistributedDataParallel); absent: 1
+     "rng_ranks": [{...}, ...],       # only when world_size > 1: every rank's "rng", by rank
      "history": {...},                # TrainingHistory.to_dict()
      "guard": {...} | None, "guard_batch": {"x": Tensor, "y": Tensor} | None}
 

@@ -28,6 +28,23 @@ anyway (TRADES, standard) or with ``track_clean=True`` (one more forward pass pe
 with ``val_loader``, clean and PGD (``eval_steps``, random start) accuracy on up to
 ``eval_samples`` validation examples; the budget of the epoch; learning rate; seconds.
 
+**Distributed training.** Under ``torchrun`` (an initialized process group of more than one
+process, or ``fit(..., distributed=True)``, which initializes one from the torchrun environment)
+``fit`` trains with ``DistributedDataParallel``: it wraps the model internally for the parameter
+updates and unwraps it on exit (the caller's model object is the one trained), and the inner
+attack runs on the module itself (input gradients only; see
+:class:`robustness.distributed.TrainingReplica`). Each rank trains on its own shard: the
+``train_loader`` must draw from a ``DistributedSampler`` (an :class:`InputError` says how to build
+one), and ``fit`` calls its ``set_epoch`` every epoch. The global batch is ``world_size`` times
+the loader's batch; gradients are averaged over the ranks, so a step equals a single-process step
+on the global batch up to the order of float additions, except for BatchNorm (statistics per
+rank's batch; rank 0's running statistics are kept after each epoch) and the random starts
+(each rank draws its own: rank 0 from ``seed``, the others from streams derived from it). Loss
+and accuracies are over the global batches (sums over the ranks); validation and the guard run on
+rank 0, which shares the result. Rank 0 writes the checkpoint (atomically, with every rank's random
+states); to resume, every rank reads it (on a filesystem they share) and restores its own random
+states, so a resumed run matches an uninterrupted one with the same number of processes.
+
 Shapes: the loaders yield ``(x, y)`` with ``x`` float ``(N, ...)`` inside ``bounds`` (pixel
 space; normalization belongs inside the model) and ``y`` integer labels ``(N,)``.
 
@@ -50,7 +67,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -68,9 +85,13 @@ from defenses.checkpointing import (
 )
 from defenses.guard import OverfitGuard
 from defenses.methods import ATTACK_MODES, METHODS, default_step_fraction, training_loss
+from robustness.distributed import TrainingReplica, check_sharded, distributed_sampler
 from robustness.errors import InputError
 from robustness.model import model_device
 from robustness.norms import NORMS, check_bounds
+
+if TYPE_CHECKING:
+    from robustness.distributed import ProcessGroup
 
 __all__ = ["AdversarialTrainer", "EpochRecord", "EvalResult", "TrainingHistory"]
 
@@ -378,6 +399,7 @@ class AdversarialTrainer:
         resume: bool = False,
         device: torch.device | str | None = None,
         progress: bool = True,
+        distributed: bool | None = None,
     ) -> TrainingHistory:
         """Train ``model`` in place with this method for ``epochs`` epochs; returns the history.
 
@@ -395,6 +417,11 @@ class AdversarialTrainer:
             device: where to train; default: the model's device. The model (and the
                 optimizer's state) go back to the original device afterwards.
             progress: tqdm bars per epoch and batch (also off when stderr is not a terminal).
+            distributed: train under ``DistributedDataParallel`` over the ranks of the
+                ``torch.distributed`` process group (``torchrun``; see "Distributed training" in the
+                module docstring); ``train_loader`` must then shard the data with a
+                ``DistributedSampler``. ``None`` (default): when a group of more than one process
+                is initialized; ``True`` initializes one from the torchrun environment if needed.
 
         Raises :class:`InputError` for bad arguments, loader batches of the wrong shape or type
         (float labels, inputs outside ``bounds``), a loss that became NaN, a checkpoint that
@@ -422,6 +449,11 @@ class AdversarialTrainer:
         dev = torch.device(device) if device is not None else model_device(model)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {dev} requested but CUDA is not available: use device='cpu'")
+        group = _training_group(distributed, dev)
+        if group is not None:
+            check_sharded(train_loader, group)
+            if dev.type == "cuda" and dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
         original = model_device(model)
         moved = dev != original
         modes = [(m, m.training) for m in model.modules()]
@@ -430,7 +462,7 @@ class AdversarialTrainer:
                 model.to(dev)
                 _move_optimizer_state(optimizer, dev)
             return self._fit(model, train_loader, epochs, optimizer, scheduler, scheduler_interval, val_loader,
-                             Path(checkpoint) if checkpoint is not None else None, resume, dev, progress)
+                             Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group)
         finally:
             if moved:
                 model.to(original)
@@ -440,40 +472,70 @@ class AdversarialTrainer:
 
     def _fit(self, model: nn.Module, train_loader: Iterable[Any], epochs: int, optimizer: torch.optim.Optimizer,
              scheduler: Any, interval: str, val_loader: Iterable[Any] | None, path: Path | None, resume: bool,
-             dev: torch.device, progress: bool) -> TrainingHistory:
-        gen = torch.Generator(device=dev).manual_seed(self.seed)
+             dev: torch.device, progress: bool, group: ProcessGroup | None = None) -> TrainingHistory:
+        lead = group is None or group.rank == 0  # logs, validates and writes checkpoints
+        gen = torch.Generator(device=dev).manual_seed(_rank_seed(self.seed, group))
         generators = [gen, *_loader_generators(train_loader)]
         history = TrainingHistory(settings=self.settings())
         guard = OverfitGuard(self.guard_drop) if self.guarded else None
         guard_batch: dict[str, Tensor] | None = None
         start = 0
-        if resume and path is not None and path.exists():
+        exists = path is not None and path.exists()
+        if group is not None and path is not None:
+            here, exists = exists, bool(group.broadcast(exists))  # rank 0's file decides; every rank reads it
+            if resume and exists and not here:
+                raise InputError(f"rank {group.rank} cannot see the training checkpoint {path} that rank 0 has: "
+                                 "put it on a filesystem every rank shares (or copy it to every node)")
+        if resume and path is not None and exists:
             start, history, guard_batch = self._restore(path, model, optimizer, scheduler, interval, guard,
-                                                        generators, epochs)
+                                                        generators, epochs, group)
             if history.stopped_early or start >= epochs:
-                log.info("%s: training already finished (%d epochs%s)", path, start,
-                         ", stopped by the overfitting guard" if history.stopped_early else "")
+                if lead:
+                    log.info("%s: training already finished (%d epochs%s)", path, start,
+                             ", stopped by the overfitting guard" if history.stopped_early else "")
                 return history
-            log.info("resuming from %s after epoch %d", path, start)
-        elif resume and path is not None:
+            if lead:
+                log.info("resuming from %s after epoch %d", path, start)
+        elif resume and path is not None and lead:
             log.warning("no training checkpoint at %s yet: starting from scratch", path)
-        elif path is not None and path.exists():
+        elif path is not None and exists and lead:
             log.warning("overwriting the training checkpoint %s (pass resume=True to continue it)", path)
         if guard is not None and val_loader is None and guard_batch is None:
             guard_batch = self._draw_guard_batch(train_loader)
 
+        replica = TrainingReplica(model, dev) if group is not None else None
+        try:
+            return self._epochs(model, replica, train_loader, start, epochs, optimizer, scheduler, interval,
+                                val_loader, path, dev, progress and lead, group, gen, generators, history, guard,
+                                guard_batch)
+        finally:
+            if replica is not None:
+                replica.release()
+
+    def _epochs(self, model: nn.Module, replica: TrainingReplica | None, train_loader: Iterable[Any], start: int,
+                epochs: int, optimizer: torch.optim.Optimizer, scheduler: Any, interval: str,
+                val_loader: Iterable[Any] | None, path: Path | None, dev: torch.device, progress: bool,
+                group: ProcessGroup | None, gen: torch.Generator, generators: list[torch.Generator],
+                history: TrainingHistory, guard: OverfitGuard | None,
+                guard_batch: dict[str, Tensor] | None) -> TrainingHistory:
+        """The epoch loop of :meth:`fit` (``replica``: the model under DDP, for the training steps)."""
+        lead = group is None or group.rank == 0
         bars = progress and sys.stderr.isatty()
         redirect = _logging_to_tqdm() if bars else contextlib.nullcontext()
         with redirect:
             epoch_bar = tqdm(range(start, epochs), initial=start, total=epochs, unit="epoch", disable=not bars,
                              desc=f"{self.method} training")
             for epoch in epoch_bar:
-                record = self._train_epoch(model, train_loader, epoch, epochs, optimizer, scheduler, interval, gen,
-                                           dev, bars)
+                record = self._train_epoch(replica or model, train_loader, epoch, epochs, optimizer, scheduler,
+                                           interval, gen, dev, bars, group)
+                if group is not None:
+                    group.broadcast_buffers(model)  # BatchNorm statistics: rank 0's, as DDP uses them
                 t0 = time.perf_counter()
                 if val_loader is not None:
                     result = self.evaluate(model, val_loader, device=dev, max_samples=self.eval_samples,
-                                           seed=self._eval_seed(epoch))
+                                           seed=self._eval_seed(epoch)) if lead else None
+                    if group is not None:  # every rank holds the same weights: rank 0 measures for all
+                        result = group.broadcast(result)
                     record = replace(record, val_clean_accuracy=result.clean_accuracy,
                                      val_robust_accuracy=result.robust_accuracy)
                 if guard is not None:
@@ -482,23 +544,28 @@ class AdversarialTrainer:
                     else:
                         fixed = guard_batch or {}
                         guard_acc = self.evaluate(model, [(fixed["x"], fixed["y"])], device=dev,
-                                                  seed=self._eval_seed(epoch), steps=self.guard_steps).robust_accuracy
+                                                  seed=self._eval_seed(epoch),
+                                                  steps=self.guard_steps).robust_accuracy if lead else None
+                        if group is not None:
+                            guard_acc = group.broadcast(guard_acc)
                     record = replace(record, guard_accuracy=guard_acc)
                     reason = guard.check(epoch + 1, pgd_acc=float(guard_acc or 0.0),
                                          fgsm_acc=record.train_adversarial_accuracy, model=model)
                     if reason is not None:
                         restored = guard.restore(model)
                         history.stopped_early, history.stop_reason, history.restored_epoch = True, reason, restored
-                        log.warning("epoch %d: %s; restored the weights of epoch %d and stopped training",
-                                    epoch + 1, reason, restored)
+                        if lead:
+                            log.warning("epoch %d: %s; restored the weights of epoch %d and stopped training",
+                                        epoch + 1, reason, restored)
                 record = replace(record, val_seconds=time.perf_counter() - t0)
                 history.records.append(record)
-                log.info("%s", _describe(record, epochs))
+                if lead:
+                    log.info("%s", _describe(record, epochs))
                 epoch_bar.set_postfix_str(_postfix(record))
                 if path is not None:
                     finished = history.stopped_early or epoch + 1 == epochs
                     self._save(path, epoch + 1, finished, epochs, model, optimizer, scheduler, interval, history,
-                               guard, guard_batch, generators, dev)
+                               guard, guard_batch, generators, dev, group)
                 if history.stopped_early:
                     break
             epoch_bar.close()
@@ -509,8 +576,11 @@ class AdversarialTrainer:
 
     def _train_epoch(self, model: nn.Module, loader: Iterable[Any], epoch: int, epochs: int,
                      optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, gen: torch.Generator,
-                     dev: torch.device, bars: bool) -> EpochRecord:
+                     dev: torch.device, bars: bool, group: ProcessGroup | None = None) -> EpochRecord:
         eps = self.eps_at(epoch)
+        sampler = distributed_sampler(loader)
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every rank
         alpha = self.step_fraction * eps
         model.train()
         n = 0
@@ -556,19 +626,23 @@ class AdversarialTrainer:
                 clean_correct += (clean_logits.argmax(dim=1) == y).sum()
                 clean_seen += b
         batches.close()
+        totals = [n, float(loss_sum), int(adv_correct), int(clean_correct), clean_seen]
+        if group is not None:  # the statistics of the global batches: sums over the ranks
+            totals = group.all_sum(totals)
+        n, clean_seen = int(totals[0]), int(totals[4])
         if n == 0:
             raise InputError("the training loader yielded no examples")
         if scheduler is not None and interval == "epoch":
             scheduler.step()
-        loss = float(loss_sum) / n
+        loss = totals[1] / n
         if not math.isfinite(loss):
             raise InputError(f"the training loss became {loss} in epoch {epoch + 1}: training diverged. Lower the "
                              "learning rate (the checkpoint of the previous epoch, if any, is intact)")
         standard = self.method == "standard"
         return EpochRecord(
             epoch=epoch + 1, eps=eps, loss=loss,
-            train_clean_accuracy=int(clean_correct) / clean_seen if clean_seen else None,
-            train_adversarial_accuracy=None if standard else int(adv_correct) / n,
+            train_clean_accuracy=totals[3] / clean_seen if clean_seen else None,
+            train_adversarial_accuracy=None if standard else totals[2] / n,
             val_clean_accuracy=None, val_robust_accuracy=None, guard_accuracy=None,
             lr=lr, seconds=time.perf_counter() - start, val_seconds=0.0,
         )
@@ -642,7 +716,12 @@ class AdversarialTrainer:
     def _save(self, path: Path, epoch: int, finished: bool, epochs: int, model: nn.Module,
               optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, history: TrainingHistory,
               guard: OverfitGuard | None, guard_batch: dict[str, Tensor] | None,
-              generators: list[torch.Generator], dev: torch.device) -> None:
+              generators: list[torch.Generator], dev: torch.device, group: ProcessGroup | None = None) -> None:
+        rng = capture_rng_state(generators, cuda=dev.type == "cuda")
+        world = 1 if group is None else group.world_size
+        rng_ranks = group.gather(rng) if group is not None else None  # every rank's streams, on rank 0
+        if group is not None and group.rank != 0:
+            return  # rank 0 writes the checkpoint
         state = {
             "epoch": epoch,
             "epochs": epochs,
@@ -654,7 +733,9 @@ class AdversarialTrainer:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": capture_rng_state(generators, cuda=dev.type == "cuda"),
+            "rng": rng,
+            "world_size": world,
+            **({"rng_ranks": rng_ranks} if world > 1 else {}),
             "history": history.to_dict(),
             "guard": guard.state_dict() if guard is not None else None,
             "guard_batch": guard_batch,
@@ -669,8 +750,22 @@ class AdversarialTrainer:
 
     def _restore(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  interval: str, guard: OverfitGuard | None, generators: list[torch.Generator],
-                 epochs: int) -> tuple[int, TrainingHistory, dict[str, Tensor] | None]:
+                 epochs: int, group: ProcessGroup | None = None
+                 ) -> tuple[int, TrainingHistory, dict[str, Tensor] | None]:
         state = load_training_state(path)
+        world = 1 if group is None else group.world_size
+        saved_world = state.get("world_size", 1)
+        if saved_world != world:
+            raise InputError(f"{path} was written by a run of {saved_world} process(es), this one has {world}: the "
+                             f"data shards and random streams differ, so resume with {saved_world} process(es) "
+                             "(or start over without resume)")
+        rng = state["rng"]
+        if world > 1:
+            ranks = state.get("rng_ranks")
+            if not isinstance(ranks, list) or len(ranks) != world:
+                raise InputError(f"training checkpoint {path} is corrupt (it lacks the random states of its "
+                                 f"{world} ranks); delete it to start over")
+            rng = ranks[group.rank]  # type: ignore[union-attr]
         saved = state["trainer"] if isinstance(state["trainer"], Mapping) else {}
         current = self.settings()
         diffs = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in current.items() if saved.get(k) != v]
@@ -706,8 +801,30 @@ class AdversarialTrainer:
         except (KeyError, TypeError) as e:
             raise InputError(f"training checkpoint {path} is corrupt (history unreadable: {e}); delete it to "
                              "start over") from e
-        restore_rng_state(state["rng"], generators)
+        restore_rng_state(rng, generators)
         return done, history, state.get("guard_batch")
+
+
+def _training_group(requested: bool | None, dev: torch.device) -> ProcessGroup | None:
+    """The process group to train over, or ``None`` for single-process training."""
+    if requested is False:
+        return None
+    import torch.distributed as dist
+
+    if requested is None and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    from robustness.distributed import ProcessGroup
+
+    return ProcessGroup.current(dev)
+
+
+def _rank_seed(seed: int, group: ProcessGroup | None) -> int:
+    """The seed of a rank's generator (random starts): ``seed`` on rank 0, independent streams on the others."""
+    if group is None or group.rank == 0:
+        return seed
+    from robustness.sweep import derive_seed
+
+    return derive_seed(seed, 0xDD9, group.rank)
 
 
 def _check_logits(logits: Tensor, y: Tensor, all_labels: Tensor) -> None:

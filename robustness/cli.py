@@ -19,16 +19,25 @@ learning rate (linear up to ``--lr`` over the first 40% of the steps, then down 
 in Wong et al. 2020), trains with a resumable per-epoch state in ``OUT.state`` (and its history
 in ``OUT.history.json``), and writes ``OUT`` with :func:`robustness.loading.save_checkpoint`, so
 ``robustness evaluate --model OUT`` needs no other flag. Exit codes: 0 ok, 2 usage or input error.
+
+Several processes (:mod:`robustness.distributed`). Under ``torchrun --nproc_per_node=K -m robustness
+...`` (``WORLD_SIZE`` > 1) both commands initialize the process group (gloo on the CPU; on CUDA
+each rank takes ``cuda:LOCAL_RANK``), ``evaluate`` shards the batches and ``train`` runs
+DistributedDataParallel with ``--batch-size`` as the global batch; only rank 0 prints and writes
+files, and every rank exits with rank 0's code. ``--nproc K`` does the same launch itself
+(:mod:`robustness.launch`) and keeps the exit codes 0/1/2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,6 +48,7 @@ import torch
 
 from robustness import datasets, loading, runner
 from robustness.architectures import build_architecture, default_architecture
+from robustness.distributed import CollectiveError, ProcessGroup, torchrun_session
 from robustness.errors import InputError
 from robustness.model import NormalizedModel
 from robustness.norms import NORMS
@@ -181,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a sanity check that warns fails instead, and a failed check exits 1 (a CI gate)")
     ev.add_argument("--no-checks", action="store_true", help="skip the sanity checks (not recommended)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
+    _add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins")
     ls.add_argument("what", choices=["attacks"])
@@ -225,6 +236,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                     help="CPU threads for torch (default: torch's choice); 1 is fastest for small models on a busy "
                          "machine. A resumed run matches an uninterrupted one bit for bit at the same thread count")
     tr.add_argument("--quiet", action="store_true", help="no progress bars, logs or table; one summary line")
+    _add_nproc(tr, "trains on its shard under DistributedDataParallel; --batch-size is the global batch, split "
+                   "evenly; rank 0 writes the checkpoints")
+
+
+def _add_nproc(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--nproc", type=int, default=None, metavar="K",
+                        help=f"run in K processes through torchrun (python -m torch.distributed.run --standalone); "
+                             f"each {what}. OMP_NUM_THREADS defaults to cores/K. Under torchrun itself "
+                             f"(torchrun --nproc_per_node=K -m robustness ...) leave it out")
 
 
 @dataclass(frozen=True)
@@ -292,28 +312,31 @@ def _device(text: str) -> torch.device:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
         raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
-    device = _device(args.device)
-    torch.manual_seed(args.seed)
-    data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
-                                 n=args.n, seed=args.seed)
-    models: list[tuple[str | None, loading.LoadedModel]]
-    threads = torch.get_num_threads()
-    if args.model is None:
-        models = _shipped_models()
-        # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
-        torch.set_num_threads(1)
-    else:
-        models = [(None, loading.load_model(args.model, arch=args.arch, num_classes=data.num_classes,
-                                            in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
-                                            std=_floats(args.std, "--std")))]
-    try:
-        return _run_sweeps(args, data, models, device)
-    finally:
-        torch.set_num_threads(threads)
+    with torchrun_session(_device(args.device)) as (device, group):  # under torchrun: this rank's device
+        torch.manual_seed(args.seed)
+        data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
+                                     n=args.n, seed=args.seed)
+        models: list[tuple[str | None, loading.LoadedModel]]
+        threads = torch.get_num_threads()
+        if args.model is None:
+            models = _shipped_models()
+            # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
+            torch.set_num_threads(1)
+        else:
+            models = [(None, loading.load_model(args.model, arch=args.arch, num_classes=data.num_classes,
+                                                in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
+                                                std=_floats(args.std, "--std")))]
+        try:
+            return _run_sweeps(args, data, models, device, rank=None if group is None else group.rank)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
-                models: list[tuple[str | None, loading.LoadedModel]], device: torch.device) -> int:
+                models: list[tuple[str | None, loading.LoadedModel]], device: torch.device,
+                rank: int | None = None) -> int:
+    """Every sweep of every model; ``rank`` (under torchrun): shard over the process group, and
+    only rank 0 writes reports and prints (every rank returns the same exit code)."""
     sweeps = _sweeps(args, data.name)
     failed = False
     for sweep in sweeps:
@@ -324,7 +347,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 bounds=data.bounds, batch_size=args.batch_size, device=device, seed=args.seed,
                 progress=not args.quiet, checks=not args.no_checks, strict=args.strict, schedule=args.schedule,
                 state=_state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1), amp=args.amp,
-                channels_last=args.channels_last, compile=args.compile,
+                channels_last=args.channels_last, compile=args.compile, distributed=rank is not None,
             )
             report.model = loaded.source
             report.data = f"{data.name} ({args.split})"
@@ -332,10 +355,13 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 out = Path(args.out) / label / sweep.norm
             else:
                 out = Path(args.out) / sweep.norm if len(sweeps) > 1 else Path(args.out)
-            report.save(out)
+            if not rank:
+                report.save(out)
             gate = args.min_accuracy is not None and report.worst_case < args.min_accuracy
             failed |= gate or bool(report.failed_checks)
             results.append((label, report, out, gate))
+        if rank:
+            continue
         if len(results) == 1 and results[0][0] is None:
             _print(results[0][1], results[0][2], args, results[0][3])
         else:
@@ -432,10 +458,6 @@ def _parse_kwargs(text: str | None) -> dict[str, int | float | str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from torch.utils.data import DataLoader
-
-    from defenses.trainer import AdversarialTrainer
-
     for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
                              ("--steps", args.steps, 1), ("--eval-steps", args.eval_steps, 1),
                              ("--eval-samples", args.eval_samples, 1), ("--eps-warmup", args.eps_warmup, 0),
@@ -453,7 +475,20 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.is_dir():
         raise InputError(f"--out {out} is a directory: give the model file to write, e.g. {out / 'model.pt'}")
-    device = _device(args.device)
+    with torchrun_session(_device(args.device)) as (device, group):  # under torchrun: this rank's device
+        return _train_run(args, out, device, group)
+
+
+def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group: ProcessGroup | None) -> int:
+    """Build, train and save; ``group`` (under torchrun): DDP over its ranks, rank 0 writes and prints."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from defenses.trainer import AdversarialTrainer
+
+    rank, world = (0, 1) if group is None else (group.rank, group.world_size)
+    if args.batch_size % world:
+        raise InputError(f"--batch-size {args.batch_size} is the global batch, split evenly over the {world} "
+                         f"processes: use a multiple of {world}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -478,7 +513,11 @@ def _train(args: argparse.Namespace) -> int:
                                  step_size=args.step_size, beta=args.beta, eps_warmup_epochs=args.eps_warmup,
                                  bounds=train.bounds, seed=args.seed, eval_steps=args.eval_steps,
                                  eval_samples=args.eval_samples)
-    loader = DataLoader(train.dataset, batch_size=args.batch_size, shuffle=True)
+    if group is None:
+        loader = DataLoader(train.dataset, batch_size=args.batch_size, shuffle=True)
+    else:  # each rank its shard, reshuffled every epoch (the trainer calls set_epoch)
+        sampler = DistributedSampler(train.dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+        loader = DataLoader(train.dataset, batch_size=args.batch_size // world, sampler=sampler)
     val_loader = DataLoader(test.dataset, batch_size=256)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=args.weight_decay)
@@ -488,8 +527,10 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history = trainer.fit(model, loader, epochs=args.epochs, optimizer=optimizer, scheduler=scheduler,
                           scheduler_interval="batch", val_loader=val_loader, checkpoint=state, resume=args.resume,
-                          device=device, progress=not args.quiet)
+                          device=device, progress=not args.quiet, distributed=group is not None)
     seconds = time.perf_counter() - start
+    if rank:
+        return 0  # rank 0 evaluates, writes the model and prints
     final = trainer.evaluate(model, val_loader, device=device, max_samples=None)
     argv = getattr(args, "argv", None)
     command = "robustness " + shlex.join(argv) if argv is not None else None
@@ -501,6 +542,7 @@ def _train(args: argparse.Namespace) -> int:
             "method": args.method, "eps": eps[0], "eps_text": eps_text, "norm": args.norm, "steps": args.steps,
             "step_fraction": trainer.step_fraction, "beta": args.beta, "eps_warmup_epochs": args.eps_warmup,
             "epochs": args.epochs, "epochs_completed": len(history.records), "batch_size": args.batch_size,
+            "processes": world,
             "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "n_train": len(train),
             "optimizer": "SGD(momentum=0.9, nesterov=True)",
             "scheduler": "OneCycleLR(pct_start=0.4, anneal_strategy='linear', cycle_momentum=False), per batch",
@@ -535,24 +577,55 @@ def _list(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m robustness -- evaluate --n 100`: keeps --n from torchrun's parser
+        argv = argv[1:]
     if not argv or argv[0].startswith("-"):
         argv = ["evaluate", *argv]
     args = build_parser().parse_args(argv)
     args.argv = argv
     quiet = getattr(args, "quiet", False)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    rank = _torchrun_rank()  # under torchrun, rank 0 speaks for every rank
+    logging.basicConfig(level=logging.ERROR if rank else logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s")
+    with warnings.catch_warnings():
+        if rank:
+            warnings.simplefilter("ignore")
+        code, message = _dispatch(args)
+    from robustness.launch import record_exit
+
+    if not record_exit(code, message) and message is not None:  # a --nproc launcher prints it once itself
+        sys.stderr.write(f"robustness: error{f' (rank {rank})' if rank else ''}: {message}\n")
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
+    """The command's exit code, and the message of an input error."""
     try:
+        nproc = getattr(args, "nproc", None)
+        if nproc is not None and nproc != 1:
+            from robustness.launch import relaunch
+
+            return relaunch(args.argv, nproc), None
         if args.command == "list":
-            return _list(args)
+            return _list(args), None
         if args.command == "train":
-            return _train(args)
-        return _evaluate(args)
+            return _train(args), None
+        return _evaluate(args), None
     except InputError as e:
-        sys.stderr.write(f"robustness: error: {e}\n")
-        return 2
+        return 2, str(e)
+    except CollectiveError as e:  # another rank failed first (torchrun): say so in one line
+        return 1, str(e)
     except KeyboardInterrupt:
         sys.stderr.write("robustness: interrupted\n")
-        return 130
+        return 130, None
+
+
+def _torchrun_rank() -> int:
+    """This process's rank under torchrun (0 outside it, or when the variable is unreadable)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
+    except ValueError:
+        return 0
 
 
 if __name__ == "__main__":
