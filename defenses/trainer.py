@@ -784,6 +784,12 @@ class AdversarialTrainer:
         done = int(state["epoch"])
         if done > epochs:
             raise InputError(f"{path} has already completed {done} epochs, more than epochs={epochs}")
+        saved_epochs = state.get("epochs")
+        if scheduler is not None and isinstance(saved_epochs, int) and saved_epochs != epochs:
+            raise InputError(f"{path} was written by a run of {saved_epochs} epochs whose learning-rate schedule "
+                             f"was built for that length; resuming with epochs={epochs} would change the schedule "
+                             f"mid-run: resume with epochs={saved_epochs} (CLI: --epochs {saved_epochs}), or start "
+                             f"over without resume")
         check_state_dict_matches(model, state["model"], f"training checkpoint {path}")
         try:
             model.load_state_dict(state["model"])

@@ -61,6 +61,12 @@ def test_resume_of_a_finished_run_trains_nothing_and_writes_the_same_model(tmp_p
     second = load_model(str(out))
     assert all(torch.equal(first[k], v) for k, v in second.model.state_dict().items())
     assert second.meta["epochs_completed"] == 2
+    # more epochs would stretch the learning-rate schedule mid-run: a clear error, no traceback
+    longer = [a if a != "2" or argv[i - 1] != "--epochs" else "3" for i, a in enumerate(argv)]
+    assert longer != argv
+    capsys.readouterr()
+    assert cli.main([*longer, "--resume"]) == 2
+    assert "resume with epochs=2 (CLI: --epochs 2)" in capsys.readouterr().err
 
 
 def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> None:
