@@ -784,13 +784,15 @@ class AdversarialTrainer:
         done = int(state["epoch"])
         if done > epochs:
             raise InputError(f"{path} has already completed {done} epochs, more than epochs={epochs}")
-        saved_epochs = state.get("epochs")
-        if scheduler is not None and isinstance(saved_epochs, int) and saved_epochs != epochs:
-            raise InputError(f"{path} was written by a run of {saved_epochs} epochs whose learning-rate schedule "
-                             f"was built for that length; resuming with epochs={epochs} would change the schedule "
-                             f"mid-run: resume with epochs={saved_epochs} (CLI: --epochs {saved_epochs}), or start "
-                             f"over without resume")
         check_state_dict_matches(model, state["model"], f"training checkpoint {path}")
+        saved_epochs = state.get("epochs")
+        saved_total = (state.get("scheduler") or {}).get("total_steps")
+        if saved_total is not None and saved_total != getattr(scheduler, "total_steps", saved_total):
+            # a schedule of fixed length (OneCycleLR): its saved state would replace the new length
+            raise InputError(f"{path} was written by a run of {saved_epochs} epochs whose learning-rate schedule "
+                             f"({saved_total} steps) was built for that length; this run's schedule has "
+                             f"{scheduler.total_steps} steps: resume with epochs={saved_epochs} (CLI: --epochs "
+                             f"{saved_epochs}), or start over without resume")
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
