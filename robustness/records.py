@@ -199,6 +199,7 @@ def assemble(
         gradient_mode=config["gradient_mode"],
         defenses=config["defenses"],
         schedule=config.get("schedule", "ascending"),
+        speedups=dict(config.get("speedups") or {}),
         cumulative=summary.cumulative(data.broken, correct, epsilons, budgets),
         per_class=summary.per_class(labels, correct, worst, epsilons, budgets, num_classes),
         perturbation=summary.perturbation_stats(data.broken, data.size, budgets),

@@ -103,6 +103,7 @@ class Report:
     defenses: list[dict[str, Any]] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     schedule: str = "ascending"
+    speedups: dict[str, Any] = field(default_factory=dict)
     cumulative: dict[str, dict[float, float]] = field(default_factory=dict)
     per_class: dict[int, dict[str, Any]] = field(default_factory=dict)
     perturbation: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
@@ -162,6 +163,7 @@ class Report:
             "defenses": self.defenses,
             "checks": [c.to_dict() for c in self.checks_by_severity()],
             "schedule": self.schedule,
+            "speedups": self.speedups,
             "examples": [{k: v for k, v in e.items() if k not in ("clean", "adversarial")} for e in self.examples],
         }
 
@@ -191,6 +193,7 @@ class Report:
             defenses=list(data.get("defenses", [])),
             checks=[Check(**c) for c in data.get("checks", [])],
             schedule=data.get("schedule", "ascending"),
+            speedups=dict(data.get("speedups") or {}),
             cumulative={n: _unkeyed(v) for n, v in data.get("cumulative", {}).items()},
             per_class={int(c): {**v, "robust": _unkeyed(v["robust"])} for c, v in data.get("per_class", {}).items()},
             perturbation={n: _unkeyed(v) for n, v in data.get("perturbation", {}).items()},

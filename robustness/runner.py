@@ -207,8 +207,9 @@ def evaluate(
     names = list(attack_map)
     config = dict(norm=norm, bounds=bounds, attacks={n: a.describe() for n, a in attack_map.items()}, seed=seed,
                   epsilons=eps_all, schedule=schedule, gradient_mode=mode)
+    speedups = {"amp": amp, "channels_last": bool(channels_last), "compile": bool(compile)}
     group = _process_group(distributed, run_device)
-    store = _open_state(state, model, config, batch_size) if state is not None else None
+    store = _open_state(state, model, {**config, "amp": amp}, batch_size) if state is not None else None
     done = dict(store.finished) if store is not None else {}
     records: list[BatchRecord] = []
     notes: list[str] = []
@@ -247,9 +248,13 @@ def evaluate(
             if any(r.probabilities for r in records):
                 warnings.warn(_PROBABILITIES, RobustnessWarning, stacklevel=2)
                 notes.append(_PROBABILITIES)
+            notes += list(getattr(fast, "notes", []))  # e.g. a torch.compile fallback
+            if amp is not None:
+                notes.append(f"amp={amp!r}: the robust accuracy is that of the model run under {amp} autocast "
+                             f"(adversarial examples verified in {amp}; the sanity checks ran in float32)")
             report, assembled = assemble(
                 records, names, eps_all, budgets, batch_size=runner.batch_size(loader, batch_size),
-                device=str(run_device), notes=notes, defenses=defenses_used,
+                device=str(run_device), notes=notes, defenses=defenses_used, speedups=speedups,
                 **{k: v for k, v in config.items() if k != "epsilons"},
             )
             if checks and budgets and assembled.subset is not None:
