@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**info, "load_average_1m_at_end": load_end},
         "setup": {
             "evaluations": "robustness evaluate's defaults: shipped digits CNNs (standard, adv-trained) on the digits "
-                           "test split; linf: fgsm,pgd over 0,0.05,0.1,0.15,0.2,0.3; l2: pgd,cw over 0,0.5,1,1.5,2"
+                           f"test split; linf: {DEFAULT_ATTACKS['linf']} over {DEFAULT_EPS['digits']['linf']}; "
+                           f"l2: {DEFAULT_ATTACKS['l2']} over {DEFAULT_EPS['digits']['l2']}"
                            + (" (quick: linf only)" if args.quick else ""),
             "subset": f"the first {SUBSET} test images, with the sweep's per-sample results for them",
             "timing": f"round-robin per evaluation: {args.warmup} warm-up round(s), best and median of "
