@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 steps, 3 targets, 64 images, 1 round, no warm-up; writes only with --out")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"directory for apgd.json and .md (default {RESULTS_DIR})")
+                        help=f"directory for apgd_<norm>.json and .md (default {RESULTS_DIR})")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the result files alone")
     args = parser.parse_args(argv)
     if args.quick:
@@ -316,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         *[f"- {name}: `{text}`" for name, text in desc.items()],
     ]
     if write:
-        write_json(out_dir / "apgd.json", result)
-        write_markdown(out_dir / "apgd.md", "\n".join(lines))
-        log.info("wrote %s and %s", out_dir / "apgd.json", out_dir / "apgd.md")
+        write_json(out_dir / f"apgd_{args.norm}.json", result)
+        write_markdown(out_dir / f"apgd_{args.norm}.md", "\n".join(lines))
+        log.info("wrote %s and %s", out_dir / f"apgd_{args.norm}.json", out_dir / f"apgd_{args.norm}.md")
     else:
         log.info("%s", "\n".join(lines))
     return 0
