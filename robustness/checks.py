@@ -26,9 +26,10 @@ iterative-vs-single-step   a single-step attack (FGSM) breaks a sample that the 
                            attacks do not break at the same budget
 black-box-vs-white-box     a black-box attack (Square) breaks a sample that the white-box
                            attacks left robust
-convergence                a fresh run of the strongest iterative attack with twice its steps,
-                           at the budget whose worst case is closest to 50%, breaks more than 2%
-                           of the subset (and more than one sample) that the sweep left robust
+convergence                one fresh run of the strongest iterative attack with twice its steps
+                           (one restart), at the budget whose worst case is closest to 50%, on
+                           at most 16 of the samples the sweep left robust, breaks more than 2%
+                           of the subset (scaled to all unbroken samples) and more than one sample
 =========================  ==============================================================
 
 Choices. Attacks the checks run themselves (FGSM per budget when the evaluation has no

@@ -388,3 +388,31 @@ def test_follows_the_device(model, subset, clean) -> None:
     checks = _run(gpu_model, subset[0].to(device), subset[1].to(device), **moved)
     assert [c.status for c in checks.values()] == [c.status for c in cpu_checks.values()]
     assert next(gpu_model.parameters()).device.type == "cuda"
+
+
+def test_convergence_reruns_one_longer_run_on_at_most_a_few_unbroken_samples(model, subset) -> None:
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from attacks.base import FixedBudgetAttack
+    from robustness.attack_checks import CONVERGENCE_MAX_SAMPLES
+
+    calls: list[tuple[int, int, int]] = []  # (samples, steps, restarts) of every call
+
+    @dataclass(frozen=True, kw_only=True)
+    class Recording(FixedBudgetAttack):
+        name: ClassVar[str] = "recording"
+        norm: str = "linf"
+        steps: int = 3
+        restarts: int = 4
+
+        def _run(self, model, x, y, *, eps, bounds, target, generator):
+            calls.append((x.shape[0], self.steps, self.restarts))
+            return x  # breaks nothing: every correct sample stays unbroken
+
+    kwargs = _inputs(model, *subset, attacks={"recording": Recording()})
+    calls.clear()
+    check = _run(model, *subset, **kwargs)["convergence"]
+    rerun = [c for c in calls if c[1] == 6]
+    assert rerun == [(CONVERGENCE_MAX_SAMPLES, 6, 1)]  # twice the steps, one restart, a capped sample
+    assert check.status == "passed" and f"on {CONVERGENCE_MAX_SAMPLES} of them breaks 0" in check.message
