@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import keyword
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,7 +50,7 @@ def test_bad_specs_say_how_to_write_them(spec, message) -> None:
     assert "NAME(key=value" in str(err.value) or "twice" in str(err.value) or "must be" in str(err.value)
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True),
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(lambda k: not keyword.iskeyword(k)),
                        st.one_of(st.integers(-10**6, 10**6), st.booleans(), st.none(),
                                  st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)),
                        max_size=4))
