@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -37,6 +35,7 @@ from robustness.architectures import SmallCNN
 from robustness import cli
 from robustness.errors import InputError
 from robustness.loading import load_model
+from tests.dist_utils import spawn
 
 WORLD = 2
 PER_RANK = 16
@@ -150,14 +149,7 @@ def _worker(rank: int, tmp: str) -> None:
 
 
 def _spawn(worker: Any, tmp: str, timeout: float = 120.0) -> None:
-    """Run ``worker(rank, tmp)`` in WORLD processes; fail (never hang) if they do not finish in time."""
-    ctx = mp.spawn(worker, args=(tmp,), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail(f"the {WORLD} worker processes did not finish in {timeout:.0f} s")
+    spawn(worker, tmp, WORLD, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -36,6 +34,7 @@ from robustness.datasets import load_dataset
 from robustness.distributed import ProcessGroup, local_device
 from robustness.errors import InputError
 from robustness.loading import DEFAULT_MODEL_PATH, load_model
+from tests.dist_utils import spawn
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD = 2
@@ -90,14 +89,7 @@ def _worker(rank: int, tmp: str) -> None:
 
 
 def _spawn(worker: Any, tmp: str, timeout: float = 120.0) -> None:
-    """Run ``worker(rank, tmp)`` in WORLD processes; fail (never hang) if they do not finish in time."""
-    ctx = mp.spawn(worker, args=(tmp,), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail(f"the {WORLD} worker processes did not finish in {timeout:.0f} s")
+    spawn(worker, tmp, WORLD, timeout)
 
 
 @pytest.fixture(scope="module")
