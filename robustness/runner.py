@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 AttackLike = Union[str, Attack]
 #: the batch size ``batch_size=None`` starts from: on CUDA it is halved until a batch fits
-AUTO_BATCH_CUDA = 1024
+AUTO_BATCH_CUDA = 4096
 AUTO_BATCH_CPU = 256
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
