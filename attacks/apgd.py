@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import FixedBudgetAttack
+from attacks.early_stop import Shrinker
 from attacks.fgsm import gradient_step
 from attacks.losses import is_adversarial
 from attacks.pgd import random_start
@@ -258,8 +259,8 @@ class APGD(FixedBudgetAttack):
         (``inf``: fooled) in place.
 
         The working state lives in batch-local tensors, shrunk together when samples are fooled
-        (one host sync per step, for ``early_stop``), and is written back to ``best`` when the
-        batch shrinks and at the end.
+        (``early_stop``; see :class:`attacks.early_stop.Shrinker`), and is written back to ``best``
+        when the batch shrinks and at the end.
         """
         view = (-1,) + (1,) * (x.dim() - 1)
         s: dict[str, Tensor] = {"idx": idx, "x0": x[idx], "y": y[idx], "out": best[idx], "out_obj": best_obj[idx]}
@@ -292,10 +293,12 @@ class APGD(FixedBudgetAttack):
         def write_back() -> None:
             best[s["idx"]], best_obj[s["idx"]] = s["out"], s["out_obj"]
 
-        def shrink(success: Tensor) -> bool:
-            """Drop fooled samples; ``False`` when none is left."""
-            keep = (~success).nonzero().squeeze(1)  # the one host sync per step
-            if keep.numel() == s["idx"].numel():
+        shrinker = Shrinker(x.device)
+
+        def shrink() -> bool:
+            """Drop the samples fooled so far (when the shrinker says so); ``False`` when none is left."""
+            keep = shrinker.update(s["out_obj"] == math.inf)
+            if keep is None:
                 return True
             write_back()
             for key in s:
@@ -310,7 +313,7 @@ class APGD(FixedBudgetAttack):
         s["increases"] = torch.zeros_like(obj)
         s["halved_last"] = torch.zeros_like(obj, dtype=torch.bool)
         s["x_prev"] = s["x"]
-        if self.early_stop and not shrink(success):
+        if self.early_stop and not shrink():
             return
         marks = checkpoints(self.steps)
         periods = {w: w - v for v, w in zip(marks, marks[1:])}
@@ -342,7 +345,7 @@ class APGD(FixedBudgetAttack):
                 s["loss"] = torch.where(halve, s["loss_max"], s["loss"])
                 s["increases"] = torch.zeros_like(s["increases"])
                 s["halved_last"], s["loss_max_last"] = halve, s["loss_max"]
-            if self.early_stop and not shrink(success):
+            if self.early_stop and not shrink():
                 return
         write_back()
 

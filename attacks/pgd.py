@@ -7,8 +7,10 @@ for Linf, the normalised gradient for L2), clip to the bounds and project onto t
 
 Per sample it keeps the first iterate that fools the model, or else the iterate of
 highest loss, over all restarts. Given ``init`` (the runner passes the best point found at
-the previous, smaller budget), the first run starts there instead of at a random point. Samples already fooled stop costing compute: they leave
-the working batch at once (``early_stop``) and are not restarted.
+the previous, smaller budget), the first run starts there instead of at a random point. Samples
+already fooled stop costing compute: they leave the working batch (``early_stop``; at once on
+the CPU, a few steps later on CUDA, where :class:`attacks.early_stop.Shrinker` waits for the
+device without stalling it) and are not restarted.
 
 Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
 
@@ -29,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import FixedBudgetAttack
+from attacks.early_stop import Shrinker
 from attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds
@@ -163,6 +166,7 @@ class PGD(FixedBudgetAttack):
         view = (-1,) + (1,) * (x.dim() - 1)
         # Linf: the ball intersected with the bounds is a box, so one clamp does both
         box = _linf_box(x0, eps, bounds) if self.norm == "linf" else None
+        shrink = Shrinker(x.device) if self.early_stop else None
         for step in range(self.steps + 1):
             last = step == self.steps
             x_in = x_adv.detach().requires_grad_(not last)
@@ -181,9 +185,9 @@ class PGD(FixedBudgetAttack):
                 x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(box[0], box[1])
             else:
                 x_adv = _l2_step(x_in.detach(), grad, x0, alpha, eps, bounds)
-            if self.early_stop:
-                keep = (~success).nonzero().squeeze(1)  # one host sync per step buys a smaller batch
-                if keep.numel() < idx.numel():
+            if shrink is not None:
+                keep = shrink.update(obj_best == math.inf)  # fooled at any step of this run
+                if keep is not None:
                     best[idx], best_obj[idx] = x_best, obj_best
                     if keep.numel() == 0:
                         return

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import FixedBudgetAttack
+from attacks.early_stop import Shrinker
 from attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds
@@ -211,9 +212,18 @@ class Square(FixedBudgetAttack):
         x0, y0 = x[idx], y[idx]
         t0 = target[idx] if target is not None else None
         cur = start[idx] if start is not None else self._initial(x0, eps, bounds, generator)
-        cur_obj, fooled = self._query(model, cur, y0, t0)  # the start is accepted whatever its loss
+        cur_obj, cur_fooled = self._query(model, cur, y0, t0)  # the start is accepted whatever its loss
         view = (-1, 1, 1, 1)
         blocks: dict[int, Tensor] = {}  # this run's pyramid blocks by side (the side changes ~10 times)
+        shrink = Shrinker(x.device)
+
+        def write_back() -> None:
+            """Each working sample's current point into ``best``, where it scores higher (fooled: +inf)."""
+            score = torch.where(cur_fooled, torch.full_like(cur_obj, math.inf), cur_obj)
+            better = score > best_obj[idx]
+            best[idx] = torch.where(better.view(view), cur, best[idx])
+            best_obj[idx] = torch.maximum(score, best_obj[idx])
+
         for it in range(budget):
             if it > 0:
                 p = p_schedule(self.p_init, it - 1, budget)
@@ -222,26 +232,22 @@ class Square(FixedBudgetAttack):
                 else:
                     cand = self._l2_candidate(x0, cur, eps, p, bounds, generator, blocks)
                 obj, fooled = self._query(model, cand, y0, t0)
-                accept = (obj > cur_obj) | fooled  # a fooling candidate is kept whatever its loss
+                # a fooling candidate is kept whatever its loss; a fooled sample stays where it was fooled
+                accept = ((obj > cur_obj) | fooled) & ~cur_fooled
                 cur = torch.where(accept.view(view), cand, cur)
                 cur_obj = torch.where(accept, obj, cur_obj)
-            last = it == budget - 1
-            if not last and not bool(fooled.any()):  # one host sync per query buys a smaller batch
+                cur_fooled = cur_fooled | (accept & fooled)
+            if it == budget - 1:
+                break
+            keep = shrink.update(cur_fooled)
+            if keep is None:
                 continue
-            # write back: the fooled samples, and everything at the end of the run
-            score = torch.where(fooled, torch.full_like(cur_obj, math.inf), cur_obj)
-            done = torch.ones_like(fooled) if last else fooled
-            sel = idx[done]
-            better = score[done] > best_obj[sel]
-            best[sel] = torch.where(better.view(view), cur[done], best[sel])
-            best_obj[sel] = torch.maximum(score[done], best_obj[sel])
-            if last:
-                return
-            keep = (~fooled).nonzero().squeeze(1)
+            write_back()
             if keep.numel() == 0:
                 return
-            idx, x0, y0, cur, cur_obj = idx[keep], x0[keep], y0[keep], cur[keep], cur_obj[keep]
+            idx, x0, y0, cur, cur_obj, cur_fooled = idx[keep], x0[keep], y0[keep], cur[keep], cur_obj[keep], cur_fooled[keep]
             t0 = t0[keep] if t0 is not None else None
+        write_back()
 
     def _query(self, model: nn.Module, x_in: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Objective and success per sample: one query per sample, without autograd."""
