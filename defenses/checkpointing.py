@@ -19,6 +19,11 @@ so ``torch.load(path, weights_only=True)`` reads it without unpickling objects):
 Every write goes through :func:`robustness.io.atomic_open` (temporary file, fsync, rename):
 a crash, ``kill -9`` or a full disk leaves the previous state intact, never half a file.
 
+:func:`save_training_checkpoint` and :func:`restore_training_checkpoint` are what
+:class:`defenses.AdversarialTrainer` calls each epoch and on ``resume=True``: they assemble that
+dict from a run (every rank's random states under ``DistributedDataParallel``), and on resume check
+that the run matches the one that wrote it before loading anything into it.
+
 Example::
 
     save_training_state("run.pt.state", state)
@@ -33,14 +38,19 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from defenses.history import TrainingHistory
 from robustness.errors import InputError
 from robustness.io import atomic_open
+
+if TYPE_CHECKING:
+    from defenses.guard import OverfitGuard
+    from robustness.distributed import ProcessGroup
 
 __all__ = [
     "TRAINING_STATE_FORMAT",
@@ -50,6 +60,8 @@ __all__ = [
     "history_log_path",
     "load_training_state",
     "restore_rng_state",
+    "restore_training_checkpoint",
+    "save_training_checkpoint",
     "save_training_state",
     "to_plain",
     "write_history_log",
@@ -236,3 +248,125 @@ def write_history_log(path: str | Path, history: Mapping[str, Any]) -> None:
     """Write the history (``TrainingHistory.to_dict()``) as indented JSON, atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(json.dumps(history, indent=2, allow_nan=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- the trainer's checkpoints
+
+
+def save_training_checkpoint(
+    path: Path, *, settings: Mapping[str, Any], epoch: int, finished: bool, epochs: int, model: nn.Module,
+    optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, history: TrainingHistory,
+    guard: OverfitGuard | None, guard_batch: dict[str, Tensor] | None, generators: list[torch.Generator],
+    dev: torch.device, group: ProcessGroup | None = None,
+) -> None:
+    """Write the whole state of a training run after ``epoch`` (1-based, completed) epochs, then its history log.
+
+    ``settings``: the :meth:`~defenses.AdversarialTrainer.settings` of the trainer; ``interval``: when
+    ``scheduler`` steps (``"batch"`` or ``"epoch"``); ``generators``: the run's own generators (random
+    starts, the loader's), whose states are saved with the global ones. Under ``group`` every rank
+    must call it (their random states are gathered); only rank 0 writes. The state goes to ``path``
+    with :func:`save_training_state`, the history to :func:`history_log_path` (both atomically).
+    Raises :class:`InputError` when either cannot be written.
+    """
+    rng = capture_rng_state(generators, cuda=dev.type == "cuda")
+    world = 1 if group is None else group.world_size
+    rng_ranks = group.gather(rng) if group is not None else None  # every rank's streams, on rank 0
+    if group is not None and group.rank != 0:
+        return  # rank 0 writes the checkpoint
+    state = {
+        "epoch": epoch,
+        "epochs": epochs,
+        "finished": finished,
+        "trainer": dict(settings),
+        "optimizer_type": type(optimizer).__name__,
+        "scheduler_type": type(scheduler).__name__ if scheduler is not None else None,
+        "scheduler_interval": interval,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng,
+        "world_size": world,
+        **({"rng_ranks": rng_ranks} if world > 1 else {}),
+        "history": history.to_dict(),
+        "guard": guard.state_dict() if guard is not None else None,
+        "guard_batch": guard_batch,
+    }
+    save_training_state(path, state)
+    log_path = history_log_path(path)
+    try:
+        write_history_log(log_path, history.to_dict())
+    except OSError as e:
+        raise InputError(f"could not write the training log {log_path}: {e.strerror or e}; the checkpoint "
+                         f"{path} was written. Free disk space and resume") from e
+
+
+def restore_training_checkpoint(
+    path: Path, *, settings: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, interval: str, guard: OverfitGuard | None, generators: list[torch.Generator], epochs: int,
+    group: ProcessGroup | None = None,
+) -> tuple[int, TrainingHistory, dict[str, Tensor] | None]:
+    """Load the checkpoint at ``path`` into ``model``, ``optimizer``, ``scheduler``, ``guard`` and the random states.
+
+    Checks before loading anything that the run matches the one that wrote it (process count, trainer
+    ``settings``, optimizer and scheduler types, scheduler interval and schedule length, epochs, model
+    architecture), and raises :class:`InputError` saying what differs. Returns the number of epochs
+    completed, the history so far and the guard's fixed batch (``None`` if none was saved).
+    """
+    state = load_training_state(path)
+    world = 1 if group is None else group.world_size
+    saved_world = state.get("world_size", 1)
+    if saved_world != world:
+        raise InputError(f"{path} was written by a run of {saved_world} process(es), this one has {world}: the "
+                         f"data shards and random streams differ, so resume with {saved_world} process(es) "
+                         "(or start over without resume)")
+    rng = state["rng"]
+    if world > 1:
+        ranks = state.get("rng_ranks")
+        if not isinstance(ranks, list) or len(ranks) != world:
+            raise InputError(f"training checkpoint {path} is corrupt (it lacks the random states of its "
+                             f"{world} ranks); delete it to start over")
+        rng = ranks[group.rank]  # type: ignore[union-attr]
+    saved = state["trainer"] if isinstance(state["trainer"], Mapping) else {}
+    diffs = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v]
+    if diffs:
+        raise InputError(f"{path} was written by different trainer settings ({'; '.join(diffs)}): resume with "
+                         "the same settings, or start over without resume")
+    for what, ckpt_type, ours in (("optimizer", state.get("optimizer_type"), type(optimizer).__name__),
+                                  ("scheduler", state.get("scheduler_type"),
+                                   type(scheduler).__name__ if scheduler is not None else None)):
+        if ckpt_type != ours:
+            raise InputError(f"{path} was written with {what} {ckpt_type}, but this run uses {ours}: resume with "
+                             f"the same {what}")
+    if state.get("scheduler_interval", interval) != interval:
+        raise InputError(f"{path} stepped its scheduler per {state.get('scheduler_interval')}, this run per "
+                         f"{interval}: use the same scheduler_interval")
+    done = int(state["epoch"])
+    if done > epochs:
+        raise InputError(f"{path} has already completed {done} epochs, more than epochs={epochs}")
+    check_state_dict_matches(model, state["model"], f"training checkpoint {path}")
+    saved_epochs = state.get("epochs")
+    saved_total = (state.get("scheduler") or {}).get("total_steps")
+    if saved_total is not None and saved_total != getattr(scheduler, "total_steps", saved_total):
+        # a schedule of fixed length (OneCycleLR): its saved state would replace the new length
+        raise InputError(f"{path} was written by a run of {saved_epochs} epochs whose learning-rate schedule "
+                         f"({saved_total} steps) was built for that length; this run's schedule has "
+                         f"{scheduler.total_steps} steps: resume with epochs={saved_epochs} (CLI: --epochs "
+                         f"{saved_epochs}), or start over without resume")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} does not fit this model/optimizer/scheduler ({detail}): resume with the ones "
+                         "it was written with, or start over without resume") from e
+    if guard is not None and state.get("guard"):
+        guard.load_state_dict(state["guard"])
+    try:
+        history = TrainingHistory.from_dict(state["history"])
+    except (KeyError, TypeError) as e:
+        raise InputError(f"training checkpoint {path} is corrupt (history unreadable: {e}); delete it to "
+                         "start over") from e
+    restore_rng_state(rng, generators)
+    return done, history, state.get("guard_batch")
