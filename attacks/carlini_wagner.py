@@ -73,6 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import MinimizationAttack
+from attacks.early_stop import Shrinker
 from attacks.losses import is_adversarial, margin
 from robustness.errors import InputError
 from robustness.norms import Norm, check_norm
@@ -254,6 +255,8 @@ class CarliniWagnerL2(MinimizationAttack):
         bx, bd2 = best_x[idx], best_d2[idx]
         found = torch.zeros_like(found_all)
         prev_loss = torch.full_like(c, float("inf"))
+        stalled = torch.zeros_like(found)  # aborted early; they leave the batch when `shrink` says so
+        shrink = Shrinker(x.device)
 
         for step in range(self.steps):
             with torch.no_grad():
@@ -286,16 +289,16 @@ class CarliniWagnerL2(MinimizationAttack):
 
                 if self.abort_early and step % check_every == 0:
                     loss = d2 + hinge.detach()
-                    keep = loss <= _ABORT_RATIO * prev_loss
+                    stalled |= ~(loss <= _ABORT_RATIO * prev_loss)  # NaN counts as stalled
                     prev_loss = loss
-                    if not bool(keep.all()):
+                    sel = shrink.update(stalled)
+                    if sel is not None:
                         best_x[idx], best_d2[idx], found_all[pos] = bx, bd2, found
-                        sel = keep.nonzero().squeeze(1)
                         if sel.numel() == 0:
                             return found_all
                         pos, idx, xs, lab, c = pos[sel], idx[sel], xs[sel], lab[sel], c[sel]
                         w, m, v, bx, bd2 = w[sel], m[sel], v[sel], bx[sel], bd2[sel]
-                        found, prev_loss = found[sel], prev_loss[sel]
+                        found, prev_loss, stalled = found[sel], prev_loss[sel], stalled[sel]
         best_x[idx], best_d2[idx], found_all[pos] = bx, bd2, found
         return found_all
 

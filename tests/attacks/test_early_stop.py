@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import attacks.apgd
+import attacks.carlini_wagner
 import attacks.pgd
 import attacks.square
-from attacks import PGD, Square
+from attacks import PGD, CarliniWagnerL2, Square
 from attacks.apgd import APGD
 from attacks.early_stop import Shrinker
 
@@ -73,7 +74,7 @@ def test_never_drops_a_sample_that_is_not_done(steps: list[list[bool]], deferred
 
 
 def _deferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (attacks.pgd, attacks.apgd, attacks.square):
+    for module in (attacks.pgd, attacks.apgd, attacks.square, attacks.carlini_wagner):
         monkeypatch.setattr(module, "Shrinker", functools.partial(Shrinker, deferred=True))
 
 
@@ -118,6 +119,33 @@ def test_square_deferred_keeps_the_first_fooling_point(norm, eps, trained_model,
     with torch.no_grad():
         fooled = trained_model(out).argmax(1) != y
     assert 0.2 < float(fooled.float().mean())  # the lag must not lose the fooled samples
+
+
+def test_carlini_wagner_deferred_abort_finds_no_less(trained_model, test_batch, monkeypatch) -> None:
+    """CW samples that stalled keep optimising until they leave the batch: with the lag they can
+    only find more (or smaller) adversarial inputs, at a higher cost."""
+    x, y = test_batch
+    attack = CarliniWagnerL2(steps=40, binary_search_steps=3)
+
+    def run() -> tuple[torch.Tensor, int]:
+        rows: list[int] = []
+        hook = trained_model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+        try:
+            return attack(trained_model, x, y), sum(rows)
+        finally:
+            hook.remove()
+
+    eager, eager_rows = run()
+    _deferred(monkeypatch)
+    late, late_rows = run()
+    with torch.no_grad():
+        found_eager = trained_model(eager).argmax(1) != y
+        found_late = trained_model(late).argmax(1) != y
+    assert late_rows > eager_rows
+    assert int(found_late.sum()) >= int(found_eager.sum()) - 1  # one search path may cross another
+    both = found_eager & found_late
+    l2 = lambda adv: (adv - x).flatten(1).norm(dim=1)  # noqa: E731
+    assert float(l2(late)[both].median()) <= float(l2(eager)[both].median()) * 1.02
 
 
 @pytest.mark.gpu
