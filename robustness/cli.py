@@ -288,15 +288,21 @@ def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
     return [("standard", loading.default_model()), ("adv-trained", loading.load_model(str(at_path)))]
 
 
-def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> None:
+def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: bool, label: str | None = None) -> str:
+    """One line per evaluation: clean and worst-case accuracy, size, time, where it went, what failed."""
     top = format_eps(max(report.robust_accuracy))
-    line = (f"{report.norm}: clean {100 * report.clean_accuracy:.1f}%, worst case at eps={top}: "
-            f"{100 * report.worst_case:.1f}% ({report.n_examples} examples, {report.timings['total']:.1f} s) "
-            f"-> {out}")
+    line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
+            f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
+            f"{report.timings['total']:.1f} s) -> {out}")
     if gate:
         line += f"  FAILED --min-accuracy {args.min_accuracy}"
     if report.failed_checks:
         line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
+    return line
+
+
+def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> None:
+    line = _summary_line(report, out, args, gate)
     if not args.quiet:
         print(f"\n{report.model} on {report.data}, {report.norm} sweep")
         _print_checks(report, None)
@@ -333,15 +339,7 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                      for _, r, _, _ in results]
             print(f"| {format_eps(eps)} | " + " | ".join(cells) + " |")
     for label, report, out, gate in results:
-        top = format_eps(max(report.robust_accuracy))
-        line = (f"{label}: {report.norm}: clean {100 * report.clean_accuracy:.1f}%, worst case at eps={top}: "
-                f"{100 * report.worst_case:.1f}% ({report.n_examples} examples, {report.timings['total']:.1f} s) "
-                f"-> {out}")
-        if gate:
-            line += f"  FAILED --min-accuracy {args.min_accuracy}"
-        if report.failed_checks:
-            line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
-        print(line)
+        print(_summary_line(report, out, args, gate, label))
 
 
 def _list(args: argparse.Namespace) -> int:
