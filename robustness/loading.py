@@ -373,7 +373,8 @@ def load_model(
             "torchvision:NAME or package.module:factory)"
         )
     if not path.is_file():
-        raise InputError(f"model path {path} is a directory, not a model file")
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise InputError(f"model path {path} is {what}: give a checkpoint, state_dict or TorchScript file")
 
     kind = _sniff(path)
     if kind == "torchscript":

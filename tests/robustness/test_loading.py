@@ -210,6 +210,12 @@ def test_missing_file(tmp_path: Path) -> None:
         load_model(str(tmp_path))
 
 
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
+def test_device_file_is_not_called_a_directory() -> None:
+    with pytest.raises(InputError, match="not a regular file"):
+        load_model("/dev/null")
+
+
 @pytest.mark.parametrize("fraction", [0.5, 0.9, 0.01])
 def test_truncated_checkpoint(tmp_path: Path, fraction: float) -> None:
     path = _reference_checkpoint(tmp_path)
