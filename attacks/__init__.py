@@ -6,7 +6,7 @@ Fixed-budget attacks (:class:`FGSM`, :class:`PGD`) run per budget; minimization 
 
 from __future__ import annotations
 
-from attacks.apgd import APGD, APGDT
+from attacks.apgd import APGD, APGDDLR, APGDT
 from attacks.base import Attack, FixedBudgetAttack, MinimizationAttack
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.fgsm import FGSM
@@ -14,5 +14,5 @@ from attacks.pgd import PGD
 from attacks.square import Square
 
 __all__ = [
-    "APGD", "APGDT", "Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD", "Square",
+    "APGD", "APGDDLR", "APGDT", "Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD", "Square",
 ]

@@ -351,6 +351,14 @@ class APGD(FixedBudgetAttack):
 
 
 @dataclass(frozen=True, kw_only=True)
+class APGDDLR(APGD):
+    """APGD with the untargeted DLR loss by default (Croce and Hein 2020); ``APGD(loss="dlr")``."""
+
+    name: ClassVar[str] = "apgd-dlr"
+    loss: ApgdLoss = "dlr"
+
+
+@dataclass(frozen=True, kw_only=True)
 class APGDT(APGD):
     """APGD with the targeted DLR loss, once per target class; success is any misclassification.
 

@@ -46,6 +46,7 @@ from robustness.cli_train import _add_train_parser, _train
 from robustness.distributed import CollectiveError, torchrun_session
 from robustness.errors import InputError
 from robustness.norms import NORMS
+from attacks.presets import PRESETS
 from robustness.registry import ATTACKS
 from robustness.report import Report, format_eps
 
@@ -346,6 +347,11 @@ def _list(args: argparse.Namespace) -> int:
     for name in ATTACKS.list():
         doc = (ATTACKS.load(name).__doc__ or "").strip().splitlines()
         print(f"{name:10s} {doc[0] if doc else ''}")
+    print("\npresets (usable wherever an attack list is):")
+    for name, entries in sorted(PRESETS.items()):
+        print(f"{name:10s} " + ", ".join(n + (f"({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
+                                         for n, kw in entries))
+    print("\nany ART evasion attack: art:Name(setting=value, ...), e.g. art:ProjectedGradientDescent(max_iter=20)")
     return 0
 
 
@@ -390,9 +396,19 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
         return 2, str(e)
     except CollectiveError as e:  # another rank failed first (torchrun): say so in one line
         return 1, str(e)
+    except OSError as e:  # an unwritable --out/--state, a full disk, ...: the user's to fix, no traceback
+        return 2, _os_error_message(e)
     except KeyboardInterrupt:
         sys.stderr.write("robustness: interrupted\n")
         return 130, None
+
+
+def _os_error_message(e: OSError) -> str:
+    """``OSError`` -> one line naming the path and what to do."""
+    what = e.strerror or str(e) or type(e).__name__
+    where = f" {e.filename}" if e.filename else ""
+    return (f"cannot use{where}: {what} (check that the path exists and is writable by you, and that the "
+            f"disk has room; use --out/--state to write elsewhere)")
 
 
 def _torchrun_rank() -> int:

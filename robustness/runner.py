@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import Attack
-from attacks.presets import preset_entries
+from attacks.presets import PRESETS, preset_entries
 from defenses.preprocessing import check_gradient_mode, describe_defenses
 from defenses.preprocessing import gradient_mode as defense_gradient_mode
 from robustness.data import DataLike, as_loader, iterate_batches
@@ -84,6 +84,11 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
             overlap = sorted(set(given) & {"norm"})
             if overlap:
                 raise InputError(f"attack {item!r}: the sweep sets {overlap[0]}: drop it from the settings")
+            if name not in ATTACKS:
+                raise InputError(
+                    f"unknown attack {name!r}: known attacks are {', '.join(ATTACKS.list())}; presets "
+                    f"{', '.join(sorted(PRESETS))}; any ART evasion attack as art:Name(setting=value)"
+                )
             try:
                 attack = ATTACKS.create(name, norm=norm, **{**settings, **given})
             except TypeError as err:  # an unknown setting: the dataclass constructor names it

@@ -429,5 +429,7 @@ def test_names_and_registry() -> None:
     assert APGDT().label == "apgd-t" and APGDT().loss == "dlr"
     assert type(ATTACKS.create("apgd-ce", norm="l2")) is APGD
     assert type(ATTACKS.create("apgd-t", norm="linf", target_classes=3)) is APGDT
+    dlr = ATTACKS.create("apgd-dlr", norm="l2")
+    assert isinstance(dlr, APGD) and dlr.loss == "dlr" and dlr.label == "apgd-dlr" and dlr.norm == "l2"
     with pytest.raises(AttributeError):
         APGD().steps = 3  # type: ignore[misc]

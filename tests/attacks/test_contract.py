@@ -23,7 +23,7 @@ def _build(name: str, norm: str):
     if issubclass(cls, MinimizationAttack):
         kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
         return ATTACKS.create(name, **kwargs) if norm == "l2" else None
-    settings = {"pgd": {"steps": 3}, "apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5, "target_classes": 2},
+    settings = {"pgd": {"steps": 3}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5}, "apgd-t": {"steps": 5, "target_classes": 2},
                 "square": {"queries": 200}}.get(name, {})
     return ATTACKS.create(name, norm=norm, **settings)
 

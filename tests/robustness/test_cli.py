@@ -115,6 +115,18 @@ def test_bad_input_exits_2_with_one_line(argv, message, spy, tmp_path, capsys) -
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_unwritable_output_exits_2_with_one_line(tmp_path, capsys) -> None:
+    """An --out or --state under a regular file cannot be created: a one-line error naming it."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    for flag in ("--out", "--state"):
+        argv = ["--n", "8", "--attacks", "fgsm", "--eps", "0.1", "--no-checks", "--quiet", "--out", str(tmp_path / "o")]
+        argv += [flag, str(blocker / "sub")]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert str(blocker / "sub") in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_parse_epsilons_accepts_fractions() -> None:
     assert cli.parse_epsilons("0, 2/255,0.5") == pytest.approx([0.0, 2 / 255, 0.5])
 
@@ -140,8 +152,10 @@ def test_end_to_end_subprocess(tmp_path) -> None:
 
 def test_list_attacks(capsys) -> None:
     assert cli.main(["list", "attacks"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert {"fgsm", "pgd", "cw"} <= set(names)
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert {"fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(names)
+    assert {"standard", "smoke"} <= set(names) and "art:" in out  # presets and the ART adapter are listed
 
 
 def test_failed_check_exits_1_and_checks_print_before_the_table(spy, monkeypatch, tmp_path, capsys) -> None:

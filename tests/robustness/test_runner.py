@@ -188,8 +188,9 @@ def test_empty_data(trained_model) -> None:
 
 
 def test_unknown_attack_and_wrong_norm(trained_model, test_batch) -> None:
-    with pytest.raises(InputError, match="unknown attack 'nope'"):
+    with pytest.raises(InputError, match="unknown attack 'nope'") as info:
         robustness.evaluate(trained_model, test_batch, attacks=["nope"], epsilons=[0.1])
+    assert "standard" in str(info.value) and "art:" in str(info.value)  # says what else is accepted
     with pytest.raises(InputError, match="L2"):
         robustness.evaluate(trained_model, test_batch, attacks=["cw"], epsilons=[0.1], norm="linf")
     with pytest.raises(InputError, match="l2 norm but the sweep is linf"):
