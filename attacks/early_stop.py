@@ -86,7 +86,7 @@ class Shrinker:
             host = torch.empty((), dtype=count.dtype, pin_memory=True)
             host.copy_(count, non_blocking=True)
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # the stream the copy went on, not device 0's
         else:
             host, event = count, _Ready()
         self._mask, self._count, self._event = done, host, event
