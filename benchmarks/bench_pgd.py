@@ -77,7 +77,7 @@ def floor_pgd_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: fl
                    generator: torch.Generator) -> Tensor:
     """Minimal Linf PGD: random start, ``steps`` x (forward, input gradient, sign step, project, clamp)."""
     x = x.detach()
-    x_adv = (x + (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype) - 1) * eps).clamp(0, 1)
+    x_adv = (x + (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) - 1) * eps).clamp(0, 1)
     lower, upper = x - eps, x + eps
     for _ in range(steps):
         x_adv.requires_grad_(True)
@@ -93,9 +93,9 @@ def floor_pgd_l2(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: floa
     x = x.detach()
     n = x.shape[0]
     view = (-1,) + (1,) * (x.dim() - 1)
-    direction = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    direction = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-    radius = torch.rand((n,), generator=generator, dtype=x.dtype) ** (1.0 / x[0].numel())
+    radius = torch.rand((n,), generator=generator, dtype=x.dtype, device=x.device) ** (1.0 / x[0].numel())
     x_adv = (x + eps * radius.view(view) * direction).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
@@ -112,7 +112,9 @@ def floor_pgd_l2(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: floa
 
 
 def build_contenders(model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
-    """Zero-argument callables returning adversarial inputs (tensor or array), and a description of each."""
+    """Zero-argument callables returning adversarial inputs (tensor or array), and a description of each.
+
+    Everything runs on ``x``'s device (ART through ``device_type="gpu"`` on CUDA, NumPy in and out)."""
     import foolbox as fb
     import torchattacks
     from art.attacks.evasion import ProjectedGradientDescent
@@ -125,16 +127,16 @@ def build_contenders(model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, 
     fb_pgd = fb.attacks.LinfPGD(steps=STEPS, rel_stepsize=REL_STEP, random_start=True)
     classifier = PyTorchClassifier(
         model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=10,
-        clip_values=(0.0, 1.0), device_type="cpu",
+        clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu",
     )
     art_pgd = ProjectedGradientDescent(
         estimator=classifier, norm=np.inf, eps=EPS_LINF, eps_step=alpha, max_iter=STEPS,
         batch_size=x.shape[0], num_random_init=1, verbose=False,
     )
-    x_np, y_np = x.numpy(), y.numpy()
+    x_np, y_np = x.cpu().numpy(), y.cpu().numpy()
 
     def floor() -> Tensor:
-        return floor_pgd_linf(model, x, y, EPS_LINF, alpha, STEPS, torch.Generator().manual_seed(0))
+        return floor_pgd_linf(model, x, y, EPS_LINF, alpha, STEPS, torch.Generator(device=x.device).manual_seed(0))
 
     def ours() -> Tensor:
         return ours_like(model, x, y, eps=EPS_LINF)

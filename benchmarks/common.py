@@ -88,13 +88,22 @@ class Timing:
         }
 
 
+def _sync() -> None:
+    """Wait for queued CUDA work, so that a call's time includes its kernels (a no-op without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
-    """Wall and process CPU seconds of one call of ``fn``, with the garbage collector run before and off during."""
+    """Wall and process CPU seconds of one call of ``fn``, with the garbage collector run before and off
+    during, and CUDA synchronised before and after (GPU kernels run asynchronously)."""
     gc.collect()
+    _sync()
     gc.disable()
     try:
         cpu, wall = time.process_time(), time.perf_counter()
         fn()
+        _sync()
         return time.perf_counter() - wall, time.process_time() - cpu
     finally:
         gc.enable()
