@@ -272,8 +272,8 @@ def test_bisect_schedule_is_monotone_verified_and_attacks_each_sample_at_most_lo
     assert report.schedule == "bisect"
     # every broken sample was verified at the budget it is counted at
     for name, per_eps in report.perturbation.items():
-        for e, st in per_eps.items():
-            assert st["count"] == 0 or st["max"] <= e + 1e-6
+        for e, stats in per_eps.items():
+            assert stats["count"] == 0 or stats["max"] <= e + 1e-6
 
 
 def test_bisect_and_ascending_agree_on_one_budget_and_bisect_is_close_on_many(trained_model, test_batch) -> None:
