@@ -396,6 +396,12 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
         return 2, str(e)
     except CollectiveError as e:  # another rank failed first (torchrun): say so in one line
         return 1, str(e)
+    except BrokenPipeError:  # `robustness list attacks | head`: the reader left; say nothing, like a Unix tool
+        try:  # Python's own flush of stdout at exit would raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (captured, closed): nothing to flush there
+            pass
+        return 128 + 13, None  # 13 = SIGPIPE
     except OSError as e:  # an unwritable --out/--state, a full disk, ...: the user's to fix, no traceback
         return 2, _os_error_message(e)
     except KeyboardInterrupt:
@@ -406,8 +412,9 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
 def _os_error_message(e: OSError) -> str:
     """``OSError`` -> one line naming the path and what to do."""
     what = e.strerror or str(e) or type(e).__name__
-    where = f" {e.filename}" if e.filename else ""
-    return (f"cannot use{where}: {what} (check that the path exists and is writable by you, and that the "
+    if not e.filename:
+        return f"{what} ({type(e).__name__})"
+    return (f"cannot use {e.filename}: {what} (check that the path exists and is writable by you, and that the "
             f"disk has room; use --out/--state to write elsewhere)")
 
 

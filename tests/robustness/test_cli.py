@@ -127,6 +127,26 @@ def test_unwritable_output_exits_2_with_one_line(tmp_path, capsys) -> None:
         assert str(blocker / "sub") in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
+    """`robustness list attacks | head`: the reader leaves early; no error line, exit 128 + SIGPIPE."""
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_list", broken)
+    assert cli.main(["list", "attacks"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_os_error_without_a_path_still_reads_as_one_line(monkeypatch, capsys) -> None:
+    def fails(args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_list", fails)
+    assert cli.main(["list", "attacks"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "robustness: error: No space left on device (OSError)"
+
+
 def test_parse_epsilons_accepts_fractions() -> None:
     assert cli.parse_epsilons("0, 2/255,0.5") == pytest.approx([0.0, 2 / 255, 0.5])
 
