@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--norm", default=None, choices=list(NORMS),
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
     ev.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of n examples")
-    ev.add_argument("--batch-size", type=_batch_size, default=256,
-                    help="examples per batch, or auto: the largest that fits on the GPU, found by halving on an "
-                         "out-of-memory error (256 on the CPU). Default 256")
+    ev.add_argument("--batch-size", type=_batch_size, default=None,
+                    help="examples per batch, or auto (the default): on a GPU the largest that fits, found by "
+                         "halving from 4096 on an out-of-memory error; 256 on the CPU")
     ev.add_argument("--state", default=None,
                     help="directory recording every finished batch: run the same command again after a crash or "
                          "kill to resume where it stopped (same model, data and settings)")

@@ -125,7 +125,7 @@ def evaluate(
     epsilons: Sequence[float] | float,
     norm: str = "linf",
     bounds: tuple[float, float] = (0.0, 1.0),
-    batch_size: int | None = 256,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -150,9 +150,9 @@ def evaluate(
         norm: ``"linf"`` or ``"l2"``.
         bounds: the valid input range; inputs outside it are an error.
         batch_size: examples per batch when ``data`` is not already a ``DataLoader``; ``None``
-            chooses it: the largest that fits, found by trying (a batch that runs out of GPU
-            memory is split in halves and retried, and later batches use the smaller size;
-            finished batches are kept). On the CPU, ``None`` means 256.
+            (the default) chooses it: on CUDA the largest that fits, found by trying from 4,096
+            (a batch that runs out of GPU memory is split in halves and retried, and later
+            batches use the smaller size; finished batches are kept); on the CPU 256.
         device: where to run; ``None`` keeps the model's device. The model is moved back after.
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
         progress: show a tqdm bar over batches (only when stderr is a terminal).

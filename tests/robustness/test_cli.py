@@ -83,6 +83,7 @@ def test_default_runs_linf_and_l2_sweeps_on_both_shipped_models(spy, tmp_path, c
     assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == (
         [["fgsm", "pgd", "apgd-ce"]] * 2 + [["pgd", "apgd-ce(restarts=2)", "cw"]] * 2)
     assert [spec for spec, _ in spy["model"]] == [str(cli.SHIPPED_MODELS["adv-trained"])]
+    assert all(kw["batch_size"] is None for _, _, kw in spy["evaluate"])  # auto unless asked
     for label in ("standard", "adv-trained"):
         assert (tmp_path / label / "linf" / "report.md").is_file()
         assert (tmp_path / label / "l2" / "robust_accuracy.png").is_file()

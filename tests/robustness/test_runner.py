@@ -316,3 +316,16 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_work(trained_model, t
 
     with pytest.raises(InputError, match="one example does not fit"):
         robustness.evaluate(Limited(trained_model, limit=0), (x, y), batch_size=8, **kw)
+
+
+def test_batch_size_is_chosen_when_not_given(trained_model, digits) -> None:
+    """Without batch_size the runner chooses: 256 per batch on the CPU (on CUDA, the largest that fits)."""
+    from robustness.runner import AUTO_BATCH_CPU
+
+    x, y = digits[2][:300], digits[3][:300]
+    report = robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0.1], progress=False,
+                                 checks=False)
+    assert report.batch_size == AUTO_BATCH_CPU == 256
+    explicit = robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0.1], progress=False,
+                                   checks=False, batch_size=256)
+    assert report.robust_accuracy == explicit.robust_accuracy  # the same batches, so the same result
