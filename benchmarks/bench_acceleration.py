@@ -60,8 +60,7 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from robustness.acceleration import accelerated
 from robustness.architectures import build_architecture
@@ -327,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
-        write_json(args.out / "acceleration.json", result)
-        write_markdown(args.out / "acceleration.md", md)
-        print(f"wrote {args.out / 'acceleration.json'} and {args.out / 'acceleration.md'}")
+        save_results(args.out, "acceleration", result, md)
     return 0
 
 

@@ -59,9 +59,8 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
+    save_results,
     train_digits_cnn,
-    write_json,
-    write_markdown,
 )
 
 log = logging.getLogger("bench_apgd")
@@ -316,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"- {name}: `{text}`" for name, text in desc.items()],
     ]
     if write:
-        write_json(out_dir / f"apgd_{args.norm}.json", result)
-        write_markdown(out_dir / f"apgd_{args.norm}.md", "\n".join(lines))
-        log.info("wrote %s and %s", out_dir / f"apgd_{args.norm}.json", out_dir / f"apgd_{args.norm}.md")
+        save_results(out_dir, f"apgd_{args.norm}", result, "\n".join(lines))
     else:
         log.info("%s", "\n".join(lines))
     return 0

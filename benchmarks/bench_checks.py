@@ -51,8 +51,7 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from robustness import datasets, loading
 from robustness.checks import run_checks
@@ -247,10 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overhead: {overhead:.1%} (run_checks / evaluate)"
           + (f", {total_integrated:.1%} (evaluate checks=True vs False)" if integrated else "") + f": {verdict}")
     if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "checks.json", result)
-        write_markdown(args.out / "checks.md", "\n".join(lines))
-        print(f"wrote {args.out / 'checks.json'} and {args.out / 'checks.md'}")
+        save_results(args.out, "checks", result, "\n".join(lines))
     return 0
 
 

@@ -64,8 +64,7 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from robustness.architectures import build_architecture
 
@@ -322,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     text = _markdown(result)
     print(text)
     if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "gpu.json", result)
-        write_markdown(args.out / "gpu.md", text)
-        print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+        save_results(args.out, "gpu", result, text)
     return 0
 
 

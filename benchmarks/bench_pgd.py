@@ -58,8 +58,7 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from robustness.norms import norm_of
 
@@ -413,9 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         print(profile_ours(model, x, y, "linf", EPS_LINF))
         print(profile_ours(model, x, y, "l2", EPS_L2))
     if not args.no_write:
-        write_json(args.out / "pgd10.json", result)
-        write_markdown(args.out / "pgd10.md", md)
-        print(f"wrote {args.out / 'pgd10.json'} and {args.out / 'pgd10.md'}")
+        save_results(args.out, "pgd10", result, md)
     return 0
 
 

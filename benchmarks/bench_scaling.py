@@ -56,8 +56,7 @@ from benchmarks.common import (
     markdown_table,
     now_utc,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from robustness.datasets import load_dataset, to_tensors
 from robustness.loading import load_model
@@ -251,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
-        write_json(args.out / "scaling.json", result)
-        write_markdown(args.out / "scaling.md", md)
-        print(f"wrote {args.out / 'scaling.json'} and {args.out / 'scaling.md'}")
+        save_results(args.out, "scaling", result, md)
     return 0
 
 

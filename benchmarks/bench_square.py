@@ -55,9 +55,8 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
+    save_results,
     train_digits_cnn,
-    write_json,
-    write_markdown,
 )
 
 P_INIT = 0.8
@@ -275,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     md = _markdown(result, info, n_seeds)
     print(md)
     if write:
-        write_json(out_dir / "square.json", result)
-        write_markdown(out_dir / "square.md", md)
-        print(f"wrote {out_dir / 'square.json'} and {out_dir / 'square.md'}")
+        save_results(out_dir, "square", result, md)
     return 0
 
 

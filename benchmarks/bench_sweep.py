@@ -67,9 +67,8 @@ from benchmarks.common import (
     now_utc,
     paired_ratio,
     provenance_lines,
+    save_results,
     train_digits_cnn,
-    write_json,
-    write_markdown,
 )
 
 BUDGETS = [0.05, 0.1, 0.15, 0.2]
@@ -494,10 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
-        stem = result["benchmark"]
-        write_json(args.out / f"{stem}.json", result)
-        write_markdown(args.out / f"{stem}.md", md)
-        print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
+        save_results(args.out, result["benchmark"], result, md)
     return 0
 
 

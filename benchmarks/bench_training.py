@@ -71,8 +71,7 @@ from benchmarks.common import (
     markdown_table,
     now_utc,
     provenance_lines,
-    write_json,
-    write_markdown,
+    save_results,
 )
 from defenses.trainer import AdversarialTrainer
 from robustness.architectures import SmallCNN
@@ -356,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(md) + "\n"
     print(text)
     if not args.no_write:
-        write_json(args.out / "training.json", result)
-        write_markdown(args.out / "training.md", text)
+        save_results(args.out, "training", result, text)
     return 0
 
 

@@ -322,6 +322,16 @@ def write_markdown(path: str | Path, text: str) -> Path:
     return path
 
 
+def save_results(out_dir: str | Path, stem: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``result`` to ``OUT/STEM.json`` and ``markdown`` to ``OUT/STEM.md`` (atomically, creating
+    ``out_dir``) and say where on stdout; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_json(out_dir / f"{stem}.json", result), write_markdown(out_dir / f"{stem}.md", markdown)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return paths
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
     """A Markdown table; ``align`` is one character per column, ``l`` or ``r`` (default: first left, rest right)."""
     align = align or "l" + "r" * (len(header) - 1)
