@@ -85,6 +85,15 @@ def trained_model(_trained_state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 @pytest.fixture()
+def one_thread():
+    """Run the test on one torch thread (tiny models train fastest and reproducibly so); restore after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
 def test_batch(digits: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """128 test images and labels."""
     return digits[2][:128], digits[3][:128]

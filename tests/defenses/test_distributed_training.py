@@ -37,6 +37,8 @@ from robustness.errors import InputError
 from robustness.loading import load_model
 from tests.dist_utils import spawn
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 WORLD = 2
 PER_RANK = 16
 N_TRAIN = 256
@@ -161,14 +163,6 @@ def ranks() -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
         for r in results:
             r["cli_model"] = load_model(str(Path(tmp) / "home0" / "model.pt")) if "model.pt" in r["cli_files"] else None
         yield results, state
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -23,12 +23,7 @@ TINY = ["--arch-kwargs", "width=4", "--steps", "1", "--epochs", "2", "--n", "256
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest, above all on a busy machine
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def test_train_writes_a_model_that_evaluate_reads_without_arch(tmp_path, capsys) -> None:
