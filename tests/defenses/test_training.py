@@ -29,6 +29,7 @@ from robustness.architectures import SmallCNN
 from robustness.errors import InputError
 from robustness.loading import save_checkpoint
 from robustness.norms import norm_of
+from tests.damage import KINDS, damage_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -420,13 +421,8 @@ def test_kill_minus_9_then_resume_gives_bit_identical_weights(tmp_path) -> None:
 def test_corrupt_or_foreign_checkpoint_is_an_error_never_a_fresh_start(damage, digits, tmp_path) -> None:
     _resumable_run(digits, tmp_path, 1, resume=False, total=2)
     path = tmp_path / "run.state"
-    data = path.read_bytes()
-    if damage == "truncate":
-        path.write_bytes(data[: len(data) // 2])
-    elif damage == "garbage":
-        path.write_bytes(b"\x00garbage" * 100)
-    elif damage == "empty":
-        path.write_bytes(b"")
+    if damage in KINDS:
+        damage_file(path, damage)
     else:
         save_checkpoint(path, _net(4), arch="small-cnn", arch_kwargs={"width": 4})
     before = path.read_bytes()

@@ -34,6 +34,7 @@ from robustness.loading import DEFAULT_MODEL_PATH
 from robustness.records import BatchRecord
 from robustness.report import Report
 from robustness.state import META, STALE_SECONDS, EvaluationState, model_fingerprint
+from tests.damage import KINDS, damage_file
 
 SETTINGS: dict[str, Any] = dict(attacks=["fgsm", "pgd"], epsilons=[0, 0.05, 0.1], batch_size=16, progress=False)
 
@@ -255,13 +256,8 @@ def test_a_damaged_record_file_is_an_error_naming_it(small_state, damage, tmp_pa
     state, kwargs = small_state
     reference = robustness.evaluate(**{**kwargs, "state": None})
     path = state / "range-000000000016.pt"
-    data = path.read_bytes()
-    if damage == "truncate":
-        path.write_bytes(data[: len(data) // 2])
-    elif damage == "garbage":
-        path.write_bytes(b"\x00garbage" * 100)
-    elif damage == "empty":
-        path.write_bytes(b"")
+    if damage in KINDS:
+        damage_file(path, damage)
     elif damage == "other-offset":
         path.write_bytes((state / "range-000000000000.pt").read_bytes())
     else:  # a record of another evaluation, copied in
