@@ -152,6 +152,17 @@ def _strict_reason(report: Report) -> str:
     return f"strict mode: {len(bad)} sanity check{'s' if len(bad) != 1 else ''} did not pass: {names}"
 
 
+def _fail_on(reasons: list[str], report: Report, strict: bool, title: str, measured: float,
+             threshold: float | None) -> None:
+    """Raise :class:`RobustnessAssertionError` with ``reasons`` (plus the failed checks under ``strict``), if any."""
+    if strict and not report.checks_passed:
+        reasons.append(_strict_reason(report))
+    if reasons:
+        raise RobustnessAssertionError(
+            _message(title, reasons, report), report=report, measured=measured, threshold=threshold, reasons=reasons,
+        )
+
+
 def verify_robust(
     report: Report,
     *,
@@ -175,13 +186,7 @@ def verify_robust(
             f"worst-case robust accuracy {_pct(measured)} ({measured:.4g}) at {report.norm} "
             f"eps={format_eps(eps)} is below min_accuracy={threshold:g} ({_pct(threshold)})"
         )
-    if strict and not report.checks_passed:
-        reasons.append(_strict_reason(report))
-    if reasons:
-        raise RobustnessAssertionError(
-            _message(title, reasons, report), report=report, measured=measured, threshold=threshold,
-            reasons=reasons,
-        )
+    _fail_on(reasons, report, strict, title, measured, threshold)
     log.info("robust accuracy %.4g at %s eps=%s (min %s)", measured, report.norm, format_eps(eps), threshold)
     return report
 
@@ -336,12 +341,6 @@ def assert_attack_succeeds(
             f"attack success rate {_pct(rate)} ({n_broken} of {n_correct} clean-correct samples broken) "
             f"at {where} is below min_success_rate={threshold:g} ({_pct(threshold)})"
         )
-    if strict and not report.checks_passed:
-        reasons.append(_strict_reason(report))
-    if reasons:
-        raise RobustnessAssertionError(
-            _message("assert_attack_succeeds failed", reasons, report), report=report, measured=rate,
-            threshold=threshold, reasons=reasons,
-        )
+    _fail_on(reasons, report, strict, "assert_attack_succeeds failed", rate, threshold)
     log.info("attack success rate %.4g at %s (min %g)", rate, where, threshold)
     return report
