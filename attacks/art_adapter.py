@@ -30,7 +30,8 @@ What the adapter decides, and what it leaves to ART:
   instances inside ART: they are not reproducible, whatever the seed.
 * The model: ART sets it to eval mode and clears parameter gradients; the adapter restores
   every module's mode, every parameter's ``requires_grad`` and ``.grad`` afterwards (and turns
-  parameter gradients off during the call, which ART does not need). It must lie on ``x``'s
+  parameter gradients off during the call, which ART does not need). Inside that guard it
+  probes the model on one input, in eval mode, to count its classes. It must lie on ``x``'s
   device (ART would move it otherwise). ART sees it behind a cast to ``x``'s dtype, because
   some attacks (``HopSkipJump``, ART issue 2475) hand float64 arrays to a float32 model.
 
@@ -303,21 +304,22 @@ class ARTAttack(FixedBudgetAttack):
             raise InputError(f"ART attacks need an nn.Module, got {type(model).__name__}")
         if model_device(model) != x.device:
             raise InputError(f"the model is on {model_device(model)} but x on {x.device}: put both on one device")
-        with torch.no_grad():
-            logits = model(x[:1])
-        if not isinstance(logits, Tensor) or logits.dim() != 2:
-            raise InputError("the model must return logits of shape (N, classes) for ART's PyTorchClassifier")
-        classes = logits.shape[1]
         cls = getattr(_evasion(), self.attack)
         kwargs = self._art_kwargs(cls, eps, target is not None, x.shape[0])
-        labels = (y if target is None else target).cpu().numpy()
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
-            raise InputError(f"labels must lie in [0, {classes - 1}] for a model with {classes} classes")
-        onehot = np.eye(classes, dtype=np.float32)[labels]
-        log.debug("running ART's %s on %d inputs with %s", self.attack, x.shape[0], kwargs)
         cuda = x.device.type == "cuda"
         with torch.cuda.device(x.device) if cuda else contextlib.nullcontext():  # ART uses the current device
             with _model_untouched(model), _global_rngs_seeded(generator, x.device):
+                model.eval()  # the probe must not update BatchNorm statistics nor draw dropout masks
+                with torch.no_grad():
+                    logits = model(x[:1])
+                if not isinstance(logits, Tensor) or logits.dim() != 2:
+                    raise InputError("the model must return logits of shape (N, classes) for ART's PyTorchClassifier")
+                classes = logits.shape[1]
+                labels = (y if target is None else target).cpu().numpy()
+                if labels.size and (labels.min() < 0 or labels.max() >= classes):
+                    raise InputError(f"labels must lie in [0, {classes - 1}] for a model with {classes} classes")
+                onehot = np.eye(classes, dtype=np.float32)[labels]
+                log.debug("running ART's %s on %d inputs with %s", self.attack, x.shape[0], kwargs)
                 classifier = PyTorchClassifier(
                     model=_CastInputs(model, x.dtype), loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                     nb_classes=classes, clip_values=bounds, device_type="gpu" if cuda else "cpu",

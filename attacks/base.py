@@ -13,12 +13,28 @@ Two families:
   perturbation. Without ``eps`` it returns, per sample, the smallest adversarial input it
   found (the input itself where it found none); with ``eps`` it returns that input where its
   perturbation is within ``eps`` and the clean input elsewhere.
+
+What the base class checks and guarantees at every call, before the attack runs:
+
+* ``x`` is a float32 or float64 tensor ``(N, ...)``, finite and inside ``bounds`` (half
+  precision is refused: steps and projections in float16/bfloat16 overshoot the budget);
+* ``y`` and ``target`` hold class indices of any integer dtype (cast to ``torch.long`` on
+  ``x``'s device), none negative, none beyond the logits of the model's first forward;
+* ``eps`` is a real number (Python, NumPy or a 0-d tensor), finite and ``>= 0``;
+* the attack runs with every submodule in eval mode (BatchNorm statistics are not updated,
+  dropout draws nothing) and each submodule's ``training`` flag is restored afterwards;
+* a model whose forward blocks gradients (``torch.no_grad``, ``detach``, a call under
+  ``torch.inference_mode``) makes a gradient attack raise :class:`robustness.errors.InputError`
+  that says so, not autograd's error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,13 +52,118 @@ def default_generator(device: torch.device, seed: int = 0) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+#: inputs may lie this far outside the bounds (relative to the bounds' scale): rounding, not a mistake
+_BOUNDS_TOL = 1e-6
+#: autograd's error when the loss does not depend on the input through the graph
+_NO_GRAD_ERROR = "does not require grad and does not have a grad_fn"
+
+
 def _check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    """``eps`` as a float: a real number (Python, NumPy, a 0-d tensor), finite and ``>= 0``."""
+    if isinstance(eps, Tensor):
+        if eps.dim() != 0 or eps.dtype == torch.bool or eps.is_complex():
+            raise InputError(f"eps must be a number or a 0-d real tensor, got a {eps.dtype} tensor of shape "
+                             f"{tuple(eps.shape)}")
+        value = float(eps)
+    elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):
+        value = float(eps)
+    else:
         raise InputError(f"eps must be a number, got {eps!r}")
-    value = float(eps)
     if not math.isfinite(value) or value < 0:
         raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
     return value
+
+
+def _check_labels(name: str, labels: object, n: int) -> None:
+    """``labels`` is a ``(n,)`` tensor of an integer dtype (bool and floats are refused)."""
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != n:
+        got = f"shape {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise InputError(f"{name} must be an integer label tensor of shape ({n},), got {got}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise InputError(f"{name} must hold integer class indices, got dtype {labels.dtype}: pass {name}.long()")
+
+
+def _check_values(x: Tensor, labels: dict[str, Tensor], bounds: tuple[float, float]) -> dict[str, int]:
+    """``x`` is finite and inside ``bounds``, no label is negative; returns each label tensor's
+    largest value. One host sync for everything."""
+    stats = list(torch.aminmax(x.detach())) if x.numel() else []
+    named = [(name, t) for name, t in labels.items() if t.numel()]
+    for _, t in named:
+        stats += [v.to(device=x.device, dtype=x.dtype) for v in torch.aminmax(t)]
+    if not stats:
+        return {}
+    values = torch.stack(stats).tolist()
+    if x.numel():
+        lo, hi = values[:2]
+        values = values[2:]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InputError("x contains NaN or inf values: attacks need finite inputs inside the bounds; clean "
+                             "the data (e.g. torch.nan_to_num) or drop those samples")
+        low, high = bounds
+        tol = _BOUNDS_TOL * max(1.0, abs(low), abs(high))
+        if lo < low - tol or hi > high + tol:
+            raise InputError(
+                f"x lies in [{lo:.6g}, {hi:.6g}], outside the bounds {list(bounds)}: pass bounds=(low, high) that "
+                f"match x (e.g. bounds=(0, 255) for 0-255 pixels) or rescale x into the bounds; a mean/std "
+                f"normalization goes inside the model (robustness.NormalizedModel), not into x"
+            )
+    largest = {}
+    for i, (name, _) in enumerate(named):
+        smallest = values[2 * i]
+        if smallest < 0:
+            raise InputError(f"{name} holds negative labels (the smallest is {int(smallest)}): labels must be class "
+                             f"indices >= 0")
+        largest[name] = int(values[2 * i + 1])
+    return largest
+
+
+class _LabelRange(nn.Module):
+    """``model``, checking at its first call that it returns enough logits for the labels."""
+
+    def __init__(self, model: nn.Module, largest: dict[str, int]) -> None:
+        super().__init__()
+        self.training = False  # its own flag only: the attack's eval mode concerns the wrapped model
+        self.model = model
+        self.largest = largest
+        self.pending = True
+
+    def forward(self, z: Tensor) -> Tensor:
+        out = self.model(z)
+        if self.pending:
+            self.pending = False
+            if isinstance(out, Tensor) and out.dim() == 2:
+                classes = out.shape[1]
+                for name, value in self.largest.items():
+                    if value >= classes:
+                        raise InputError(f"{name} holds the label {value} but the model returns {classes} logits: "
+                                         f"labels must lie in [0, {classes - 1}], the model's class indices")
+        return out
+
+
+@contextlib.contextmanager
+def _attack_running(model: nn.Module, label: str) -> Iterator[None]:
+    """Gradients on, every submodule in eval mode (each ``training`` flag restored on exit), and
+    autograd's error for a forward that blocks gradients turned into an :class:`InputError`."""
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try:
+        if any(flag for _, flag in modes):
+            model.eval()
+        with torch.enable_grad():
+            yield
+    except RuntimeError as err:
+        if _NO_GRAD_ERROR not in str(err):
+            raise
+        if torch.is_inference_mode_enabled():
+            where = "the call is made under torch.inference_mode(), which blocks them: call the attack outside it, or"
+        else:
+            where = "remove the torch.no_grad() or detach() from the forward, or"
+        raise InputError(
+            f"{label}: the model's forward does not let gradients reach the input ({err}): {where} use a "
+            f"gradient-free attack such as \"square\""
+        ) from err
+    finally:
+        for m, flag in modes:
+            m.training = flag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,15 +179,35 @@ class Attack(ABC):
     def _validate_call(
         self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, bounds: tuple[float, float]
     ) -> tuple[float, float]:
+        """Types and shapes of the call arguments (no host sync); returns the checked bounds."""
         if not isinstance(model, nn.Module) and not callable(model):
             raise InputError(f"model must be an nn.Module (or callable) returning logits, got {type(model).__name__}")
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
-            raise InputError("x must be a floating-point tensor of shape (N, ...) in pixel space")
-        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
-            raise InputError(f"y must be an integer label tensor of shape ({x.shape[0]},)")
-        if target is not None and (not isinstance(target, Tensor) or target.shape != y.shape):
-            raise InputError(f"target must be an integer label tensor of shape ({x.shape[0]},) like y")
+            got = f"dtype {x.dtype}, shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise InputError(f"x must be a floating-point tensor of shape (N, ...) in pixel space, got {got}")
+        if x.dtype in (torch.float16, torch.bfloat16):
+            raise InputError(
+                f"x has dtype {x.dtype}: attacks run in float32 or float64 (in half precision their steps and "
+                f"projections overshoot the budget): pass x.float() and a float32 model, or use "
+                f"robustness.evaluate(..., amp=\"bf16\") to run the model in bfloat16 with verified budgets"
+            )
+        _check_labels("y", y, x.shape[0])
+        if target is not None:
+            _check_labels("target", target, x.shape[0])
         return check_bounds(bounds)
+
+    def _prepare(
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, bounds: tuple[float, float]
+    ) -> tuple[nn.Module, Tensor, Tensor, Tensor | None]:
+        """Checks the values of ``x`` and the labels; returns ``(model, x, y, target)`` as the attack
+        gets them: the model checking the labels against its logits, ``x`` detached, labels long."""
+        labels = {"y": y} if target is None else {"y": y, "target": target}
+        largest = _check_values(x, labels, bounds)
+        if isinstance(model, nn.Module) and largest:
+            model = _LabelRange(model, largest)
+        y = y.to(device=x.device, dtype=torch.long)
+        target = None if target is None else target.to(device=x.device, dtype=torch.long)
+        return model, x.detach(), y, target
 
     @abstractmethod
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, **kwargs: object) -> Tensor: ...
@@ -110,10 +251,11 @@ class FixedBudgetAttack(Attack):
         """Adversarial inputs of ``x``'s shape, within ``eps`` (in ``self.norm``) and ``bounds``.
 
         Args:
-            model: classifier returning logits ``(N, classes)`` for pixel-space inputs.
-            x: inputs ``(N, ...)`` inside ``bounds``.
-            y: true labels ``(N,)``.
-            eps: the budget; 0 returns ``x``.
+            model: classifier returning logits ``(N, classes)`` for pixel-space inputs; attacked
+                in eval mode, its submodules' modes restored afterwards.
+            x: float32 or float64 inputs ``(N, ...)``, finite and inside ``bounds``.
+            y: true labels ``(N,)``, any integer dtype.
+            eps: the budget, a real number (Python, NumPy or a 0-d tensor); 0 returns ``x``.
             bounds: the valid input range.
             target: labels to reach (targeted attack); ``None`` for untargeted.
             generator: randomness; defaults to a generator seeded with 0 on ``x``'s device.
@@ -123,16 +265,18 @@ class FixedBudgetAttack(Attack):
         """
         bounds = self._validate_call(model, x, y, target, bounds)
         eps = _check_eps(eps)
-        if init is not None:
-            if not isinstance(init, Tensor) or init.shape != x.shape:
-                raise InputError(f"init must be a tensor of x's shape {tuple(x.shape)}")
-            init = clip_to_bounds(project(init.detach().to(x.dtype), x.detach(), eps, self.norm), bounds)
-        x = x.detach()
-        if eps == 0 or x.shape[0] == 0:
+        if init is not None and (not isinstance(init, Tensor) or init.shape != x.shape):
+            raise InputError(f"init must be a tensor of x's shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return x.detach().clone()
+        model, x, y, target = self._prepare(model, x, y, target, bounds)
+        if eps == 0:
             return x.clone()
+        if init is not None:
+            init = clip_to_bounds(project(init.detach().to(x.dtype), x, eps, self.norm), bounds)
         if generator is None:
             generator = default_generator(x.device)
-        with torch.enable_grad():
+        with _attack_running(model, self.label):
             extra = {"init": init} if init is not None and self.uses_init else {}
             x_adv = self._run(model, x, y, eps=eps, bounds=bounds, target=target, generator=generator, **extra)
         return clip_to_bounds(project(x_adv.detach(), x, eps, self.norm), bounds)
@@ -170,17 +314,18 @@ class MinimizationAttack(Attack):
     ) -> Tensor:
         """Smallest adversarial inputs found (``x`` where none); with ``eps``, only those within it."""
         bounds = self._validate_call(model, x, y, target, bounds)
-        x = x.detach()
+        if eps is not None:
+            eps = _check_eps(eps)
         if x.shape[0] == 0:
-            return x.clone()
+            return x.detach().clone()
+        model, x, y, target = self._prepare(model, x, y, target, bounds)
         if generator is None:
             generator = default_generator(x.device)
-        with torch.enable_grad():
+        with _attack_running(model, self.label):
             x_adv = clip_to_bounds(
                 self._run(model, x, y, bounds=bounds, target=target, generator=generator).detach(), bounds
             )
         if eps is not None:
-            eps = _check_eps(eps)
             within = norm_of(x_adv - x, self.norm) <= eps
             x_adv = torch.where(within.view((-1,) + (1,) * (x.dim() - 1)), x_adv, x)
         return x_adv

@@ -49,9 +49,9 @@ fused in place; only the samples still optimizing are computed (the batch is com
 the early-abort checks), and nothing is read back to the host except at those checks.
 
 Shapes: ``x`` is ``(N, ...)`` inside ``bounds``, ``y`` and ``target`` are ``(N,)``; the
-model returns logits ``(N, classes)``. The model is only read: its parameters, buffers and
-train/eval mode are left as they are (evaluate it in eval mode, see
-:func:`robustness.model.evaluation_mode`).
+model returns logits ``(N, classes)``. The model is only read: it runs in eval mode (the base
+class, :mod:`attacks.base`, restores every submodule's mode afterwards) and its parameters and
+buffers are left as they are.
 
 Example::
 
