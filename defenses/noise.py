@@ -14,7 +14,9 @@ Reproducibility: every draw comes from a ``torch.Generator``, never the global R
 or ``seed=`` (default 0): a generator seeded with it is made on the first input's device
 (one per device, each starting from ``seed``). Two instances with the same seed draw the same
 sequence on the same device; each call continues the sequence; :meth:`GaussianNoise.reseed`
-starts it again.
+starts it again. :func:`robustness.evaluate` reseeds it per batch from its own ``seed`` (so a
+report does not depend on earlier draws, on resumes or on how batches are split across
+processes) and puts its state back afterwards; the trainer saves its state in checkpoints.
 
 Shapes: ``(N, C, H, W)`` (any float tensor ``(N, ...)`` works) inside ``bounds``, to the same shape.
 
@@ -108,6 +110,25 @@ class GaussianNoise(Preprocessor):
         if seed is not None:
             self.seed = int(seed)
         self._generators = {}
+
+    def rng_state(self) -> dict[str, Any]:
+        """Everything the next draws depend on (the seed and every generator's state), for
+        :meth:`set_rng_state`: the runner puts it back after an evaluation, the trainer saves it
+        in its checkpoints."""
+        return {"seed": self.seed,
+                "generators": {k: g.get_state() for k, g in self._generators.items()},
+                "generator": None if self._generator is None else self._generator.get_state()}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`rng_state` returned (on the same devices)."""
+        self.seed = state["seed"]
+        self._generators = {}
+        for key, saved in state["generators"].items():
+            gen = torch.Generator(device=key)
+            gen.set_state(saved)
+            self._generators[key] = gen
+        if state["generator"] is not None and self._generator is not None:
+            self._generator.set_state(state["generator"])
 
     def generator_for(self, device: torch.device) -> torch.Generator:
         """The generator the next draw for an input on ``device`` comes from."""

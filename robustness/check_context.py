@@ -51,8 +51,8 @@ class CheckContext:
         return torch.Generator(device=self.x.device).manual_seed(check_seed(self.seed, check))
 
     def fooled(self, x_adv: Tensor, y: Tensor) -> Tensor:
-        """Misclassified in every one of ``draws`` forward passes."""
-        out = torch.ones_like(y, dtype=torch.bool)
+        """Misclassified in every one of ``draws`` forward passes (a non-finite input never counts)."""
+        out = torch.isfinite(x_adv).flatten(1).all(dim=1)
         with torch.no_grad():
             for _ in range(self.draws):
                 out &= self.model(x_adv).argmax(dim=1) != y

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from robustness.errors import InputError
 
-__all__ = ["CallCounter", "NormalizedModel", "model_device", "evaluation_mode"]
+__all__ = ["CallCounter", "NormalizedModel", "evaluation_mode", "model_device", "model_dtype", "random_modules",
+           "reseed_random_modules"]
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,39 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer; float32 when it has none."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def random_modules(model: nn.Module) -> list[nn.Module]:
+    """The submodules that draw random numbers and let their draws be controlled: ``randomized``
+    is true and they have ``reseed(seed)``, ``rng_state()`` and ``set_rng_state(state)`` (as
+    :class:`defenses.GaussianNoise`), in ``model.modules()`` order."""
+    return [m for m in model.modules() if getattr(m, "randomized", False) is True
+            and all(callable(getattr(m, name, None)) for name in ("reseed", "rng_state", "set_rng_state"))]
+
+
+def reseed_random_modules(model: nn.Module, seed: int) -> None:
+    """Reseed every module of :func:`random_modules`, the ``i``-th with ``seed + i`` (mod 2**63)."""
+    for i, m in enumerate(random_modules(model)):
+        m.reseed((seed + i) % 2**63)
+
+
 @contextlib.contextmanager
 def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode (and on ``device``) for the block, then restore it.
 
-    Every submodule's ``training`` flag and the model's device are restored on exit,
-    even after an exception. Attacks only take gradients with respect to inputs
-    (``torch.autograd.grad``), so parameters, their ``.grad`` and buffers are untouched.
+    Every submodule's ``training`` flag, the model's device and the random state of its
+    :func:`random_modules` are restored on exit, even after an exception. Attacks only take
+    gradients with respect to inputs (``torch.autograd.grad``), so parameters, their ``.grad``
+    and buffers are untouched.
     """
     modes = [(m, m.training) for m in model.modules()]
+    rng = [(m, m.rng_state()) for m in random_modules(model)]
     original = model_device(model)
     moved = device is not None and torch.device(device) != original
     if any(flag for _, flag in modes):
@@ -87,6 +112,8 @@ def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Ite
             model.to(original)
         for m, flag in modes:
             m.training = flag
+        for m, state in rng:
+            m.set_rng_state(state)
 
 
 class CallCounter(nn.Module):

@@ -39,7 +39,7 @@ from defenses.preprocessing import check_gradient_mode, describe_defenses
 from defenses.preprocessing import gradient_mode as defense_gradient_mode
 from robustness.data import DataLike, as_loader, iterate_batches
 from robustness.errors import InputError, RobustnessWarning
-from robustness.model import CallCounter, evaluation_mode, model_device
+from robustness.model import CallCounter, evaluation_mode, model_device, model_dtype, reseed_random_modules
 from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
 from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples, digest
@@ -56,6 +56,7 @@ AttackLike = Union[str, Attack]
 #: the batch size ``batch_size=None`` starts from: on CUDA it is halved until a batch fits
 AUTO_BATCH_CUDA = 4096
 AUTO_BATCH_CPU = 256
+RANDOM_MODULES = 1 << 32  #: seed part of the randomized defenses' draws (attacks use 0, 1, ...)
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
@@ -200,6 +201,10 @@ def evaluate(
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     _check_defense_bounds(model, bounds)
+    if model_dtype(model) in (torch.float16, torch.bfloat16):
+        raise InputError(f"the model's parameters are {model_dtype(model)}: attacks in half precision overshoot "
+                         "their budgets and underflow; evaluate model.float() (amp='bf16' runs it in bfloat16 "
+                         "autocast with float32 inputs and verified budgets)")
     budgets = [e for e in eps_all if e > 0]
     attack_map = resolve_attacks(attacks, norm)
     run_device = torch.device(device) if device is not None else model_device(model)
@@ -298,6 +303,7 @@ class _BatchRunner:
         self.seed = seed
         self.device = device
         self.schedule = schedule
+        self.dtype = model_dtype(model)  # inputs are cast to it (float32 unless the model is float64, ...)
         self.working: int | None = None  # the batch size after an out-of-memory error
 
     def batch_size(self, loader: Any, requested: int | None) -> int:
@@ -355,8 +361,9 @@ def _uncovered(x: Tensor, y: Tensor, offset: int, done: dict[int, BatchRecord]) 
 def _evaluate_range(run: _BatchRunner, x: Tensor, y: Tensor, index: int, offset: int) -> BatchRecord:
     """Clean pass and every attack's budget sweep on one range of examples."""
     model, budgets = run.model, run.budgets
-    x = x.to(run.device, non_blocking=True).float()
+    x = x.to(run.device, non_blocking=True).to(run.dtype)
     y = y.to(run.device, non_blocking=True).long()
+    reseed_random_modules(model, derive_seed(run.seed, offset, RANDOM_MODULES))  # draws depend on the range only
     t0 = time.perf_counter()
     with torch.no_grad():
         logits = model(x)
@@ -388,7 +395,7 @@ def _evaluate_range(run: _BatchRunner, x: Tensor, y: Tensor, index: int, offset:
         size={k: r.size.cpu() for k, r in found.items()},
         adv_pred={k: r.prediction.cpu() for k, r in found.items()},
         max_used={k: list(r.max_used) for k, r in found.items()},
-        seconds=seconds, calls=calls, num_classes=num_classes, inputs=digest(x),
+        seconds=seconds, calls=calls, num_classes=num_classes, inputs=digest(x.float()),
         probabilities=looks_like_probabilities(logits),
         examples=batch_examples(x, y, found, names, budgets, offset) if budgets else [],
         subset=subset,
@@ -456,6 +463,7 @@ def _run_checks(model: nn.Module, subset: dict[str, Any], attack_map: dict[str, 
                 device: torch.device, seed: int, strict: bool) -> list[Check]:
     from robustness.checks import run_checks
 
+    reseed_random_modules(model, derive_seed(seed, 1 << 20, RANDOM_MODULES))
     return run_checks(
         model, subset["x"].to(device), subset["y"].to(device), attacks=attack_map,
         broken_at={k: v.to(device) for k, v in subset["broken"].items()}, correct=subset["correct"].to(device),

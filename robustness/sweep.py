@@ -18,6 +18,7 @@ re-predicted here; only verified misclassifications count.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack, MinimizationAttack
-from robustness.errors import InputError
+from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import Norm, clip_to_bounds, norm_of, project
 
 __all__ = ["SCHEDULES", "SweepResult", "derive_seed", "sweep", "sweep_bisect", "sweep_fixed", "sweep_minimization"]
@@ -73,7 +74,15 @@ def _checked(attack: Attack, x_adv: object, like: Tensor) -> Tensor:
     if not isinstance(x_adv, Tensor) or x_adv.shape != like.shape:
         raise InputError(f"attack {attack.describe()} returned {getattr(x_adv, 'shape', type(x_adv))}, "
                          f"expected a tensor of shape {tuple(like.shape)}")
-    return x_adv.detach().to(like.dtype)
+    x_adv = x_adv.detach().to(like.dtype)
+    finite = torch.isfinite(x_adv).flatten(1).all(dim=1)
+    if not bool(finite.all()):  # a NaN input "fools" a model by accident: never count it as broken
+        warnings.warn(f"attack {attack.label} returned NaN or infinite values for {int((~finite).sum())} of "
+                      f"{like.shape[0]} inputs; they count as not broken there (the clean input is kept). "
+                      "The attack is numerically unstable on this model: check its dtype (float32) and logits",
+                      RobustnessWarning, stacklevel=2)
+        x_adv = torch.where(finite.view((-1,) + (1,) * (like.dim() - 1)), x_adv, like)
+    return x_adv
 
 
 def _attack_at(

@@ -90,3 +90,61 @@ def test_draws_on_the_inputs_device_and_reproducibly() -> None:
     assert torch.equal(out, b(x))
     cpu_gen = GaussianNoise(generator=torch.Generator().manual_seed(0))(x)  # a CPU generator, a CUDA input
     assert cpu_gen.device == x.device
+
+
+def _noisy_model(seed: int = 0) -> tuple[nn.Module, GaussianNoise]:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    noise = GaussianNoise(std=0.3, eot_samples=2, seed=1)
+    return defend(net, noise), noise
+
+
+def test_evaluate_draws_noise_from_its_seed_and_hands_the_generator_back(trained_model, test_batch) -> None:
+    """Two evaluations with the same seed agree whatever was drawn before, another seed draws
+    other noise, and the defense's own generator comes back in the state it was in."""
+    import robustness
+
+    x, y = test_batch[0][:48], test_batch[1][:48]
+    noise = GaussianNoise(std=0.3, eot_samples=2, seed=1)
+    model = defend(trained_model, noise)
+    model(x)  # a draw before: the generator exists and has moved on
+    before = noise.rng_state()
+
+    def run(seed: int) -> robustness.Report:
+        return robustness.evaluate(model, (x, y), attacks=["pgd(steps=3)"], epsilons=[0.1, 0.2], seed=seed,
+                                   progress=False, checks=False)
+
+    first = run(0)
+    model(x)  # more draws between the two evaluations
+    after_draw = noise.rng_state()
+    second = run(0)
+    assert torch.equal(noise.rng_state()["generators"]["cpu"], after_draw["generators"]["cpu"])
+    assert not torch.equal(after_draw["generators"]["cpu"], before["generators"]["cpu"])
+    assert first.robust_accuracy == second.robust_accuracy and first.clean_accuracy == second.clean_accuracy
+    assert first.per_sample == second.per_sample  # per example, not only the totals
+    others = [run(s) for s in (1, 2, 3)]
+    assert any(o.robust_accuracy != first.robust_accuracy or o.clean_accuracy != first.clean_accuracy
+               for o in others)  # the noise follows the seed (std 0.3 flips some digits)
+
+
+def test_noise_state_is_checkpointed_and_a_resumed_run_is_exact(digits, tmp_path) -> None:
+    """Training through GaussianNoise (augmentation): 1 epoch + resume to 2 equals 2 straight epochs."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from defenses import AdversarialTrainer
+
+    def run(path, epochs: int, resume: bool) -> nn.Module:
+        model, _ = _noisy_model()
+        loader = DataLoader(TensorDataset(digits[0][:128], digits[1][:128]), batch_size=64, shuffle=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        AdversarialTrainer(method="fgsm-rs", eps=0.1, seed=0, guard=False).fit(
+            model, loader, epochs=epochs, optimizer=opt, checkpoint=path, resume=resume, progress=False)
+        return model
+
+    straight = run(tmp_path / "a.state", 2, False)
+    run(tmp_path / "b.state", 1, False)
+    state = torch.load(tmp_path / "b.state", weights_only=True)
+    assert len(state["random_modules"]) == 1 and "cpu" in state["random_modules"][0]["generators"]
+    resumed = run(tmp_path / "b.state", 2, True)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -329,3 +330,49 @@ def test_batch_size_is_chosen_when_not_given(trained_model, digits) -> None:
     explicit = robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0.1], progress=False,
                                    checks=False, batch_size=256)
     assert report.robust_accuracy == explicit.robust_accuracy  # the same batches, so the same result
+
+
+@dataclass(frozen=True, kw_only=True)
+class NaNEveryOther(FixedBudgetAttack):
+    """Returns NaN for every other input (a numerically broken attack); the rest are pushed by eps."""
+
+    name: ClassVar[str] = "nan-every-other"
+    norm: str = "linf"
+
+    def _run(self, model, x, y, *, eps, bounds, target, generator):
+        out = (x + eps).clone()
+        out[::2] = float("nan")
+        return out
+
+
+def test_non_finite_adversarial_inputs_never_count_as_broken() -> None:
+    """A NaN input makes argmax disagree with the label by accident: it must not count as a break."""
+    x, y = _two_groups()  # every sample flips when pushed by 0.4 on both coordinates
+    model = TwoGates()
+    with pytest.warns(RobustnessWarning, match="NaN or infinite values for 4 of 8 inputs"):
+        report = robustness.evaluate(model, (x, y), attacks=[NaNEveryOther()], epsilons=[0.4], progress=False,
+                                     checks=False)
+    assert report.clean_accuracy == 1.0
+    assert report.robust_accuracy[0.4] == 0.5  # only the pushed half is broken
+    assert report.max_perturbation[0.4] == pytest.approx(0.4)  # a number, never NaN
+
+
+def test_a_float64_model_gets_float64_inputs(trained_model, test_batch) -> None:
+    x, y = test_batch[0][:32], test_batch[1][:32]
+    seen: list[torch.dtype] = []
+    model64 = copy.deepcopy(trained_model).double()
+    model64.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    report = robustness.evaluate(model64, (x, y), attacks=["fgsm", "pgd(steps=2)"], epsilons=[0.1],
+                                 progress=False, checks=False)
+    reference = robustness.evaluate(trained_model, (x, y), attacks=["fgsm", "pgd(steps=2)"], epsilons=[0.1],
+                                    progress=False, checks=False)
+    assert seen and set(seen) == {torch.float64}
+    assert report.clean_accuracy == reference.clean_accuracy
+    assert abs(report.robust_accuracy[0.1] - reference.robust_accuracy[0.1]) <= 2 / 32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_refused_with_advice(trained_model, test_batch, dtype) -> None:
+    model = copy.deepcopy(trained_model).to(dtype)
+    with pytest.raises(InputError, match=r"half precision.*model.float\(\).*amp='bf16'"):
+        robustness.evaluate(model, test_batch, attacks=["fgsm"], epsilons=[0.1], progress=False)
