@@ -11,6 +11,7 @@ so ``torch.load(path, weights_only=True)`` reads it without unpickling objects):
      "model": {...}, "optimizer": {...}, "scheduler": {...} | None,
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...] | None,
              "numpy": {...}, "python": {...}, "generators": [ByteTensor, ...]},
+     "random_modules": [{...}, ...],  # rng_state() of the model's randomized modules (GaussianNoise)
      "world_size": 1,                 # processes of the run (DistributedDataParallel); absent: 1
      "rng_ranks": [{...}, ...],       # only when world_size > 1: every rank's "rng", by rank
      "history": {...},                # TrainingHistory.to_dict()
@@ -32,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -45,8 +47,10 @@ import torch
 from torch import Tensor, nn
 
 from defenses.history import TrainingHistory
+from defenses.resume_checks import optimizer_differences, scheduler_differences
 from robustness.errors import InputError
 from robustness.io import atomic_open
+from robustness.model import random_modules
 
 if TYPE_CHECKING:
     from defenses.guard import OverfitGuard
@@ -285,6 +289,7 @@ def save_training_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng,
+        "random_modules": [m.rng_state() for m in random_modules(model)],  # e.g. GaussianNoise's generators
         "world_size": world,
         **({"rng_ranks": rng_ranks} if world > 1 else {}),
         "history": history.to_dict(),
@@ -298,6 +303,26 @@ def save_training_checkpoint(
     except OSError as e:
         raise InputError(f"could not write the training log {log_path}: {e.strerror or e}; the checkpoint "
                          f"{path} was written. Free disk space and resume") from e
+
+
+def _check_same_schedule(path: Path, state: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+                         scheduler: Any) -> None:
+    """The optimizer's and scheduler's settings must be those that wrote the checkpoint: loading its
+    states would silently replace new ones (another lr, T_max, milestones, a schedule's length)."""
+    diffs = optimizer_differences(state["optimizer"], optimizer.state_dict(), scheduled=scheduler is not None)
+    diffs += [f"scheduler {d}" for d in scheduler_differences(
+        state.get("scheduler"), scheduler.state_dict() if scheduler is not None else None)]
+    if not diffs:
+        return
+    hint = ""
+    if any("total_steps" in d for d in diffs):
+        epochs = state.get("epochs")
+        hint = (f" ({state.get('scheduler_type')}'s total_steps is epochs x batches per epoch: resume with "
+                f"epochs={epochs} and the batch size of the first run; CLI: --epochs {epochs} --batch-size as before)")
+    shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+    raise InputError(f"{path} was written with other optimizer or learning-rate schedule settings ({shown}){hint}. "
+                     "A resume continues the saved optimizer and schedule, so it needs the same settings: build "
+                     "them as the first run did, or start over without resume")
 
 
 def restore_training_checkpoint(
@@ -344,20 +369,22 @@ def restore_training_checkpoint(
     if done > epochs:
         raise InputError(f"{path} has already completed {done} epochs, more than epochs={epochs}")
     check_state_dict_matches(model, state["model"], f"training checkpoint {path}")
-    saved_epochs = state.get("epochs")
-    saved_total = (state.get("scheduler") or {}).get("total_steps")
-    if saved_total is not None and saved_total != getattr(scheduler, "total_steps", saved_total):
-        # a schedule of fixed length (OneCycleLR): its saved state would replace the new length
-        raise InputError(f"{path} was written by a run of {saved_epochs} epochs whose learning-rate schedule "
-                         f"({saved_total} steps) was built for that length; this run's schedule has "
-                         f"{scheduler.total_steps} steps: resume with epochs={saved_epochs} (CLI: --epochs "
-                         f"{saved_epochs}), or start over without resume")
+    saved_random = state.get("random_modules") or []
+    if len(saved_random) != len(random_modules(model)):
+        raise InputError(f"{path} recorded the random state of {len(saved_random)} randomized module(s) (e.g. "
+                         f"GaussianNoise), this model has {len(random_modules(model))}: resume with the model "
+                         "that wrote it")
+    _check_same_schedule(path, state, optimizer, scheduler)
+    saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        model.load_state_dict(saved_model)  # a refused resume leaves the run's objects as they were
+        optimizer.load_state_dict(saved_optimizer)
         detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise InputError(f"{path} does not fit this model/optimizer/scheduler ({detail}): resume with the ones "
                          "it was written with, or start over without resume") from e
@@ -369,4 +396,6 @@ def restore_training_checkpoint(
         raise InputError(f"training checkpoint {path} is corrupt (history unreadable: {e}); delete it to "
                          "start over") from e
     restore_rng_state(rng, generators)
+    for module, module_state in zip(random_modules(model), state.get("random_modules") or []):
+        module.set_rng_state(module_state)
     return done, history, state.get("guard_batch")

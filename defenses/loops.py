@@ -30,10 +30,17 @@ from tqdm import tqdm
 from attacks.pgd import PGD
 from defenses.history import EpochRecord, EvalResult
 from defenses.methods import training_loss
-from defenses.training_utils import check_batch, check_int, check_l2_budget, check_logits, check_number
+from defenses.training_utils import (
+    TrainingModes,
+    check_batch,
+    check_int,
+    check_l2_budget,
+    check_logits,
+    check_number,
+)
 from robustness.distributed import distributed_sampler
 from robustness.errors import InputError
-from robustness.model import model_device
+from robustness.model import model_device, model_dtype, random_modules, reseed_random_modules
 
 if TYPE_CHECKING:
     from defenses.trainer import AdversarialTrainer
@@ -44,21 +51,24 @@ __all__ = ["evaluate_accuracy", "train_epoch"]
 
 def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[Any], epoch: int, epochs: int,
                 optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, gen: torch.Generator,
-                dev: torch.device, bars: bool, group: ProcessGroup | None = None) -> EpochRecord:
+                dev: torch.device, bars: bool, group: ProcessGroup | None = None,
+                modes: TrainingModes | None = None) -> EpochRecord:
     """Train ``model`` for epoch ``epoch`` (0-based, of ``epochs``) with ``trainer``'s settings; its record.
 
     ``interval``: when ``scheduler`` steps (``"batch"`` or ``"epoch"``); ``gen``: the random starts'
     generator; ``bars``: a tqdm bar over the batches; ``group``: the ranks to sum the statistics
-    over (``model`` is then the :class:`~robustness.distributed.TrainingReplica`). The record has no
+    over (``model`` is then the :class:`~robustness.distributed.TrainingReplica`); ``modes``: the
+    submodules' training flags to train with (default: all in training mode). The record has no
     validation numbers yet. Raises :class:`InputError` for bad batches, an empty loader, or a loss
     that is not finite.
     """
+    modes = modes if modes is not None else TrainingModes(nn.Identity())  # nothing frozen
     eps = trainer.eps_at(epoch)
     sampler = distributed_sampler(loader)
     if sampler is not None:
         sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every rank
     alpha = trainer.step_fraction * eps
-    model.train()
+    modes.training(model)
     n = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     adv_correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -69,16 +79,19 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     batches = tqdm(loader, total=total, leave=False, unit="batch", disable=not bars,
                    desc=f"epoch {epoch + 1}/{epochs}")
+    num_classes: int | None = None
+    dtype = model_dtype(model)
     for index, batch in enumerate(batches):
-        x, y = check_batch(batch, index, "training", dev, trainer.bounds)
+        x, y = check_batch(batch, index, "training", dev, trainer.bounds, num_classes=num_classes, dtype=dtype)
         if x.shape[0] == 0:
             continue
-        if index == 0:
+        if num_classes is None:
             check_l2_budget(x, trainer.eps, trainer.norm, trainer.bounds)
-            model.eval()  # one tiny forward per epoch: no BatchNorm update, no random draw
-            with torch.no_grad():
-                check_logits(model(x[:2]), y[:2], y)
-            model.train()
+            with modes.evaluating(model):  # one tiny forward per epoch: no BatchNorm update, no random draw
+                with torch.no_grad():
+                    logits = model(x[:2])
+                check_logits(logits, y[:2], y)
+            num_classes = logits.shape[1]
         out = training_loss(trainer.method, model, x, y, eps=eps, norm=trainer.norm,  # type: ignore[arg-type]
                             steps=trainer.steps, alpha=alpha, beta=trainer.beta, bounds=trainer.bounds,
                             generator=gen, mode=trainer.attack_mode)  # type: ignore[arg-type]
@@ -94,10 +107,8 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
         adv_correct += (out.adv_logits.argmax(dim=1) == y).sum()
         clean_logits = out.clean_logits
         if clean_logits is None and trainer.track_clean:
-            model.eval()
-            with torch.no_grad():
+            with modes.evaluating(model), torch.no_grad():
                 clean_logits = model(x)
-            model.train()
         if clean_logits is not None:
             clean_correct += (clean_logits.argmax(dim=1) == y).sum()
             clean_seen += b
@@ -112,8 +123,8 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
         scheduler.step()
     loss = totals[1] / n
     if not math.isfinite(loss):
-        raise InputError(f"the training loss became {loss} in epoch {epoch + 1}: training diverged. Lower the "
-                         "learning rate (the checkpoint of the previous epoch, if any, is intact)")
+        raise InputError(f"the training loss became {loss} in epoch {epoch + 1}: training diverged. Start over "
+                         "with a lower learning rate (a resume would continue with this run's optimizer settings)")
     standard = trainer.method == "standard"
     return EpochRecord(
         epoch=epoch + 1, eps=eps, loss=loss,
@@ -132,7 +143,8 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], *, eps: float, no
     PGD-``steps`` at ``eps`` in ``norm`` (random start from a generator seeded with ``seed``, the
     default step ``2.5 / steps``), only on the examples classified correctly. Runs on ``device``
     (default: the model's) in eval mode, then restores the model's device and every submodule's
-    mode; the global RNG is left as it was. See :meth:`defenses.AdversarialTrainer.evaluate`.
+    mode; the global RNG and the model's randomized modules (reseeded with ``seed``) are
+    left as they were. See :meth:`defenses.AdversarialTrainer.evaluate`.
     """
     original = model_device(model)
     dev = torch.device(device) if device is not None else original
@@ -142,19 +154,27 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], *, eps: float, no
     gen = torch.Generator(device=dev).manual_seed(seed)
     n = clean = robust = 0
     modes = [(m, m.training) for m in model.modules()]
+    noisy = [(m, m.rng_state()) for m in random_modules(model)]
+    reseed_random_modules(model, seed)  # the same draws at every evaluation, training's stream untouched
     try:
         if dev != original:
             model.to(dev)
         model.eval()
+        num_classes: int | None = None
+        dtype = model_dtype(model)
         with torch.random.fork_rng(devices=[]):
             for index, batch in enumerate(loader):
-                x, y = check_batch(batch, index, "validation", dev, bounds)
+                x, y = check_batch(batch, index, "validation", dev, bounds, num_classes=num_classes, dtype=dtype)
                 if max_samples is not None:
                     x, y = x[: max_samples - n], y[: max_samples - n]
                 if x.shape[0] == 0:
                     break
                 with torch.no_grad():
-                    correct = model(x).argmax(dim=1) == y
+                    logits = model(x)
+                if num_classes is None:
+                    check_logits(logits, y, y)
+                    num_classes = logits.shape[1]
+                correct = logits.argmax(dim=1) == y
                 n += y.shape[0]
                 clean += int(correct.sum())
                 if eps > 0 and bool(correct.any()):
@@ -171,6 +191,8 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], *, eps: float, no
             model.to(original)
         for m, flag in modes:
             m.training = flag
+        for m, state in noisy:
+            m.set_rng_state(state)
     if n == 0:
         raise InputError("the evaluation data is empty: the loader yielded no examples")
     return EvalResult(clean / n, robust / n, n, eps, norm, steps)

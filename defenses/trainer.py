@@ -67,6 +67,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -90,10 +91,11 @@ from defenses.training_utils import (
     logging_to_tqdm,
     move_optimizer_state,
     rank_seed,
+    TrainingModes,
     training_group,
 )
 from robustness.distributed import TrainingReplica, check_sharded
-from robustness.errors import InputError
+from robustness.errors import InputError, RobustnessWarning
 from robustness.model import model_device
 from robustness.norms import NORMS, check_bounds
 
@@ -290,6 +292,11 @@ class AdversarialTrainer:
         """
         check_fit_arguments(model, train_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
                             scheduler_interval=scheduler_interval, checkpoint=checkpoint, resume=resume)
+        if self.eps_warmup_epochs >= epochs and self.eps > 0:
+            warnings.warn(f"eps_warmup_epochs={self.eps_warmup_epochs} with epochs={epochs}: the budget ramps up to "
+                          f"eps={self.eps} over {self.eps_warmup_epochs + 1} epochs, so this run ends at "
+                          f"{self.eps_at(epochs - 1):.4g} without reaching it; train longer or warm up for fewer "
+                          "epochs", RobustnessWarning, stacklevel=2)
         dev = torch.device(device) if device is not None else model_device(model)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {dev} requested but CUDA is not available: use device='cpu'")
@@ -301,12 +308,14 @@ class AdversarialTrainer:
         original = model_device(model)
         moved = dev != original
         modes = [(m, m.training) for m in model.modules()]
+        train_modes = TrainingModes(model)
         try:
             if moved:
                 model.to(dev)
                 move_optimizer_state(optimizer, dev)
             return self._fit(model, train_loader, epochs, optimizer, scheduler, scheduler_interval, val_loader,
-                             Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group)
+                             Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group,
+                             train_modes)
         finally:
             if moved:
                 model.to(original)
@@ -316,7 +325,8 @@ class AdversarialTrainer:
 
     def _fit(self, model: nn.Module, train_loader: Iterable[Any], epochs: int, optimizer: torch.optim.Optimizer,
              scheduler: Any, interval: str, val_loader: Iterable[Any] | None, path: Path | None, resume: bool,
-             dev: torch.device, progress: bool, group: ProcessGroup | None = None) -> TrainingHistory:
+             dev: torch.device, progress: bool, group: ProcessGroup | None = None,
+             train_modes: TrainingModes | None = None) -> TrainingHistory:
         lead = group is None or group.rank == 0  # logs, validates and writes checkpoints
         gen = torch.Generator(device=dev).manual_seed(rank_seed(self.seed, group))
         generators = [gen, *loader_generators(train_loader)]
@@ -351,7 +361,7 @@ class AdversarialTrainer:
         try:
             return self._epochs(model, replica, train_loader, start, epochs, optimizer, scheduler, interval,
                                 val_loader, path, dev, progress and lead, group, gen, generators, history, guard,
-                                guard_batch)
+                                guard_batch, train_modes)
         finally:
             if replica is not None:
                 replica.release()
@@ -361,7 +371,7 @@ class AdversarialTrainer:
                 val_loader: Iterable[Any] | None, path: Path | None, dev: torch.device, progress: bool,
                 group: ProcessGroup | None, gen: torch.Generator, generators: list[torch.Generator],
                 history: TrainingHistory, guard: OverfitGuard | None,
-                guard_batch: dict[str, Tensor] | None) -> TrainingHistory:
+                guard_batch: dict[str, Tensor] | None, train_modes: TrainingModes | None = None) -> TrainingHistory:
         """The epoch loop of :meth:`fit` (``replica``: the model under DDP, for the training steps)."""
         lead = group is None or group.rank == 0
         bars = progress and sys.stderr.isatty()
@@ -371,7 +381,7 @@ class AdversarialTrainer:
                              desc=f"{self.method} training")
             for epoch in epoch_bar:
                 record = train_epoch(self, replica or model, train_loader, epoch, epochs, optimizer, scheduler,
-                                     interval, gen, dev, bars, group)
+                                     interval, gen, dev, bars, group, train_modes)
                 if group is not None:
                     group.broadcast_buffers(model)  # BatchNorm statistics: rank 0's, as DDP uses them
                 t0 = time.perf_counter()

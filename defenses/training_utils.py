@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -63,18 +64,34 @@ def check_fit_arguments(model: Any, train_loader: Any, *, epochs: Any, optimizer
                              "(OneCycleLR, CyclicLR, MultiStepLR, CosineAnnealingLR ...)")
         if not (hasattr(scheduler, "step") and hasattr(scheduler, "state_dict")):
             raise InputError(f"scheduler must be a torch learning-rate scheduler, got {type(scheduler).__name__}")
+        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise InputError("the scheduler steps another optimizer than the one given to fit: build it on that "
+                             "optimizer (e.g. OneCycleLR(optimizer, ...))")
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if trainable and not trainable & stepped:
+        raise InputError("the optimizer holds none of the model's trainable parameters, so training would not "
+                         "change the model: build it from this model's parameters (e.g. "
+                         "torch.optim.SGD(model.parameters(), ...))")
     if scheduler_interval not in ("batch", "epoch"):
         raise InputError(f"scheduler_interval must be 'batch' or 'epoch', got {scheduler_interval!r}")
     if resume and checkpoint is None:
         raise InputError("resume=True needs checkpoint=PATH (the file to resume from)")
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise InputError(f"checkpoint={str(checkpoint)!r} is a directory: give the path of a file in it, e.g. "
+                         f"{str(Path(checkpoint) / 'run.state')!r}")
     if not isinstance(train_loader, Iterable):
         raise InputError(f"train_loader must be an iterable of (inputs, labels) batches, got "
                          f"{type(train_loader).__name__}")
 
 
-def check_batch(batch: Any, index: int, what: str, dev: torch.device,
-                bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
-    """Validate one ``(x, y)`` batch (``batch`` number ``index`` of the ``what`` loader) and move it to ``dev``."""
+def check_batch(batch: Any, index: int, what: str, dev: torch.device, bounds: tuple[float, float], *,
+                num_classes: int | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Validate one ``(x, y)`` batch (``batch`` number ``index`` of the ``what`` loader) and move it to ``dev``.
+
+    Labels must lie in ``[0, num_classes)`` when ``num_classes`` is known; the inputs are cast to
+    ``dtype`` (the model's) when given.
+    """
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise InputError(f"the {what} loader must yield (inputs, labels) pairs; batch {index} is a "
                          f"{type(batch).__name__}")
@@ -101,9 +118,48 @@ def check_batch(batch: Any, index: int, what: str, dev: torch.device,
                 "NaN): keep inputs in pixel space and put normalization inside the model (NormalizedModel), "
                 "or set bounds= to the range of your data"
             )
-        if int(y.min()) < 0:
-            raise InputError(f"{what} batch {index}: labels must be >= 0, found {int(y.min())}")
-    return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True).long()
+        low, high = (int(v) for v in torch.aminmax(y))
+        if low < 0:
+            raise InputError(f"{what} batch {index}: labels must be >= 0, found {low}")
+        if num_classes is not None and high >= num_classes:
+            raise InputError(f"{what} batch {index}: label {high} is out of range for a model with {num_classes} "
+                             f"classes (labels must be 0..{num_classes - 1})")
+    return x.to(dev, dtype=dtype, non_blocking=True), y.to(dev, non_blocking=True).long()
+
+
+class TrainingModes:
+    """The train/eval flags a model trains with.
+
+    Training puts every submodule in training mode, except those the user left in eval mode
+    inside a model that was in training mode when :meth:`~defenses.AdversarialTrainer.fit` was
+    called (e.g. a BatchNorm frozen with ``.eval()``): they stay in eval mode. A model handed over
+    in eval mode trains entirely in training mode.
+
+    Example::
+
+        modes = TrainingModes(model)      # before training
+        modes.training(model)             # model.train(), frozen submodules back in eval mode
+        with modes.evaluating(model):     # model.eval() for the block, then training mode again
+            logits = model(x)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.frozen = [m for m in model.modules() if not m.training] if model.training else []
+
+    def training(self, model: nn.Module) -> None:
+        """Put ``model`` (or a wrapper around it) in training mode, the frozen submodules in eval mode."""
+        model.train()
+        for m in self.frozen:
+            m.training = False
+
+    @contextlib.contextmanager
+    def evaluating(self, model: nn.Module) -> Iterator[None]:
+        """``model`` in eval mode for the block, then back in training mode (:meth:`training`)."""
+        model.eval()
+        try:
+            yield
+        finally:
+            self.training(model)
 
 
 def check_l2_budget(x: Tensor, eps: float, norm: str, bounds: tuple[float, float]) -> None:

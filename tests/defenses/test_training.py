@@ -87,8 +87,9 @@ def test_settings_are_validated_frozen_and_have_paper_defaults() -> None:
 
 def test_l2_budget_larger_than_the_box_is_refused(digits) -> None:
     trainer = AdversarialTrainer(method="pgd", eps=9.0, norm="l2", steps=1)  # 8x8 box in [0, 1]: diameter 8
+    net = _net(4)
     with pytest.raises(InputError, match="diameter 8"):
-        trainer.fit(_net(4), _loader(digits, 100), epochs=1, optimizer=torch.optim.SGD(_net(4).parameters(), lr=0.1),
+        trainer.fit(net, _loader(digits, 100), epochs=1, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
                     progress=False)
 
 
