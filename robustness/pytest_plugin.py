@@ -8,8 +8,8 @@ Loaded through the ``pytest11`` entry point ``robustness`` (disable with ``-p no
   ``--robustness-preset NAME`` (default ``smoke``), ``--robustness-report DIR`` and
   ``--robustness-strict``.
 * Marker ``@pytest.mark.robustness(eps=..., norm="linf", preset=None, min_accuracy=None)``:
-  defaults for the ``robustness_evaluator`` fixture (closest marker wins: function, class,
-  module).
+  defaults for the ``robustness_evaluator`` fixture. Markers on the module, class and function
+  merge key by key, the closest winning (a module's ``eps`` with a function's ``min_accuracy``).
 * Fixtures: ``robustness_seed`` (this test's seed), ``robustness_device`` (a ``torch.device``),
   ``robustness_evaluator`` (a :class:`RobustnessEvaluator`).
 
@@ -286,22 +286,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def _marker_settings(item: pytest.Item) -> dict[str, Any]:
     from robustness.errors import InputError
 
-    marker = item.get_closest_marker(MARKER)
-    if marker is None:
-        return {}
-    if len(marker.args) > 1:
-        raise InputError(f"@pytest.mark.{MARKER} takes at most one positional argument (eps), got {marker.args!r}")
-    kwargs = dict(marker.kwargs)
-    if marker.args:
-        if "eps" in kwargs:
-            raise InputError(f"@pytest.mark.{MARKER}: eps given both positionally and as eps=")
-        kwargs["eps"] = marker.args[0]
-    unknown = sorted(set(kwargs) - set(_MARKER_KEYS))
-    if unknown:
-        raise InputError(
-            f"@pytest.mark.{MARKER} does not take {', '.join(unknown)}: it takes {', '.join(_MARKER_KEYS)}"
-        )
-    return {k: v for k, v in kwargs.items() if v is not None}
+    merged: dict[str, Any] = {}
+    for marker in reversed(list(item.iter_markers(MARKER))):  # module, then class, then function: closest wins
+        if len(marker.args) > 1:
+            raise InputError(f"@pytest.mark.{MARKER} takes at most one positional argument (eps), got "
+                             f"{marker.args!r}")
+        kwargs = dict(marker.kwargs)
+        if marker.args:
+            if "eps" in kwargs:
+                raise InputError(f"@pytest.mark.{MARKER}: eps given both positionally and as eps=")
+            kwargs["eps"] = marker.args[0]
+        unknown = sorted(set(kwargs) - set(_MARKER_KEYS))
+        if unknown:
+            raise InputError(
+                f"@pytest.mark.{MARKER} does not take {', '.join(unknown)}: it takes {', '.join(_MARKER_KEYS)}"
+            )
+        merged.update({k: v for k, v in kwargs.items() if v is not None})
+    return merged
 
 
 class RobustnessEvaluator:

@@ -237,6 +237,29 @@ def test_marker_supplies_eps_norm_preset_and_min_accuracy(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(["*InputError: no budget for test_marker.py::test_no_budget*"])
 
 
+def test_markers_on_module_class_and_function_merge_key_by_key(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_merge="""
+        import pytest
+
+        pytestmark = pytest.mark.robustness(eps=0.2, norm="linf", preset="fgsm")
+
+        @pytest.mark.robustness(min_accuracy=0.5)
+        def test_module_budget_function_gate(robustness_evaluator, linear):
+            report = robustness_evaluator(*linear)
+            assert report.epsilons == [0.2] and list(report.by_attack) == ["fgsm"]
+
+        @pytest.mark.robustness(eps=0.5, norm="l2")
+        class TestClass:
+            @pytest.mark.robustness(min_accuracy=0.7)
+            def test_closest_wins(self, robustness_evaluator, linear):
+                robustness_evaluator(*linear)
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)  # the class's l2 eps=0.5 with the method's bar of 0.7 fails
+    result.stdout.fnmatch_lines(["*test_closest_wins*", "*at l2 eps=0.5 is below min_accuracy=0.7*"])
+
+
 def test_preset_comes_from_the_command_line_unless_the_marker_names_one(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_preset="""
