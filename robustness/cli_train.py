@@ -208,7 +208,9 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
             "test_robust_accuracy": round(final.robust_accuracy, 6),
             "robust_attack": f"PGD-{final.steps} {final.norm} eps={eps_text} (random start, 1 restart)",
             "test_split": f"{test.name} test ({final.n_examples} images)",
-            "train_seconds": round(seconds, 1), "state_file": state.name, "threads": torch.get_num_threads(),
+            # every epoch's training and validation time, across resumes (not this invocation's wall time)
+            "train_seconds": round(sum(r.seconds + r.val_seconds for r in history.records), 1),
+            "state_file": state.name, "threads": torch.get_num_threads(),
             "device": str(device),
             "torch_version": str(torch.__version__),
         },

@@ -51,11 +51,13 @@ def test_resume_of_a_finished_run_trains_nothing_and_writes_the_same_model(tmp_p
     out = tmp_path / "m.pt"
     argv = ["train", "--method", "trades", "--out", str(out), *TINY]
     assert cli.main(argv) == 0
-    first = load_model(str(out)).model.state_dict()
+    loaded = load_model(str(out))
+    first, first_seconds = loaded.model.state_dict(), loaded.meta["train_seconds"]
     assert cli.main([*argv, "--resume"]) == 0
     second = load_model(str(out))
     assert all(torch.equal(first[k], v) for k, v in second.model.state_dict().items())
     assert second.meta["epochs_completed"] == 2
+    assert second.meta["train_seconds"] == first_seconds > 0  # the epochs' time, not the resume's 0 s
     # more epochs would stretch the learning-rate schedule mid-run: a clear error, no traceback
     longer = [a if a != "2" or argv[i - 1] != "--epochs" else "3" for i, a in enumerate(argv)]
     assert longer != argv
