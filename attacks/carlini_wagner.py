@@ -144,8 +144,8 @@ class CarliniWagnerL2(MinimizationAttack):
         norm = check_norm(self.norm)
         if norm != "l2":
             raise InputError(
-                f"CarliniWagnerL2 is an L2 attack and cannot use norm={self.norm!r}: leave norm='l2', "
-                "or use PGD or FGSM with norm='linf' for an Linf attack"
+                f"CarliniWagnerL2 is an L2 attack and cannot use norm={self.norm!r}: leave norm='l2' (CLI: "
+                "--norm l2), or use PGD or FGSM with norm='linf' for an Linf attack"
             )
         object.__setattr__(self, "norm", norm)
         _check_int("binary_search_steps", self.binary_search_steps, 1)

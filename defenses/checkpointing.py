@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -49,7 +48,7 @@ from torch import Tensor, nn
 from defenses.history import TrainingHistory
 from defenses.resume_checks import optimizer_differences, scheduler_differences
 from robustness.errors import InputError
-from robustness.io import atomic_open
+from robustness.io import atomic_open, json_text
 from robustness.model import random_modules
 
 if TYPE_CHECKING:
@@ -251,7 +250,7 @@ def history_log_path(checkpoint: str | Path) -> Path:
 def write_history_log(path: str | Path, history: Mapping[str, Any]) -> None:
     """Write the history (``TrainingHistory.to_dict()``) as indented JSON, atomically."""
     with atomic_open(path, "w") as handle:
-        handle.write(json.dumps(history, indent=2, allow_nan=True) + "\n")
+        handle.write(json_text(history, indent=2))
 
 
 # ----------------------------------------------------------------------------- the trainer's checkpoints

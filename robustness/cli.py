@@ -30,21 +30,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli_common import add_nproc, parse_device, parse_epsilons
+from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_seed
 from robustness.cli_train import _add_train_parser, _train
 from robustness.distributed import CollectiveError, torchrun_session
-from robustness.errors import InputError
+from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import NORMS
 from attacks.presets import PRESETS
 from robustness.registry import ATTACKS
@@ -107,12 +109,20 @@ def split_attack_list(text: str) -> list[str]:
     out = []
     for part in (p.strip() for p in parts):
         if part:
-            out.append(part if part.lower().startswith("art:") else part.lower())
+            if part.lower().startswith("art:"):
+                out.append(part)
+            else:  # the name is case-insensitive; settings (True, False, strings) are kept as written
+                head, paren, tail = part.partition("(")
+                out.append(head.lower() + paren + tail)
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="robustness", description="Adversarial robustness testing harness for PyTorch.")
+    parser = _Parser(prog="robustness", description=(
+        "Adversarial robustness testing harness for PyTorch. Without a command it runs `robustness evaluate` "
+        "(with no arguments: the shipped digits models on the digits data). Exit codes: 0 ok, 1 a gate failed "
+        "(--min-accuracy, --strict), 2 usage or input error, 3 internal error."),
+        epilog="`robustness COMMAND --help` lists a command's options; `robustness --version` the version.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     ev = sub.add_parser("evaluate", help="robust accuracy per budget (the default command)")
     ev.add_argument("--model", default=None,
@@ -150,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--channels-last", action="store_true", help="run the model in channels_last memory format")
     ev.add_argument("--compile", action="store_true", help="torch.compile the model for the evaluation")
     ev.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=parse_seed, default=0)
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
     ev.add_argument("--min-accuracy", type=float, default=None,
                     help="exit 1 if the worst-case robust accuracy at the largest budget is below this (0..1)")
@@ -165,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins")
     ls.add_argument("what", choices=["attacks"])
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     return parser
 
 
@@ -213,14 +225,30 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(Fraction(p.strip())) for p in text.split(",") if p.strip()]
-    except (ValueError, ZeroDivisionError):
+        values = [float(Fraction(p.strip())) for p in text.split(",") if p.strip()]
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{flag}: expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("robustness-harness")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
         raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
+    if args.strict and args.no_checks:
+        raise InputError("--strict fails on the sanity checks' warnings, and --no-checks skips them: drop one")
+    if not _torchrun_rank():
+        _check_out(Path(args.out))
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
         data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
@@ -232,7 +260,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
             torch.set_num_threads(1)
         else:
-            models = [(None, loading.load_model(args.model, arch=args.arch, num_classes=data.num_classes,
+            models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
                                                 in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
                                                 std=_floats(args.std, "--std")))]
         try:
@@ -247,6 +275,13 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     """Every sweep of every model; ``rank`` (under torchrun): shard over the process group, and
     only rank 0 writes reports and prints (every rank returns the same exit code)."""
     sweeps = _sweeps(args, data.name)
+    width = data.bounds[1] - data.bounds[0]
+    for sweep in sweeps:
+        top = max(sweep.epsilons)
+        if sweep.norm == "linf" and top >= width:
+            warnings.warn(f"--eps {format_eps(top)} in Linf covers the whole input range {list(data.bounds)}: any "
+                          f"input can become any image, so robust accuracy is 0 by construction; for 0-255 "
+                          f"pixel units write the budget as a fraction, e.g. 8/255", RobustnessWarning, stacklevel=2)
     failed = False
     for sweep in sweeps:
         results: list[tuple[str | None, Report, Path, bool]] = []
@@ -259,23 +294,33 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 channels_last=args.channels_last, compile=args.compile, distributed=rank is not None,
             )
             report.model = loaded.source
-            report.data = f"{data.name} ({args.split})"
+            is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
+            report.data = data.name if is_file else f"{data.name}, {args.split} split"
             if label is not None:
                 out = Path(args.out) / label / sweep.norm
             else:
                 out = Path(args.out) / sweep.norm if len(sweeps) > 1 else Path(args.out)
-            if not rank:
-                report.save(out)
             gate = args.min_accuracy is not None and report.worst_case < args.min_accuracy
             failed |= gate or bool(report.failed_checks)
             results.append((label, report, out, gate))
         if rank:
             continue
-        if len(results) == 1 and results[0][0] is None:
+        if len(results) == 1 and results[0][0] is None:  # printed first: a failing save loses nothing shown
             _print(results[0][1], results[0][2], args, results[0][3])
         else:
             _print_side_by_side(results, sweep, args)
+        for _, report, out, _ in results:
+            report.save(out)
     return 1 if failed else 0
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a directory we can write into: checked before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a directory: give a directory for the report files")
+    out.mkdir(parents=True, exist_ok=True)  # an OSError names the path (exit 2)
+    if not os.access(out, os.W_OK):
+        raise InputError(f"--out {out}: this directory is not writable by you; give another one")
 
 
 def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
@@ -299,6 +344,9 @@ def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: boo
         line += f"  FAILED --min-accuracy {args.min_accuracy}"
     if report.failed_checks:
         line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
+    warned = [c.name for c in report.checks if c.status == "warning"]
+    if warned:
+        line += f"  check warning{'s' if len(warned) > 1 else ''}: {', '.join(warned)} (see report.md)"
     return line
 
 
@@ -308,7 +356,8 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
         print(f"\n{report.model} on {report.data}, {report.norm} sweep")
         _print_checks(report, None)
         for w in report.warnings:
-            print(f"warning: {w}")
+            if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
+                print(f"warning: {w}")
         print(report.table())
     print(line)
 
@@ -332,7 +381,8 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
         for label, report, _, _ in results:
             _print_checks(report, label)
             for w in report.warnings:
-                print(f"warning ({label}): {w}")
+                if w not in getattr(args, "shown_warnings", ()):
+                    print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
         print("|" + "---:|" * (1 + len(labels)))
         for eps in sorted(first.robust_accuracy):
@@ -360,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `torchrun ... -m robustness -- evaluate --n 100`: keeps --n from torchrun's parser
         argv = argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):  # the overview of the subcommands, not evaluate's flags
+        build_parser().print_help()
+        return 0
+    if argv[:1] == ["--version"]:
+        print(f"robustness {_version()}")
+        return 0
     if not argv or argv[0].startswith("-"):
         argv = ["evaluate", *argv]
     args = build_parser().parse_args(argv)
@@ -368,15 +424,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = _torchrun_rank()  # under torchrun, rank 0 speaks for every rank
     logging.basicConfig(level=logging.ERROR if rank else logging.WARNING if quiet else logging.INFO,
                         format="%(message)s")
+    args.shown_warnings = set()
     with warnings.catch_warnings():
         if rank:
             warnings.simplefilter("ignore")
+        warnings.showwarning = _one_line_warning(args.shown_warnings)
         code, message = _dispatch(args)
     from robustness.launch import record_exit
 
     if not record_exit(code, message) and message is not None:  # a --nproc launcher prints it once itself
         sys.stderr.write(f"robustness: error{f' (rank {rank})' if rank else ''}: {message}\n")
     return code
+
+
+def _one_line_warning(shown: set[str]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each distinct message once, as ``warning: ...``."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            sys.stderr.write(f"warning: {text}\n")
+    return show
 
 
 def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
@@ -407,6 +476,12 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
     except KeyboardInterrupt:
         sys.stderr.write("robustness: interrupted\n")
         return 130, None
+    except Exception as e:  # a bug or an unforeseen input: never exit 1, which means "the gate failed"
+        if getattr(args, "debug", False):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        return 3, (f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback, and "
+                   "please report it)")
 
 
 def _os_error_message(e: OSError) -> str:

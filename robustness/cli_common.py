@@ -16,7 +16,7 @@ import torch
 
 from robustness.errors import InputError
 
-__all__ = ["add_nproc", "parse_device", "parse_epsilons"]
+__all__ = ["add_nproc", "parse_device", "parse_epsilons", "parse_seed"]
 
 
 def parse_epsilons(text: str) -> list[float]:
@@ -27,8 +27,9 @@ def parse_epsilons(text: str) -> list[float]:
             continue
         try:
             value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"--eps: {part!r} is not a number (use e.g. 0.1 or 8/255, comma separated)") from None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise InputError(f"--eps: {part!r} is not a number (or not finite; use e.g. 0.1 or 8/255, comma "
+                             "separated)") from None
         if value < 0:
             raise InputError(f"--eps: budgets must be >= 0, got {part}")
         values.append(value)
@@ -52,7 +53,20 @@ def parse_device(text: str) -> torch.device:
     try:
         device = torch.device(text)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise InputError(f"--device: unknown device {text!r} (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
     return device
+
+
+def parse_seed(value: str) -> int:
+    """``--seed``: an integer in ``[0, 2**63)`` (argparse type)."""
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed must lie in [0, 2**63), got {value}")
+    return seed

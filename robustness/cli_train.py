@@ -31,7 +31,7 @@ import torch
 
 from robustness import datasets, loading
 from robustness.architectures import build_architecture, default_architecture
-from robustness.cli_common import add_nproc, parse_device, parse_epsilons
+from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_seed
 from robustness.distributed import ProcessGroup, torchrun_session
 from robustness.errors import InputError
 from robustness.model import NormalizedModel
@@ -81,7 +81,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--eval-samples", type=int, default=512, help="validation examples attacked per epoch")
     tr.add_argument("--out", required=True, help="the model checkpoint to write (its training state goes to OUT.state)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=parse_seed, default=0)
     tr.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     tr.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice); 1 is fastest for small models on a busy "

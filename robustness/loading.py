@@ -28,7 +28,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -187,7 +189,7 @@ def save_checkpoint(
     kwargs = _check_plain(dict(arch_kwargs), "arch_kwargs")
     mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
     if (mean_l is None) != (std_l is None):
-        raise InputError("pass both mean and std, or neither")
+        raise InputError("pass both mean and std (CLI: --mean and --std), or neither")
     if mean_l is not None and std_l is not None:
         NormalizedModel(nn.Identity(), mean_l, std_l)  # validates lengths and positive std
     lo, hi = check_bounds(bounds)
@@ -303,7 +305,7 @@ def _finish(
 ) -> LoadedModel:
     mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
     if (mean_l is None) != (std_l is None):
-        raise InputError("pass both mean and std, or neither")
+        raise InputError("pass both mean and std (CLI: --mean and --std), or neither")
     model = NormalizedModel(net, mean_l, std_l) if mean_l is not None and std_l is not None else net
     model = _move(model, map_location).eval()
     return LoadedModel(
@@ -327,6 +329,7 @@ def load_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     map_location: MapLocation = "cpu",
+    min_classes: int | None = None,
 ) -> LoadedModel:
     """Load a model for evaluation on pixel-space inputs, from any of:
 
@@ -341,6 +344,12 @@ def load_model(
       ``weights=None`` and ``num_classes`` if given;
     * ``package.module:factory``: imported and called (with ``num_classes``/``in_channels``
       when given and accepted).
+
+    ``min_classes``: the class count the data needs (its largest label + 1), a lower bound, not
+    a requirement of equality: a checkpoint or state dict keeps its own class count when it is
+    at least that (a data file holding a few classes of ten evaluates a ten-class model), and it
+    is the class count of models built untrained (``torchvision:``, factories) when
+    ``num_classes`` is not given.
 
     Files are always read with ``torch.load(..., weights_only=True)``: no arbitrary objects
     are unpickled. ``mean``/``std`` wrap the result in :class:`NormalizedModel`. The model is
@@ -359,12 +368,13 @@ def load_model(
         raise InputError(f"model must be a file path, torchvision:NAME or package.module:factory, got {spec!r}")
     spec = spec.strip()
     path = Path(spec).expanduser()
+    built_classes = num_classes if num_classes is not None else min_classes  # for untrained builds
     if spec.lower().startswith("torchvision:"):
-        net = _torchvision_model(spec[len("torchvision:"):], num_classes, in_channels)
+        net = _torchvision_model(spec[len("torchvision:"):], built_classes, in_channels)
         return _finish(net, arch=f"torchvision:{spec.split(':', 1)[1]}", source=spec, mean=mean, std=std,
                        dataset=None, bounds=(0.0, 1.0), meta=None, map_location=map_location)
     if not path.exists() and _FACTORY_SPEC.match(spec):
-        net = _factory_model(spec, num_classes, in_channels)
+        net = _factory_model(spec, built_classes, in_channels)
         return _finish(net, arch=None, source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
                        meta=None, map_location=map_location)
     if not path.exists():
@@ -390,7 +400,7 @@ def load_model(
     obj = _torch_load(path, map_location)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return _from_checkpoint(obj, path, spec, arch=arch, num_classes=num_classes, in_channels=in_channels,
-                                mean=mean, std=std, map_location=map_location)
+                                mean=mean, std=std, map_location=map_location, min_classes=min_classes)
     state = _find_state_dict(obj, path)
     state, found_mean, found_std = _unwrap_state(state)
     if found_mean is not None and mean is None and std is None:
@@ -404,6 +414,9 @@ def load_model(
         raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
     kwargs: dict[str, Any] = {}
     kwargs["num_classes"] = num_classes if num_classes is not None else _infer_num_classes(state)
+    if kwargs["num_classes"] is None:
+        kwargs["num_classes"] = min_classes
+    _check_enough_classes(path, kwargs["num_classes"], min_classes)
     kwargs["in_channels"] = in_channels if in_channels is not None else _infer_in_channels(state)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     kwargs.update(_infer_widths(arch.lower(), state))
@@ -424,6 +437,7 @@ def _from_checkpoint(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     map_location: MapLocation,
+    min_classes: int | None = None,
 ) -> LoadedModel:
     version = ckpt.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
@@ -445,6 +459,9 @@ def _from_checkpoint(
         if name in ck_kwargs and ck_kwargs[name] != value:
             raise InputError(f"{path} was saved with {name}={ck_kwargs[name]} but {name}={value} was requested")
         ck_kwargs[name] = value
+    if "num_classes" not in ck_kwargs and min_classes is not None:
+        ck_kwargs["num_classes"] = min_classes
+    _check_enough_classes(path, ck_kwargs.get("num_classes"), min_classes)
     ck_mean, ck_std = ckpt.get("mean"), ckpt.get("std")
     if mean is not None or std is not None:
         if ck_mean is not None and (_stats(mean, "mean") != list(ck_mean) or _stats(std, "std") != list(ck_std or [])):
@@ -460,6 +477,12 @@ def _from_checkpoint(
     bounds = ckpt.get("bounds") or (0.0, 1.0)
     return _finish(net, arch=ck_arch, source=spec, mean=ck_mean, std=ck_std, dataset=ckpt.get("dataset"),
                    bounds=(float(bounds[0]), float(bounds[1])), meta=ckpt.get("meta"), map_location=map_location)
+
+
+def _check_enough_classes(path: Path, classes: int | None, needed: int | None) -> None:
+    if classes is not None and needed is not None and classes < needed:
+        raise InputError(f"the data has labels up to {needed - 1} but the model in {path} has {classes} classes "
+                         f"(labels 0..{classes - 1}): use data labelled for this model, or the model trained on it")
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -538,12 +561,32 @@ def _torchvision_model(name: str, num_classes: int | None, in_channels: int | No
         raise InputError(f"could not build torchvision:{name} with {kwargs}: {e}") from e
 
 
+def _import_from_here(module_name: str) -> Any:
+    """Import ``module_name``; if its top-level package is not found, look in the current directory
+    too (as ``python -m`` does, and the ``robustness`` console script does not)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module_name.split(".")[0] or here in sys.path:
+            raise
+        sys.path.insert(0, here)
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(here)
+
+
 def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
     module_name, attr = spec.split(":", 1)
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_here(module_name)
     except ImportError as e:
-        raise InputError(f"cannot import module {module_name!r} for model {spec!r}: {e}") from e
+        raise InputError(f"cannot import module {module_name!r} for model {spec!r}: {e} (run from the directory "
+                         "that holds it, or put that directory on PYTHONPATH)") from e
+    except Exception as e:  # the module's own code failed while importing
+        raise InputError(f"importing module {module_name!r} for model {spec!r} failed: {type(e).__name__}: "
+                         f"{e}") from e
     factory: Any = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -569,8 +612,9 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
             net = factory(**kwargs)
         except InputError:
             raise
-        except TypeError as e:
-            raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {e}") from e
+        except Exception as e:  # the user's factory failed: name it, one line, no traceback
+            raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                             f"{type(e).__name__}: {e}") from e
     else:
         raise InputError(f"{spec} is neither a callable nor an nn.Module")
     if not isinstance(net, nn.Module):

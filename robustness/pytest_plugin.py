@@ -469,7 +469,7 @@ class _Collector:
         s = self.config.stash[SETTINGS]
         if s.report_dir is None or hasattr(self.config, "workerinput"):  # xdist workers: the controller writes
             return
-        from robustness.io import atomic_write_text
+        from robustness.io import atomic_write_text, json_text
 
         summary = {
             "session_seed": s.seed,
@@ -479,7 +479,7 @@ class _Collector:
             "tests": list(s.results.values()),
         }
         s.summary_path = s.report_dir / "summary.json"
-        atomic_write_text(s.summary_path, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(s.summary_path, json_text(summary, indent=2))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         s = self.config.stash[SETTINGS]

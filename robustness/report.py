@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustness import plots
-from robustness.io import atomic_write_bytes, atomic_write_text
+from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 
 __all__ = ["Check", "CHECK_STATUSES", "Report", "format_eps"]
 
@@ -196,7 +195,8 @@ class Report:
             speedups=dict(data.get("speedups") or {}),
             cumulative={n: _unkeyed(v) for n, v in data.get("cumulative", {}).items()},
             per_class={int(c): {**v, "robust": _unkeyed(v["robust"])} for c, v in data.get("per_class", {}).items()},
-            perturbation={n: _unkeyed(v) for n, v in data.get("perturbation", {}).items()},
+            perturbation={n: {float(e): {k: math.nan if x is None else x for k, x in stats.items()}
+                              for e, stats in v.items()} for n, v in data.get("perturbation", {}).items()},
             model_calls=data.get("model_calls", {}),
         )
 
@@ -328,13 +328,17 @@ class Report:
         examples.png into ``directory``, each atomically."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "report.json", json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
+        atomic_write_text(out / "report.json", json_text(self.to_dict(), indent=2))  # NaN -> null
         atomic_write_text(out / "report.md", self.to_markdown())
         if self.per_sample:
             atomic_write_text(out / "samples.csv", self.samples_csv())
+        else:  # never leave an earlier report's file beside this one
+            (out / "samples.csv").unlink(missing_ok=True)
         atomic_write_bytes(out / "robust_accuracy.png", self.plot_png())
         if plots.can_show_images(self.examples):
             atomic_write_bytes(out / "examples.png", plots.examples_png(self))
+        else:
+            (out / "examples.png").unlink(missing_ok=True)
         return out
 
 

@@ -21,6 +21,8 @@ What it spends and what it trusts:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import logging
 import sys
 import time
@@ -57,6 +59,11 @@ AttackLike = Union[str, Attack]
 AUTO_BATCH_CUDA = 4096
 AUTO_BATCH_CPU = 256
 RANDOM_MODULES = 1 << 32  #: seed part of the randomized defenses' draws (attacks use 0, 1, ...)
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
@@ -81,21 +88,26 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
             attack = from_spec(item.strip()[4:], norm=norm)
             label = attack.label
         elif isinstance(item, str):
-            name, given = parse_spec(item.strip().lower())
+            name, given = parse_spec(item.strip())
+            name = name.lower()  # names are case-insensitive, settings (True, strings) are not
             overlap = sorted(set(given) & {"norm"})
             if overlap:
                 raise InputError(f"attack {item!r}: the sweep sets {overlap[0]}: drop it from the settings")
             if name not in ATTACKS:
                 raise InputError(
-                    f"unknown attack {name!r}: known attacks are {', '.join(ATTACKS.list())}; presets "
-                    f"{', '.join(sorted(PRESETS))}; any ART evasion attack as art:Name(setting=value)"
+                    f"unknown attack {name!r}{_did_you_mean(name, [*ATTACKS.list(), *PRESETS])}: known attacks are "
+                    f"{', '.join(ATTACKS.list())}; presets {', '.join(sorted(PRESETS))}; any ART evasion attack "
+                    f"as art:Name(setting=value)"
                 )
             try:
                 attack = ATTACKS.create(name, norm=norm, **{**settings, **given})
             except TypeError as err:  # an unknown setting: the dataclass constructor names it
-                raise InputError(f"attack {item!r}: {err}; see `robustness list attacks` and the attack's "
+                cls = ATTACKS.load(name)
+                fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+                hint = "".join(_did_you_mean(k, fields) for k in given if k not in fields)
+                raise InputError(f"attack {item!r}: {err}{hint}; see `robustness list attacks` and the attack's "
                                  f"docstring for its settings") from None
-            label = name if not given else item.strip().lower().replace(" ", "")
+            label = name if not given else name + "(" + item.strip().partition("(")[2].replace(" ", "")
         elif isinstance(item, Attack):
             attack = item
             label = item.label

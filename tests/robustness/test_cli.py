@@ -55,7 +55,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
         "evaluate", "--model", "m.pt", "--arch", "small-cnn", "--mean", "0.5", "--std", "0.25",
         "--data", "mnist", "--data-dir", "/d", "--download", "--split", "train", "--attacks", "fgsm,PGD",
         "--eps", "0,8/255,0.1", "--norm", "l2", "--n", "17", "--batch-size", "33", "--device", "cpu",
-        "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet", "--strict", "--no-checks",
+        "--seed", "5", "--out", str(tmp_path), "--min-accuracy", "0.3", "--quiet", "--strict",
         "--schedule", "bisect", "--state", str(tmp_path / "state"), "--amp", "bf16", "--channels-last", "--compile",
     ])
     assert code == 0
@@ -68,11 +68,15 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33
     assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
     assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
-    assert kw["strict"] is True and kw["checks"] is False and kw["schedule"] == "bisect"
+    assert kw["strict"] is True and kw["checks"] is True and kw["schedule"] == "bisect"
     assert kw["state"] == tmp_path / "state" and kw["amp"] == "bf16"
     assert kw["channels_last"] is True and kw["compile"] is True
-    cli.main(["evaluate", "--model", "m.pt", "--batch-size", "auto", "--out", str(tmp_path), "--quiet"])
+    cli.main(["evaluate", "--model", "m.pt", "--batch-size", "auto", "--out", str(tmp_path), "--quiet", "--no-checks"])
     assert spy["evaluate"][-1][2]["batch_size"] is None and spy["evaluate"][-1][2]["state"] is None
+    assert spy["evaluate"][-1][2]["checks"] is False and spy["evaluate"][-1][2]["strict"] is False
+    calls = len(spy["evaluate"])
+    assert cli.main(["evaluate", "--model", "m.pt", "--out", str(tmp_path), "--strict", "--no-checks"]) == 2
+    assert len(spy["evaluate"]) == calls and "drop one" in capsys.readouterr().err  # a gate that could never fire
     assert json.loads((tmp_path / "report.json").read_text())["norm"] == "l2"
 
 
