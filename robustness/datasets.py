@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -76,7 +77,7 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
-# ImageFolder images are decoded as RGB; ImageNet statistics are the common choice.
+# ImageFolder images are decoded as RGB (grayscale folders as one channel); ImageNet statistics for RGB.
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 _SHAPES: dict[str, tuple[int, ...]] = {
@@ -195,8 +196,8 @@ def load_dataset(
             (``(N, C, H, W)`` or ``(N, H, W)``; ``uint8`` is divided by 255) and ``y``
             (integer labels), optionally ``num_classes`` (default ``max(y) + 1``) and ``bounds``
             (default ``(0, 1)``; the values must lie within them). For files, ``mean``/``std``
-            are computed from the file's inputs; for ``imagefolder:`` (decoded as RGB) they are
-            the ImageNet statistics.
+            are computed from the file's inputs; for ``imagefolder:`` (decoded as RGB, or as one
+            channel when the first image is grayscale) they are the ImageNet statistics (RGB).
         split: ``"train"`` or ``"test"``. ``digits`` is split with a fixed permutation
             (``numpy.random.default_rng(0)``, independent of ``seed``): first 75% train,
             the remaining 25% (450 images) test. Ignored for ``imagefolder:`` and files.
@@ -328,6 +329,34 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
     )
 
 
+def _open_image(path: str, mode: str) -> Any:
+    """An image file decoded in ``mode`` (``"L"``: grayscale, ``"RGB"``)."""
+    from PIL import Image
+
+    with open(path, "rb") as handle:
+        return Image.open(handle).convert(mode)
+
+
+class _SameSize(Dataset):
+    """An ImageFolder whose images must all have the first one's shape (batches stack them)."""
+
+    def __init__(self, dataset: Any, shape: tuple[int, ...], root: Path) -> None:
+        self.dataset, self.shape, self.root = dataset, shape, root
+        self.classes = dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        x, y = self.dataset[index]
+        if tuple(x.shape) != self.shape:
+            raise InputError(
+                f"images in {self.root} differ in size: {self.dataset.samples[0][0]} is {self.shape[-1]}x"
+                f"{self.shape[-2]}, {self.dataset.samples[index][0]} is {x.shape[-1]}x{x.shape[-2]}: resize them "
+                f"to one size first (the evaluation does not resize silently)")
+        return x, y
+
+
 def _load_imagefolder(path_text: str) -> LoadedData:
     from torchvision import datasets as tvd
     from torchvision import transforms
@@ -346,9 +375,18 @@ def _load_imagefolder(path_text: str) -> LoadedData:
     if len(dataset) == 0:
         raise InputError(f"image folder {root} has no images")
     try:
+        from PIL import Image
+
+        with Image.open(dataset.samples[0][0]) as image:  # reads the header only
+            mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+    except _READ_ERRORS as e:
+        raise InputError(f"could not decode the first image of {root}: {e}") from e
+    dataset.loader = functools.partial(_open_image, mode=mode)  # grayscale folders stay one-channel
+    try:
         first, _ = dataset[0]
     except _READ_ERRORS as e:
         raise InputError(f"could not decode the first image of {root}: {e}") from e
+    dataset = _SameSize(dataset, tuple(first.shape), root)
     channels = int(first.shape[0])
     mean, std = _IMAGENET_STATS if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
     return LoadedData(
@@ -380,8 +418,13 @@ def _load_file(path: Path) -> LoadedData:
     except InputError:
         raise
     except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if suffix == ".pt" and "numpy" in str(e):
+            raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
+                             "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
+                             "as a .npz file") from e
         raise InputError(
-            f"could not read dataset file {path}: {e}. It may be corrupt or truncated, or (for .pt) hold "
+            f"could not read dataset file {path}: {detail}. It may be corrupt or truncated, or (for .pt) hold "
             "Python objects other than tensors; save a dict {'x': tensor, 'y': tensor} with torch.save, "
             "or arrays x and y with numpy.savez"
         ) from e
@@ -397,6 +440,9 @@ def _load_file(path: Path) -> LoadedData:
         x = x.unsqueeze(1)
     if x.dim() != 4:
         raise InputError(f"x in {path} has shape {tuple(x.shape)}: expected (N, C, H, W) or (N, H, W)")
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        raise InputError(f"x in {path} has shape {tuple(x.shape)}, which looks channels-last (N, H, W, C): store "
+                         "it as (N, C, H, W), e.g. x.transpose(0, 3, 1, 2) in NumPy or x.permute(0, 3, 1, 2)")
     y = y.reshape(-1) if y.dim() == 2 and 1 in y.shape else y
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise InputError(f"y in {path} has shape {tuple(y.shape)}: expected ({x.shape[0]},), one label per input")
@@ -420,8 +466,10 @@ def _load_file(path: Path) -> LoadedData:
     bounds = (0.0, 1.0)
     if "bounds" in arrays:
         bounds = check_bounds(tuple(float(b) for b in torch.as_tensor(np.asarray(arrays["bounds"])).reshape(-1).tolist()))
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"x in {path} contains NaN or inf values: clean the data (or drop those examples)")
     lo, hi = float(x.min()), float(x.max())
-    if not (bounds[0] <= lo and hi <= bounds[1]) or x.isnan().any():
+    if not (bounds[0] <= lo and hi <= bounds[1]):
         raise InputError(
             f"x in {path} has values in [{lo:g}, {hi:g}], outside the bounds [{bounds[0]:g}, {bounds[1]:g}]: "
             "scale the inputs to [0, 1] (e.g. divide 0..255 values by 255) and keep normalization inside the model"

@@ -163,3 +163,25 @@ def test_help_lists_the_commands_and_version_prints(capsys) -> None:
     assert all(c in out for c in ("evaluate", "train", "list")) and "3 internal error" in out
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("robustness ")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("nhwc.npz", "looks channels-last"),
+    ("nan.npz", "contains NaN or inf values"),
+    ("arrays.pt", "holds NumPy arrays"),
+])
+def test_data_file_mistakes_get_one_line_that_says_what_to_do(name, message, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(4)
+    path = tmp_path / name
+    if name == "nhwc.npz":
+        np.savez(path, x=rng.random((4, 8, 8, 1), dtype=np.float32), y=y)
+    elif name == "nan.npz":
+        x = rng.random((4, 1, 8, 8), dtype=np.float32)
+        x[1, 0, 2, 3] = np.nan
+        np.savez(path, x=x, y=y)
+    else:
+        torch.save({"x": rng.random((4, 1, 8, 8), dtype=np.float32), "y": y}, path)
+    assert cli.main(["evaluate", "--data", str(path), "--out", str(tmp_path / "out"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

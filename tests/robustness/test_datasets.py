@@ -203,6 +203,28 @@ def test_imagefolder_pngs(tmp_path: Path) -> None:
         load_dataset(f"imagefolder:{tmp_path / 'empty'}")
 
 
+def test_imagefolder_keeps_grayscale_one_channel_and_refuses_mixed_sizes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for cls in ("zero", "one"):
+        (tmp_path / "gray" / cls).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, size=(8, 8), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(tmp_path / "gray" / cls / f"{i}.png")
+    data = load_dataset(f"imagefolder:{tmp_path / 'gray'}")
+    x, _ = _check_items(data, 4)
+    assert data.input_shape == (1, 8, 8) and x.shape[1] == 1
+    saved = np.asarray(Image.open(sorted((tmp_path / "gray" / "one").iterdir())[0]), dtype=np.float32) / 255
+    assert torch.allclose(data.dataset[0][0][0], torch.from_numpy(saved))  # classes sort: "one" first
+    for cls, size in (("a", (6, 5)), ("b", (7, 5))):
+        (tmp_path / "mixed" / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)).save(tmp_path / "mixed" / cls / "0.png")
+    mixed = load_dataset(f"imagefolder:{tmp_path / 'mixed'}")
+    with pytest.raises(InputError, match="differ in size.*5x6.*5x7.*resize them"):
+        mixed.dataset[1]
+
+
 # ----------------------------------------------------------------------------- files
 
 
