@@ -315,12 +315,15 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
 
 
 def _check_out(out: Path) -> None:
-    """``--out`` must be a directory we can write into: checked before any work is done."""
+    """``--out`` must be a directory we can write into (or create): checked before any work is done,
+    without creating anything (an input error later leaves no empty directory behind)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory: give a directory for the report files")
-    out.mkdir(parents=True, exist_ok=True)  # an OSError names the path (exit 2)
-    if not os.access(out, os.W_OK):
-        raise InputError(f"--out {out}: this directory is not writable by you; give another one")
+    existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {out} lies under {existing}, which is a file: give a directory for the reports")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {existing} is not writable by you; give another directory")
 
 
 def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
