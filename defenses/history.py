@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -88,9 +89,14 @@ class TrainingHistory:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingHistory:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (also of the JSON log, where NaN is written as ``null``)."""
         names = {f.name for f in fields(EpochRecord)}
-        return cls(records=[EpochRecord(**{k: v for k, v in r.items() if k in names}) for r in data["records"]],
+        numbers = {"eps", "loss", "lr", "seconds", "val_seconds"}  # never None: null in JSON means NaN
+
+        def record(r: Mapping[str, Any]) -> EpochRecord:
+            return EpochRecord(**{k: math.nan if v is None and k in numbers else v for k, v in r.items() if k in names})
+
+        return cls(records=[record(r) for r in data["records"]],
                    settings=dict(data.get("settings") or {}), stopped_early=bool(data.get("stopped_early")),
                    stop_reason=data.get("stop_reason"), restored_epoch=data.get("restored_epoch"))
 

@@ -78,6 +78,7 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
 # ImageFolder images are decoded as RGB (grayscale folders as one channel); ImageNet statistics for RGB.
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 _SHAPES: dict[str, tuple[int, ...]] = {
@@ -108,6 +109,8 @@ class LoadedData:
         mean, std: per-channel normalization statistics models trained on this data usually
             expect (not applied to the data: wrap the model in ``NormalizedModel``).
         bounds: the range of pixel values, ``(0.0, 1.0)``.
+        split: the split that was loaded (``"train"``/``"test"``), or ``None`` for sources
+            without splits (``imagefolder:`` and files), where ``split=`` is ignored.
     """
 
     name: str
@@ -117,6 +120,7 @@ class LoadedData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     bounds: tuple[float, float] = (0.0, 1.0)
+    split: str | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -194,10 +198,12 @@ def load_dataset(
         name_or_path: one of ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``,
             ``svhn``; ``imagefolder:PATH``; or a path to a ``.npz``/``.pt`` file holding ``x``
             (``(N, C, H, W)`` or ``(N, H, W)``; ``uint8`` is divided by 255) and ``y``
-            (integer labels), optionally ``num_classes`` (default ``max(y) + 1``) and ``bounds``
-            (default ``(0, 1)``; the values must lie within them). For files, ``mean``/``std``
-            are computed from the file's inputs; for ``imagefolder:`` (decoded as RGB, or as one
-            channel when the first image is grayscale) they are the ImageNet statistics (RGB).
+            (integer labels), optionally ``num_classes`` (default ``max(y) + 1``: the classes the
+            labels need, a lower bound for a model, which may have more) and ``bounds`` (default
+            ``(0, 1)``; the values must lie within them). For files, ``mean``/``std`` are computed
+            from the file's inputs; for ``imagefolder:`` (decoded as RGB, or as one channel when
+            the images are grayscale: a color image among them is then an error) they are the
+            ImageNet statistics (RGB). Images of different sizes are an error (never resized).
         split: ``"train"`` or ``"test"``. ``digits`` is split with a fixed permutation
             (``numpy.random.default_rng(0)``, independent of ``seed``): first 75% train,
             the remaining 25% (450 images) test. Ignored for ``imagefolder:`` and files.
@@ -247,15 +253,18 @@ def load_dataset(
             "imagefolder:PATH, or a path to a .npz/.pt file with arrays x and y"
         )
 
+    if data.split is None and split != "test":
+        log.info("%s has no splits: split=%r is ignored (the whole source is used)", data.name, split)
+    which = data.name if data.split is None else f"{data.name} ({data.split} split)"
     total = len(data.dataset)  # type: ignore[arg-type]
     if total == 0:
-        raise InputError(f"dataset {data.name!r} ({split} split) is empty: check the files it was read from")
+        raise InputError(f"dataset {which} is empty: check the files it was read from")
     if n is not None:
         if n > total:
             log.info("n=%d is more than the %d examples of %s: using all of them", n, total, data.name)
         perm = np.random.default_rng(seed).permutation(total)[: min(n, total)]
         data.dataset = Subset(data.dataset, perm.tolist())
-    log.debug("loaded %s (%s split): %d examples of shape %s", data.name, split, len(data), data.input_shape)
+    log.debug("loaded %s: %d examples of shape %s", which, len(data), data.input_shape)
     return data
 
 
@@ -279,6 +288,7 @@ def _load_digits(split: str) -> LoadedData:
         input_shape=(1, 8, 8),
         mean=mean,
         std=std,
+        split=split,
     )
 
 
@@ -326,15 +336,23 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
         input_shape=_SHAPES[key],
         mean=mean,
         std=std,
+        split=split,
     )
 
 
-def _open_image(path: str, mode: str) -> Any:
-    """An image file decoded in ``mode`` (``"L"``: grayscale, ``"RGB"``)."""
+def _open_image(path: str, mode: str, first: str) -> Any:
+    """An image file decoded in ``mode`` (``"L"``: grayscale, ``"RGB"``), the mode of the folder's
+    ``first`` image; a color image in a grayscale folder is an error, not silently made gray."""
     from PIL import Image
 
     with open(path, "rb") as handle:
-        return Image.open(handle).convert(mode)
+        image = Image.open(handle)
+        if mode == "L" and image.mode not in _GRAY_MODES:
+            raise InputError(
+                f"the image folder mixes grayscale and color images: {first} is grayscale (so the folder is "
+                f"decoded as 1 channel) but {path} is {image.mode}: convert them all to one mode "
+                f"(PIL's .convert('L') for 1 channel, .convert('RGB') for 3)")
+        return image.convert(mode)
 
 
 class _SameSize(Dataset):
@@ -378,10 +396,11 @@ def _load_imagefolder(path_text: str) -> LoadedData:
         from PIL import Image
 
         with Image.open(dataset.samples[0][0]) as image:  # reads the header only
-            mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+            mode = "L" if image.mode in _GRAY_MODES else "RGB"
     except _READ_ERRORS as e:
         raise InputError(f"could not decode the first image of {root}: {e}") from e
-    dataset.loader = functools.partial(_open_image, mode=mode)  # grayscale folders stay one-channel
+    # grayscale folders stay one-channel
+    dataset.loader = functools.partial(_open_image, mode=mode, first=dataset.samples[0][0])
     try:
         first, _ = dataset[0]
     except _READ_ERRORS as e:
@@ -419,7 +438,7 @@ def _load_file(path: Path) -> LoadedData:
         raise
     except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if suffix == ".pt" and "numpy" in str(e):
+        if suffix in (".pt", ".pth") and "numpy" in str(e):
             raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
                              "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
                              "as a .npz file") from e

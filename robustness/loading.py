@@ -412,13 +412,8 @@ def load_model(
         )
     if arch.lower() not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
-    kwargs: dict[str, Any] = {}
-    kwargs["num_classes"] = num_classes if num_classes is not None else _infer_num_classes(state)
-    if kwargs["num_classes"] is None:
-        kwargs["num_classes"] = min_classes
-    _check_enough_classes(path, kwargs["num_classes"], min_classes)
-    kwargs["in_channels"] = in_channels if in_channels is not None else _infer_in_channels(state)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs = _shape_kwargs(path, {}, state, num_classes=num_classes, in_channels=in_channels,
+                           min_classes=min_classes, what="state_dict")
     kwargs.update(_infer_widths(arch.lower(), state))
     net = build_architecture(arch, **kwargs)
     _load_state(net, state, arch.lower(), f"state_dict {path}")
@@ -453,15 +448,10 @@ def _from_checkpoint(
         raise _corrupt(path, f"checkpoint field missing or malformed: {e}") from e
     if arch is not None and arch.lower() != ck_arch:
         raise InputError(f"{path} is a {ck_arch!r} checkpoint but arch={arch!r} was requested: drop --arch")
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if value is None:
-            continue
-        if name in ck_kwargs and ck_kwargs[name] != value:
-            raise InputError(f"{path} was saved with {name}={ck_kwargs[name]} but {name}={value} was requested")
-        ck_kwargs[name] = value
-    if "num_classes" not in ck_kwargs and min_classes is not None:
-        ck_kwargs["num_classes"] = min_classes
-    _check_enough_classes(path, ck_kwargs.get("num_classes"), min_classes)
+    if not isinstance(state, Mapping):
+        raise _corrupt(path, "state_dict is not a dict of tensors")
+    ck_kwargs.update(_shape_kwargs(path, ck_kwargs, state, num_classes=num_classes, in_channels=in_channels,
+                                   min_classes=min_classes, what="checkpoint"))
     ck_mean, ck_std = ckpt.get("mean"), ckpt.get("std")
     if mean is not None or std is not None:
         if ck_mean is not None and (_stats(mean, "mean") != list(ck_mean) or _stats(std, "std") != list(ck_std or [])):
@@ -470,13 +460,70 @@ def _from_checkpoint(
                 f"different mean/std were requested ({mean}, {std}): drop them"
             )
         ck_mean, ck_std = mean, std
-    if not isinstance(state, Mapping):
-        raise _corrupt(path, "state_dict is not a dict of tensors")
     net = build_architecture(ck_arch, **ck_kwargs)
     _load_state(net, state, ck_arch, f"checkpoint {path}")
     bounds = ckpt.get("bounds") or (0.0, 1.0)
     return _finish(net, arch=ck_arch, source=spec, mean=ck_mean, std=ck_std, dataset=ckpt.get("dataset"),
                    bounds=(float(bounds[0]), float(bounds[1])), meta=ckpt.get("meta"), map_location=map_location)
+
+
+def _shape_kwargs(
+    path: Path,
+    recorded: Mapping[str, Any],
+    state: Mapping[str, Any],
+    *,
+    num_classes: int | None,
+    in_channels: int | None,
+    min_classes: int | None,
+    what: str,
+) -> dict[str, int]:
+    """``num_classes`` and ``in_channels`` to build the architecture with, for weights ``state``.
+
+    The model's own values win: those ``recorded`` in a checkpoint, else what the weights'
+    shapes say (the classifier's rows, the first convolution's input channels). A requested
+    value must agree with them (one clear line, not a size-mismatch dump); ``min_classes`` (the
+    data's label count) is only a lower bound, and the class count only when nothing else says.
+    """
+    saved = f"{path} was saved with" if what == "checkpoint" else f"the weights in {path} are for"
+    out: dict[str, int] = {}
+    model_classes = recorded.get("num_classes")
+    if model_classes is None:
+        model_classes = _infer_num_classes(state)
+    if num_classes is not None:
+        if model_classes is not None and model_classes != num_classes:
+            raise InputError(f"{saved} num_classes={model_classes} but num_classes={num_classes} was "
+                             f"requested: drop num_classes (data with fewer classes evaluates as it is)")
+        model_classes = num_classes
+    if model_classes is None:
+        model_classes = min_classes
+    _check_enough_classes(path, model_classes, min_classes)
+    if model_classes is not None:
+        out["num_classes"] = int(model_classes)
+    model_channels = recorded.get("in_channels")
+    if model_channels is None:
+        model_channels = _infer_in_channels(state)
+    if in_channels is not None:
+        if model_channels is not None and model_channels != in_channels:
+            raise InputError(f"{saved} in_channels={model_channels} but in_channels={in_channels} was "
+                             f"requested{_channel_hint(model_channels, in_channels)}")
+        model_channels = in_channels
+    if model_channels is not None:
+        out["in_channels"] = int(model_channels)
+    return out
+
+
+def _channel_hint(model_channels: int, data_channels: int) -> str:
+    """What to do when data with ``data_channels`` channels meets a model taking ``model_channels``."""
+    if model_channels == 1 and data_channels == 3:
+        return (": the model takes grayscale inputs and the data is RGB (imagefolder: decodes color images as "
+                "RGB); save the images in grayscale ('L' mode, e.g. PIL's .convert('L')) or give 1-channel data")
+    if model_channels == 3 and data_channels == 1:
+        return (": the model takes RGB inputs and the data is grayscale; convert the images to RGB "
+                "(PIL's .convert('RGB')) or repeat the channel (x.repeat(1, 3, 1, 1))")
+    if model_channels in (1, 3) and data_channels not in (1, 3):
+        return (f": {data_channels} channels looks like channels-last data (N, H, W, C); store the inputs as "
+                "(N, C, H, W) (x.permute(0, 3, 1, 2), or x.transpose(0, 3, 1, 2) in NumPy)")
+    return f": give data with {model_channels} channels, or the model trained on this data"
 
 
 def _check_enough_classes(path: Path, classes: int | None, needed: int | None) -> None:
@@ -515,7 +562,7 @@ def _unwrap_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[flo
 def _infer_num_classes(state: Mapping[str, Tensor]) -> int | None:
     """Rows of the last 2-D weight (the classifier)."""
     for key in reversed(list(state)):
-        if key.endswith("weight") and state[key].dim() == 2:
+        if key.endswith("weight") and isinstance(state[key], Tensor) and state[key].dim() == 2:
             return int(state[key].shape[0])
     return None
 
@@ -523,7 +570,7 @@ def _infer_num_classes(state: Mapping[str, Tensor]) -> int | None:
 def _infer_in_channels(state: Mapping[str, Tensor]) -> int | None:
     """Input channels of the first convolution."""
     for key, value in state.items():
-        if key.endswith("weight") and value.dim() == 4:
+        if key.endswith("weight") and isinstance(value, Tensor) and value.dim() == 4:
             return int(value.shape[1])
     return None
 
@@ -551,7 +598,8 @@ def _torchvision_model(name: str, num_classes: int | None, in_channels: int | No
         hint = f" (did you mean {', '.join(close)}?)" if close else "; see torchvision.models.list_models()"
         raise InputError(f"unknown torchvision model {name!r}{hint}")
     if in_channels not in (None, 3):
-        raise InputError(f"torchvision:{name} takes 3-channel inputs; in_channels={in_channels} is not supported")
+        raise InputError(f"torchvision:{name} takes 3-channel inputs; in_channels={in_channels} is not supported"
+                         f"{_channel_hint(3, in_channels)}")
     kwargs: dict[str, Any] = {"weights": None}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

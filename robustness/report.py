@@ -57,7 +57,16 @@ def _keyed(d: dict[float, Any]) -> dict[str, Any]:
 
 
 def _unkeyed(d: dict[str, Any]) -> dict[float, Any]:
-    return {float(k): v for k, v in d.items()}
+    return {float(k): _nan(v) for k, v in d.items()}
+
+
+def _nan(value: Any) -> Any:
+    """``None`` (how report.json writes NaN and infinities: standard JSON has neither) as NaN."""
+    return math.nan if value is None else value
+
+
+def _floats(d: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: _nan(v) for k, v in (d or {}).items()}
 
 
 @dataclass
@@ -168,9 +177,10 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from :meth:`to_dict` output (``report.json``)."""
+        """Rebuild a report from :meth:`to_dict` output (``report.json``); a float written as
+        ``null`` (NaN or an infinity: standard JSON has neither) reads back as NaN."""
         return cls(
-            clean_accuracy=data["clean_accuracy"],
+            clean_accuracy=_nan(data["clean_accuracy"]),
             robust_accuracy=_unkeyed(data["robust_accuracy"]),
             by_attack={n: _unkeyed(v) for n, v in data["by_attack"].items()},
             n_examples=data["n_examples"],
@@ -182,7 +192,7 @@ class Report:
             batch_size=data["batch_size"],
             device=data["device"],
             versions=data["versions"],
-            timings=data["timings"],
+            timings=_floats(data["timings"]),
             max_perturbation=_unkeyed(data["max_perturbation"]),
             num_classes=data["num_classes"],
             warnings=list(data.get("warnings", [])),
@@ -194,9 +204,10 @@ class Report:
             schedule=data.get("schedule", "ascending"),
             speedups=dict(data.get("speedups") or {}),
             cumulative={n: _unkeyed(v) for n, v in data.get("cumulative", {}).items()},
-            per_class={int(c): {**v, "robust": _unkeyed(v["robust"])} for c, v in data.get("per_class", {}).items()},
-            perturbation={n: {float(e): {k: math.nan if x is None else x for k, x in stats.items()}
-                              for e, stats in v.items()} for n, v in data.get("perturbation", {}).items()},
+            per_class={int(c): {**v, "clean": _nan(v.get("clean")), "robust": _unkeyed(v["robust"])}
+                       for c, v in data.get("per_class", {}).items()},
+            perturbation={n: {float(e): _floats(stats) for e, stats in v.items()}
+                          for n, v in data.get("perturbation", {}).items()},
             model_calls=data.get("model_calls", {}),
         )
 

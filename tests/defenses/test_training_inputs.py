@@ -152,3 +152,20 @@ def test_a_checkpoint_path_that_is_a_directory_is_refused_before_training(digits
         _trainer().fit(model, _loader(digits), epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                        checkpoint=tmp_path, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_json_history_log_is_standard_json_and_reads_back(digits, tmp_path) -> None:
+    import json
+    import math
+
+    from defenses.history import TrainingHistory
+
+    model = _net()
+    path = tmp_path / "run.state"
+    _trainer().fit(model, _loader(digits), epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                   checkpoint=path, progress=False)
+    log = json.loads((tmp_path / "run.history.json").read_text(),
+                     parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    log["records"][0]["loss"] = None  # how the log writes a NaN
+    history = TrainingHistory.from_dict(log)
+    assert math.isnan(history.records[0].loss) and "nan" in history.table()

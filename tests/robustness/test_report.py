@@ -141,3 +141,29 @@ def test_markdown_lists_checks_that_did_not_pass_first(report) -> None:
     assert md.index("`c`") < md.index("`b`") < md.index("## Robust accuracy")
     assert [c.name for c in report.checks_by_severity()] == ["c", "b", "a"]
     assert "## Per class" in md and "## Cumulative" in md
+
+
+def test_report_json_writes_null_for_nan_and_inf_and_reads_it_back_as_nan(report, tmp_path) -> None:
+    import math
+
+    from robustness.report import Check
+
+    eps = max(report.robust_accuracy)
+    report.perturbation["fgsm"][eps] = {"count": 0, "median": math.nan, "max": math.nan}  # nothing broken
+    report.max_perturbation[eps] = math.inf
+    report.timings["total"] = math.nan
+    report.by_attack["pgd"][eps] = math.nan
+    report.per_class[0]["clean"] = math.nan
+    report.checks = [Check("a", "passed", "fine")]
+    report.save(tmp_path)
+    text = (tmp_path / "report.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c} in report.json"))
+    key = repr(float(eps))
+    assert data["perturbation"]["fgsm"][key]["median"] is None and data["max_perturbation"][key] is None
+    back = Report.from_dict(data)
+    assert math.isnan(back.perturbation["fgsm"][eps]["median"]) and math.isnan(back.perturbation["fgsm"][eps]["max"])
+    assert math.isnan(back.max_perturbation[eps])  # inf has no JSON form either: null, read back as NaN
+    assert math.isnan(back.timings["total"]) and math.isnan(back.by_attack["pgd"][eps])
+    assert math.isnan(back.per_class[0]["clean"])
+    assert back.robust_accuracy == report.robust_accuracy
+    assert "n/a" in back.to_markdown()  # the markdown of a read-back report renders, NaN as n/a
