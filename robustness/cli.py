@@ -1,9 +1,11 @@
 """Command-line interface: a thin adapter over :func:`robustness.evaluate`.
 
 ``robustness evaluate`` parses arguments, loads the model and data, calls ``evaluate``,
-prints the table, writes the report and picks the exit code: 0 ok, 1 the
-``--min-accuracy`` gate failed, 2 a usage or input error (one line, no traceback).
-``robustness list attacks`` lists the registered attacks.
+prints the table, writes the report and picks the exit code: 0 ok, 1 a gate failed
+(``--min-accuracy``, or a check under ``--strict``), 2 a usage or input error (one line, no
+traceback; flags, attacks, budgets and ``--out`` are checked before any work), 3 an internal
+error (one line; ``--debug``, before or after the command, re-raises it with its traceback).
+``robustness list attacks`` lists the registered attacks and the norms each supports.
 
 Without arguments it evaluates both shipped digits models (``standard`` and ``adv-trained``)
 on the digits test split: FGSM, PGD and APGD-CE over an Linf sweep, then PGD, APGD-CE (two
@@ -16,7 +18,7 @@ than several threads, above all on a busy machine.
 ``robustness train`` (:mod:`robustness.cli_train`) is a thin adapter over
 :class:`defenses.AdversarialTrainer`: it builds the model, loaders, optimizer and a one-cycle
 learning rate, trains resumably (``OUT.state``) and writes ``OUT``, which ``robustness evaluate
---model OUT`` reads with no other flag. Exit codes: 0 ok, 2 usage or input error.
+--model OUT`` reads with no other flag. Exit codes: 0 ok, 2 usage or input error, 3 internal error.
 
 Several processes (:mod:`robustness.distributed`). Under ``torchrun --nproc_per_node=K -m robustness
 ...`` (``WORLD_SIZE`` > 1) both commands initialize the process group (gloo on the CPU; on CUDA
@@ -29,21 +31,22 @@ files, and every rank exits with rank 0's code. ``--nproc K`` does the same laun
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import os
+import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_seed
+from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
 from robustness.cli_train import _add_train_parser, _train
 from robustness.distributed import CollectiveError, torchrun_session
 from robustness.errors import InputError, RobustnessWarning
@@ -80,29 +83,47 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors on one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"robustness: error: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"robustness: error: {message}{_suggest_choice(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+def _suggest_choice(message: str) -> str:
+    """`` (did you mean 'evaluate'?)`` for argparse's "invalid choice: 'evalute' (choose from ...)"."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    close = difflib.get_close_matches(found[1], re.findall(r"'([^']*)'", found[2]), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def split_attack_list(text: str) -> list[str]:
     """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries.
 
-    Commas inside parentheses belong to an entry's settings. Registry and preset names are
-    lower-cased; ``art:`` entries keep their case (ART class names are CamelCase).
+    Commas inside parentheses belong to an entry's settings, and parentheses or commas inside
+    quoted strings belong to the string. Registry and preset names (the text before ``(``) are
+    lower-cased, settings never (``True``, ``None``, strings keep their case); ``art:`` entries
+    keep their case (ART class names are CamelCase).
     """
-    parts, depth, current = [], 0, []
+    parts, depth, current, quote, escaped = [], 0, [], "", False
     for ch in text:
-        if ch == "(":
+        if quote:  # inside a string: only its closing quote matters (not an escaped one)
+            quote = "" if ch == quote and not escaped else quote
+            escaped = ch == "\\" and not escaped
+        elif ch in "'\"" and depth > 0:
+            quote = ch
+        elif ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
             if depth < 0:
                 raise InputError(f"--attacks: unbalanced ')' in {text!r}")
-        if ch == "," and depth == 0:
+        if ch == "," and depth == 0 and not quote:
             parts.append("".join(current))
             current = []
         else:
             current.append(ch)
+    if quote:
+        raise InputError(f"--attacks: unclosed string ({quote}) in {text!r}")
     if depth != 0:
         raise InputError(f"--attacks: unbalanced '(' in {text!r}")
     parts.append("".join(current))
@@ -123,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with no arguments: the shipped digits models on the digits data). Exit codes: 0 ok, 1 a gate failed "
         "(--min-accuracy, --strict), 2 usage or input error, 3 internal error."),
         epilog="`robustness COMMAND --help` lists a command's options; `robustness --version` the version.")
+    parser.add_argument("--version", action="version", version=f"robustness {_version()}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     ev = sub.add_parser("evaluate", help="robust accuracy per budget (the default command)")
     ev.add_argument("--model", default=None,
@@ -145,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(art:DeepFool(max_iter=20)); see `robustness list attacks`. Default: "
                          "fgsm,pgd,apgd-ce for linf and pgd,apgd-ce(restarts=2),cw for l2")
     ev.add_argument("--eps", default=None, help="comma-separated budgets, fractions allowed: 0,2/255,8/255")
-    ev.add_argument("--norm", default=None, choices=list(NORMS),
+    ev.add_argument("--norm", default=None, choices=list(NORMS), type=str.lower,
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
     ev.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of n examples")
     ev.add_argument("--batch-size", type=_batch_size, default=None,
@@ -173,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
     add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
-    ls = sub.add_parser("list", help="list registered plug-ins")
+    ls = sub.add_parser("list", help="list registered plug-ins (attacks, with the norms each supports)")
     ls.add_argument("what", choices=["attacks"])
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
@@ -222,15 +244,82 @@ def _state_dir(state: str | None, label: str | None, norm: str, several: bool) -
 
 
 def _floats(text: str | None, flag: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(Fraction(p.strip())) for p in text.split(",") if p.strip()]
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise InputError(f"{flag}: expected comma-separated finite numbers, got {text!r}")
-    return values
+    return None if text is None else parse_floats(text, flag)
+
+
+def _attack_norms(name: str) -> list[str]:
+    """The norms the registered attack ``name`` builds for with its default settings."""
+    out = []
+    for norm in NORMS:
+        try:
+            ATTACKS.create(name, norm=norm)
+        except Exception:  # noqa: BLE001 - any plug-in's refusal (InputError, ValueError, ...) means "not this norm"
+            continue
+        out.append(norm)
+    return out
+
+
+def _check_attacks(sweep: _Sweep, norm_given: bool) -> None:
+    """Every attack of ``sweep`` builds for its norm; a registered attack that lacks the norm gets
+    a message in the CLI's words (``--norm l2``), not the attack class's (``norm='l2'``)."""
+    for spec in sweep.attacks:
+        name = spec.partition("(")[0].strip()
+        if name.startswith("art:") or name not in ATTACKS:
+            continue
+        norms = _attack_norms(name)
+        if norms and sweep.norm not in norms:
+            others = [n for n in ATTACKS.list() if sweep.norm in _attack_norms(n)]
+            raise InputError(
+                f"--attacks {name}: {name} is an {' and '.join(norms)} attack and this sweep is {sweep.norm}"
+                f"{'' if norm_given else ' (the default --norm)'}: add --norm {norms[0]}, or use an {sweep.norm} "
+                f"attack ({', '.join(others)})")
+    runner.resolve_attacks(sweep.attacks, sweep.norm)  # unknown names and settings: the runner's messages
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    """Everything about ``evaluate``'s flags that needs no data or model: checked before any work,
+    and before ``--nproc`` starts its workers (a bad attack is then one line, not a failed launch)."""
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
+    if args.strict and args.no_checks:
+        raise InputError("--strict needs the sanity checks (it fails on their warnings) and --no-checks skips "
+                         "them: drop one")
+    if (args.mean is None) != (args.std is None):
+        raise InputError("--mean and --std go together: give both (the model's per-channel normalization), "
+                         "or neither")
+    if args.model is None and any(v is not None for v in (args.arch, args.mean, args.std)):
+        raise InputError("--arch, --mean and --std describe a --model: the shipped models record theirs; drop them "
+                         "or pass --model")
+    _floats(args.mean, "--mean")
+    _floats(args.std, "--std")
+    parse_device(args.device)
+    for sweep in _sweeps(args, args.data):
+        _check_attacks(sweep, norm_given=args.norm is not None)
+    if not _torchrun_rank():
+        _check_out(Path(args.out))
+
+
+def _eps_labels(budgets: Iterable[float]) -> dict[float, str]:
+    """Each budget's label: :func:`format_eps`'s short form, with more digits where two budgets
+    would print alike (``0.1`` and ``0.1000001``)."""
+    ordered = sorted(set(budgets))
+    labels = {e: format_eps(e) for e in ordered}
+    digits = 7
+    while len(set(labels.values())) < len(ordered) and digits <= 17:
+        labels = {e: f"{e:.{digits}g}" for e in ordered}
+        digits += 1
+    return labels if len(set(labels.values())) == len(ordered) else {e: repr(e) for e in ordered}
+
+
+def _table(report: Report) -> str:
+    """:meth:`Report.table` with budget labels that tell every row apart."""
+    text = report.table()
+    budgets = sorted(report.robust_accuracy)
+    labels = _eps_labels(budgets)
+    rows = text.splitlines()
+    if all(labels[e] == format_eps(e) for e in budgets) or len(rows) != 2 + len(budgets):
+        return text  # nothing to relabel (or a layout this does not know: left as it is)
+    return "\n".join(rows[:2] + [f"| {labels[e]} |" + row.split("|", 2)[2] for e, row in zip(budgets, rows[2:])])
 
 
 def _version() -> str:
@@ -243,12 +332,7 @@ def _version() -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
-        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
-    if args.strict and args.no_checks:
-        raise InputError("--strict fails on the sanity checks' warnings, and --no-checks skips them: drop one")
-    if not _torchrun_rank():
-        _check_out(Path(args.out))
+    _check_evaluate(args)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
         data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
@@ -276,12 +360,18 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     only rank 0 writes reports and prints (every rank returns the same exit code)."""
     sweeps = _sweeps(args, data.name)
     width = data.bounds[1] - data.bounds[0]
+    diameter = width * math.sqrt(math.prod(data.input_shape))  # the L2 distance between opposite corners
     for sweep in sweeps:
         top = max(sweep.epsilons)
         if sweep.norm == "linf" and top >= width:
             warnings.warn(f"--eps {format_eps(top)} in Linf covers the whole input range {list(data.bounds)}: any "
                           f"input can become any image, so robust accuracy is 0 by construction; for 0-255 "
                           f"pixel units write the budget as a fraction, e.g. 8/255", RobustnessWarning, stacklevel=2)
+        elif sweep.norm == "l2" and top >= diameter:
+            warnings.warn(f"--eps {format_eps(top)} in L2 is at least the distance between any two inputs of shape "
+                          f"{tuple(data.input_shape)} in {list(data.bounds)} ({diameter:.4g}): any input can become "
+                          f"any image, so robust accuracy is 0 by construction; for 0-255 pixel units divide the "
+                          f"budget by 255", RobustnessWarning, stacklevel=2)
     failed = False
     for sweep in sweeps:
         results: list[tuple[str | None, Report, Path, bool]] = []
@@ -339,7 +429,7 @@ def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
 
 def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: bool, label: str | None = None) -> str:
     """One line per evaluation: clean and worst-case accuracy, size, time, where it went, what failed."""
-    top = format_eps(max(report.robust_accuracy))
+    top = _eps_labels(report.robust_accuracy)[max(report.robust_accuracy)]
     line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
             f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
             f"{report.timings['total']:.1f} s) -> {out}")
@@ -349,7 +439,7 @@ def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: boo
         line += f"  FAILED checks: {', '.join(c.name for c in report.failed_checks)}"
     warned = [c.name for c in report.checks if c.status == "warning"]
     if warned:
-        line += f"  check warning{'s' if len(warned) > 1 else ''}: {', '.join(warned)} (see report.md)"
+        line += f"  {len(warned)} check warning{'s' if len(warned) > 1 else ''}: {', '.join(warned)} (see report.md)"
     return line
 
 
@@ -361,7 +451,7 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
         for w in report.warnings:
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
-        print(report.table())
+        print(_table(report))
     print(line)
 
 
@@ -388,18 +478,20 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                     print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
         print("|" + "---:|" * (1 + len(labels)))
+        eps_labels = _eps_labels(e for _, r, _, _ in results for e in r.robust_accuracy)
         for eps in sorted(first.robust_accuracy):
             cells = [f"{100 * r.robust_accuracy[eps]:.1f}%" if eps in r.robust_accuracy else "-"
                      for _, r, _, _ in results]
-            print(f"| {format_eps(eps)} | " + " | ".join(cells) + " |")
+            print(f"| {eps_labels[eps]} | " + " | ".join(cells) + " |")
     for label, report, out, gate in results:
         print(_summary_line(report, out, args, gate, label))
 
 
 def _list(args: argparse.Namespace) -> int:
+    print(f"{'attack':10s} {'norms':8s} description (its settings: the class docstring)")
     for name in ATTACKS.list():
         doc = (ATTACKS.load(name).__doc__ or "").strip().splitlines()
-        print(f"{name:10s} {doc[0] if doc else ''}")
+        print(f"{name:10s} {','.join(_attack_norms(name)) or '?':8s} {doc[0] if doc else ''}")
     print("\npresets (usable wherever an attack list is):")
     for name, entries in sorted(PRESETS.items()):
         print(f"{name:10s} " + ", ".join(n + (f"({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
@@ -419,8 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--version"]:
         print(f"robustness {_version()}")
         return 0
+    debug = False
+    while argv[:1] == ["--debug"]:  # `robustness --debug list attacks`: global, before the command
+        debug, argv = True, argv[1:]
     if not argv or argv[0].startswith("-"):
         argv = ["evaluate", *argv]
+    if debug:
+        argv = [argv[0], "--debug", *argv[1:]]
     args = build_parser().parse_args(argv)
     args.argv = argv
     quiet = getattr(args, "quiet", False)
@@ -458,6 +555,8 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
         if nproc is not None and nproc != 1:
             from robustness.launch import relaunch
 
+            if args.command == "evaluate":  # a bad flag is one line here, not a failed launch of K workers
+                _check_evaluate(args)
             return relaunch(args.argv, nproc), None
         if args.command == "list":
             return _list(args), None
@@ -466,8 +565,8 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
         return _evaluate(args), None
     except InputError as e:
         return 2, str(e)
-    except CollectiveError as e:  # another rank failed first (torchrun): say so in one line
-        return 1, str(e)
+    except CollectiveError as e:  # another rank failed first (torchrun): one line, and never 1 (the gate's code)
+        return 3, str(e)
     except BrokenPipeError:  # `robustness list attacks | head`: the reader left; say nothing, like a Unix tool
         try:  # Python's own flush of stdout at exit would raise again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,22 +1,26 @@
 """Argument helpers that ``robustness evaluate`` and ``robustness train`` share: budgets,
-``--device`` and ``--nproc``. Each raises :class:`robustness.errors.InputError` with what to type
-instead.
+number lists (``--mean``/``--std``), ``--device``, ``--seed`` and ``--nproc``. Each raises
+:class:`robustness.errors.InputError` (or argparse's ``ArgumentTypeError``) with what to type
+instead: a value that overflows a float (``1e400``) is an input error, never an ``OverflowError``.
 
 Example::
 
     parse_epsilons("0,2/255,8/255")  # [0.0, 0.00784..., 0.03137...]
+    parse_floats("0.5,0.25", "--std")  # [0.5, 0.25]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from fractions import Fraction
 
 import torch
 
 from robustness.errors import InputError
 
-__all__ = ["add_nproc", "parse_device", "parse_epsilons", "parse_seed"]
+__all__ = ["add_nproc", "parse_device", "parse_epsilons", "parse_floats", "parse_seed"]
 
 
 def parse_epsilons(text: str) -> list[float]:
@@ -38,6 +42,26 @@ def parse_epsilons(text: str) -> list[float]:
     return values
 
 
+def parse_floats(text: str, flag: str) -> list[float]:
+    """``"0.5, 1/4"`` -> ``[0.5, 0.25]`` for ``flag``; non-numbers and non-finite values are input errors."""
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(Fraction(part))
+        except OverflowError:
+            raise InputError(f"{flag}: {part!r} is too large for a float; give finite numbers") from None
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"{flag}: {part!r} is not a number; give numbers, e.g. 0.5,0.25") from None
+        if not math.isfinite(value):  # unreachable through Fraction, kept for safety
+            raise InputError(f"{flag}: {part!r} is not finite; give finite numbers")
+        values.append(value)
+    if not values:
+        raise InputError(f"{flag}: give at least one number, e.g. {flag} 0.5")
+    return values
+
+
 def add_nproc(parser: argparse.ArgumentParser, what: str) -> None:
     """Adds ``--nproc K`` (run in K processes through torchrun) to ``parser``."""
     parser.add_argument("--nproc", type=int, default=None, metavar="K",
@@ -47,17 +71,20 @@ def add_nproc(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def parse_device(text: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``--device``: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Anything else (``meta``, ``tpu``, ``cpu:3``, ``cuda:-1``) is an :class:`InputError`.
+    """
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device: unknown device {text!r} (use auto, cpu, cuda or cuda:N)") from None
+    if not isinstance(text, str) or not re.fullmatch(r"cpu|cuda(:[0-9]{1,6})?", text):
+        raise InputError(f"--device: unknown device {text!r} (use auto, cpu, cuda or cuda:N)")
+    device = torch.device(text)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0; use --device cuda or cuda:N with a smaller N")
     return device
 
 

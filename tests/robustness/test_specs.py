@@ -77,3 +77,19 @@ def test_registry_attacks_take_settings_from_text() -> None:
 def test_bad_settings_of_registry_attacks_are_clear_errors(spec, message) -> None:
     with pytest.raises(InputError, match=message):
         resolve_attacks([spec], "linf")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pgd", "PGD", "Apgd-CE", "fgsm"]),
+                          st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,6}", fullmatch=True)
+                                          .filter(lambda k: not keyword.iskeyword(k)),
+                                          st.one_of(st.booleans(), st.none(), st.text("(),'\"\\ aZ", max_size=6)),
+                                          max_size=3)),
+                min_size=1, max_size=3))
+def test_attack_lists_split_on_top_level_commas_and_keep_the_settings_as_written(entries) -> None:
+    """Only the names are lower-cased; True/None and strings holding '(', ')', ',' or quotes survive."""
+    from robustness.cli import split_attack_list
+
+    specs = [name + "(" + ", ".join(f"{k}={v!r}" for k, v in settings.items()) + ")" for name, settings in entries]
+    parts = split_attack_list(",".join(specs))
+    assert [parse_spec(p) for p in parts] == [(name.lower(), settings) for name, settings in entries]
+    assert all(p.partition("(")[2] == s.partition("(")[2] for p, s in zip(parts, specs))

@@ -1,0 +1,248 @@
+"""What a review of `robustness evaluate` / `robustness list` found: flags checked before any work
+(and before --nproc launches workers), messages in the CLI's words, exit codes that never say
+"gate failed" for a crash, budgets printed so that rows differ, and discoverable commands.
+
+Most tests stub the library (``runner.evaluate``, ``load_model``, ``load_dataset``) so that they
+check the CLI alone and run in milliseconds; one runs a subprocess as the console script does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from robustness import cli
+from robustness.distributed import CollectiveError
+from robustness.errors import RobustnessWarning
+from robustness.report import Check, Report
+
+
+def _report(epsilons: list[float], norm: str = "linf", checks: list[Check] | None = None) -> Report:
+    acc = {e: 1.0 - e for e in epsilons}
+    return Report(
+        clean_accuracy=1.0, robust_accuracy=acc, by_attack={"fgsm": dict(acc)}, n_examples=4, epsilons=epsilons,
+        norm=norm, bounds=(0.0, 1.0), attacks={"fgsm": "FGSM()"}, seed=0, batch_size=4, device="cpu",
+        versions={}, timings={"total": 0.1}, max_perturbation={e: e for e in epsilons if e}, num_classes=10,
+        checks=checks or [],
+    )
+
+
+@pytest.fixture()
+def stub(monkeypatch):
+    """The CLI with the library stubbed: records what it is asked to load, evaluate and launch."""
+    calls: dict[str, list] = {"model": [], "evaluate": [], "relaunch": []}
+    data = SimpleNamespace(name="digits", dataset="DATA", num_classes=10, input_shape=(1, 8, 8), bounds=(0.0, 1.0))
+    model = SimpleNamespace(model="MODEL", source="m.pt")
+
+    def load_model(spec, **kw):
+        calls["model"].append(spec)
+        return model
+
+    def evaluate(model, dataset, **kw):
+        calls["evaluate"].append(kw)
+        return _report(sorted(set(kw["epsilons"])), kw["norm"])
+
+    def relaunch(argv, nproc):
+        calls["relaunch"].append((argv, nproc))
+        return 0
+
+    import robustness.launch
+
+    monkeypatch.setattr(cli.datasets, "load_dataset", lambda name, **kw: data)
+    monkeypatch.setattr(cli.loading, "load_model", load_model)
+    monkeypatch.setattr(cli.loading, "default_model", lambda: model)
+    monkeypatch.setattr(cli.runner, "evaluate", evaluate)
+    monkeypatch.setattr(robustness.launch, "relaunch", relaunch)
+    return calls
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# 1. attack settings keep their case; quotes protect parentheses and commas ------------------------
+
+def test_parentheses_and_commas_inside_quoted_settings_belong_to_the_string() -> None:
+    assert cli.split_attack_list("PGD(random_start=False, loss='a(b,c'),FGSM") == [
+        "pgd(random_start=False, loss='a(b,c')", "fgsm"]
+    assert cli.split_attack_list(r"""pgd(x="it's", y='q\'(' ),fgsm""") == [r"""pgd(x="it's", y='q\'(' )""", "fgsm"]
+    with pytest.raises(cli.InputError, match="unclosed string"):
+        cli.split_attack_list("pgd(loss='margin)")
+
+
+# 2. crashes never exit 1; flags that would crash are input errors --------------------------------
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--device", "cpu:3"], "unknown device 'cpu:3'"),
+    (["--device", "meta"], "unknown device 'meta'"),
+    (["--mean", "1e400", "--std", "1"], "--mean: '1e400' is too large for a float"),
+    (["--mean", "0.5", "--std", "1/0"], "--std: '1/0' is not a number"),
+])
+def test_flags_that_would_crash_exit_2_on_one_line(flags, message, stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--out", str(tmp_path), "--quiet", *flags], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert stub["evaluate"] == [] and stub["model"] == []  # refused before anything was loaded
+
+
+def test_a_lost_rank_is_not_the_gate_code_and_debug_works_before_the_command(monkeypatch, tmp_path, capsys) -> None:
+    def lost(args):
+        raise CollectiveError("rank 0 lost the other ranks while gathering")
+
+    monkeypatch.setattr(cli, "_evaluate", lost)
+    code, _, err = _run(["evaluate", "--out", str(tmp_path)], capsys)
+    assert code == 3 and "lost the other ranks" in err
+    monkeypatch.setattr(cli, "_list", lambda args: 1 / 0)
+    assert _run(["list", "attacks"], capsys)[0] == 3
+    with pytest.raises(ZeroDivisionError):  # `--debug` given before the command re-raises too
+        cli.main(["--debug", "list", "attacks"])
+
+
+# 3. --out before any work; the table is printed before the files are written ----------------------
+
+def test_the_table_is_printed_even_when_saving_fails(stub, monkeypatch, tmp_path, capsys) -> None:
+    def full_disk(self, directory):
+        raise OSError(28, "No space left on device", str(directory))
+
+    monkeypatch.setattr(Report, "save", full_disk)
+    code, out, err = _run(["evaluate", "--model", "m.pt", "--eps", "0,0.1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "No space left" in err
+    assert "| 0.1 |" in out and "worst case at eps=0.1" in out  # the results reached the terminal
+
+
+# 5. --strict needs the checks -----------------------------------------------------------------------
+
+def test_strict_without_checks_is_a_usage_error(stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--out", str(tmp_path), "--strict", "--no-checks"], capsys)
+    assert code == 2 and "--strict needs the sanity checks" in err and stub["evaluate"] == []
+
+
+# 6. --quiet still counts the check warnings; Python warnings print once on one line -----------------
+
+def test_quiet_counts_check_warnings_and_python_warnings_print_once(stub, monkeypatch, tmp_path, capsys) -> None:
+    def evaluate(model, dataset, **kw):
+        warnings.warn("the model is in training mode", RobustnessWarning)
+        warnings.warn("the model is in training mode", RobustnessWarning)  # another line, same text
+        return _report([0.0, 0.1], checks=[Check("convergence", "warning", "a"), Check("black-box", "warning", "b"),
+                                           Check("zero-gradients", "passed", "ok")])
+
+    monkeypatch.setattr(cli.runner, "evaluate", evaluate)
+    code, out, err = _run(["evaluate", "--model", "m.pt", "--eps", "0,0.1", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "2 check warnings: convergence, black-box (see report.md)" in out and "zero-gradients" not in out
+    assert err.count("warning: the model is in training mode") == 1
+    assert "RobustnessWarning" not in err and "warnings.warn" not in err
+
+
+# 7. messages in the CLI's words; --nproc checks the flags before it launches -----------------------
+
+def test_an_l2_attack_in_an_linf_sweep_says_which_flag_to_add(stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--attacks", "fgsm,cw", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--norm l2" in err and "norm='l2'" not in err and "(the default --norm)" in err
+    assert stub["model"] == [] and stub["evaluate"] == []
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--attacks", "cw", "--norm", "l2", "--eps", "0,1",
+                         "--out", str(tmp_path)], capsys)
+    assert code == 0 and stub["evaluate"][-1]["attacks"] == ["cw"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--model", "m.pt", "--mean", "0.3"], "--mean and --std go together"),
+    (["--model", "m.pt", "--std", "0.3"], "--mean and --std go together"),
+    (["--mean", "0.3", "--std", "0.2"], "--arch, --mean and --std describe a --model"),  # shipped models
+])
+def test_normalization_flags_are_named_and_checked_first(flags, message, stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", *flags, "--out", str(tmp_path)], capsys)
+    assert code == 2 and message in err and stub["model"] == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--attacks", "pgdd"], "did you mean 'pgd'"),
+    (["--attacks", "pgd(stepz=5)"], "did you mean 'steps'"),
+    (["--eps", "0,x"], "not a number"),
+    (["--min-accuracy", "2"], "fraction"),
+])
+def test_nproc_checks_the_flags_before_launching_workers(flags, message, stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", "--nproc", "2", "--model", "m.pt", *flags, "--out", str(tmp_path)], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert stub["relaunch"] == []
+    afile = tmp_path / "afile"
+    afile.write_text("hi")
+    code, _, err = _run(["evaluate", "--nproc", "2", "--model", "m.pt", "--out", str(afile)], capsys)
+    assert code == 2 and "is a file" in err and stub["relaunch"] == []
+    assert _run(["evaluate", "--nproc", "2", "--model", "m.pt", "--out", str(tmp_path)], capsys)[0] == 0
+    assert len(stub["relaunch"]) == 1
+
+
+# 8. a factory next to the user's files, run as the console script runs (no cwd on sys.path) --------
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no cwd on sys.path) is 3.11+")
+def test_a_factory_in_the_current_directory_imports_without_cwd_on_sys_path(tmp_path) -> None:
+    (tmp_path / "user_models_q8.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n"
+        "def broken():\n    raise ValueError('bad config')\n")
+    base = [sys.executable, "-P", "-m", "robustness", "evaluate", "--n", "8", "--attacks", "fgsm", "--eps", "0,0.1",
+            "--no-checks", "--quiet", "--out", "out"]  # -P: like a console script, the cwd is not on sys.path
+    ok = subprocess.run([*base, "--model", "user_models_q8:make"], cwd=tmp_path, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
+    bad = subprocess.run([*base, "--model", "user_models_q8:broken"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "user_models_q8:broken" in bad.stderr and "bad config" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+# 9. budgets that cover the whole input range ----------------------------------------------------
+
+def test_an_l2_budget_beyond_the_input_diameter_warns_once(stub, tmp_path, capsys) -> None:
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--norm", "l2", "--eps", "0,9", "--out", str(tmp_path),
+                         "--quiet"], capsys)  # 1x8x8 inputs in [0, 1]: no two lie more than 8 apart
+    lines = [ln for ln in err.splitlines() if "--eps 9 in L2" in ln]
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("warning: ") and "255" in lines[0]
+    _, _, err = _run(["evaluate", "--model", "m.pt", "--norm", "l2", "--eps", "0,7", "--out", str(tmp_path),
+                      "--quiet"], capsys)
+    assert "in L2" not in err
+
+
+# 10. budgets print with the digits that tell them apart ----------------------------------------
+
+def test_budgets_that_round_alike_get_enough_digits(stub, tmp_path, capsys) -> None:
+    code, out, _ = _run(["evaluate", "--model", "m.pt", "--eps", "0,0.1,0.1000001", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| 0")]
+    assert rows == ["0", "0.1", "0.1000001"] and "worst case at eps=0.1000001" in out
+    assert cli._eps_labels([8 / 255, 0.3]) == {8 / 255: "0.0313725", 0.3: "0.3"}  # the short form when it suffices
+    code, out, _ = _run(["--eps", "0,0.1,0.1000001", "--out", str(tmp_path)], capsys)  # both shipped models
+    assert code == 0 and "| 0.1000001 |" in out and "| 0.1 |" in out
+
+
+# 11. discoverability ----------------------------------------------------------------------------
+
+def test_list_attacks_shows_the_norms_each_supports(capsys) -> None:
+    assert cli.main(["list", "attacks"]) == 0
+    rows = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines() if len(ln.split()) > 1}
+    assert rows["cw"] == "l2" and rows["pgd"] == "linf,l2" and rows["fgsm"] == "linf,l2"
+
+
+def test_help_shows_the_version_flag_and_misspelt_commands_get_a_suggestion(capsys) -> None:
+    assert cli.main(["--help"]) == 0
+    assert "--version" in capsys.readouterr().out
+    code, _, err = _run(["evalute"], capsys)
+    assert code == 2 and "did you mean 'evaluate'?" in err
+    code, _, err = _run(["list", "attack"], capsys)
+    assert code == 2 and "did you mean 'attacks'?" in err
+
+
+def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
+    code, _, _ = _run(["evaluate", "--model", "m.pt", "--norm", "L2", "--eps", "0,1", "--out", str(tmp_path)], capsys)
+    assert code == 0 and stub["evaluate"][-1]["norm"] == "l2"
+
