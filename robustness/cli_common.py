@@ -25,20 +25,12 @@ __all__ = ["add_nproc", "parse_device", "parse_epsilons", "parse_floats", "parse
 
 def parse_epsilons(text: str) -> list[float]:
     """``"0,2/255,0.1"`` -> ``[0.0, 0.00784..., 0.1]``; raises :class:`InputError` on bad values."""
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise InputError(f"--eps: {part!r} is not a number (or not finite; use e.g. 0.1 or 8/255, comma "
-                             "separated)") from None
-        if value < 0:
-            raise InputError(f"--eps: budgets must be >= 0, got {part}")
-        values.append(value)
-    if not values:
+    if not text.strip(" ,"):
         raise InputError("--eps: give at least one budget, e.g. --eps 0,2/255,8/255")
+    values = parse_floats(text, "--eps")
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise InputError(f"--eps: budgets must be >= 0, got {negative[0]:g}")
     return values
 
 

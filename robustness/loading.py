@@ -485,31 +485,23 @@ def _shape_kwargs(
     data's label count) is only a lower bound, and the class count only when nothing else says.
     """
     saved = f"{path} was saved with" if what == "checkpoint" else f"the weights in {path} are for"
-    out: dict[str, int] = {}
-    model_classes = recorded.get("num_classes")
-    if model_classes is None:
-        model_classes = _infer_num_classes(state)
-    if num_classes is not None:
-        if model_classes is not None and model_classes != num_classes:
-            raise InputError(f"{saved} num_classes={model_classes} but num_classes={num_classes} was "
-                             f"requested: drop num_classes (data with fewer classes evaluates as it is)")
-        model_classes = num_classes
-    if model_classes is None:
-        model_classes = min_classes
-    _check_enough_classes(path, model_classes, min_classes)
-    if model_classes is not None:
-        out["num_classes"] = int(model_classes)
-    model_channels = recorded.get("in_channels")
-    if model_channels is None:
-        model_channels = _infer_in_channels(state)
-    if in_channels is not None:
-        if model_channels is not None and model_channels != in_channels:
-            raise InputError(f"{saved} in_channels={model_channels} but in_channels={in_channels} was "
-                             f"requested{_channel_hint(model_channels, in_channels)}")
-        model_channels = in_channels
-    if model_channels is not None:
-        out["in_channels"] = int(model_channels)
-    return out
+
+    def pick(name: str, own: int | None, requested: int | None, advice: str) -> int | None:
+        """``own``: what the model says (recorded, else the weights' shapes); a request must agree."""
+        if requested is not None and own is not None and own != requested:
+            raise InputError(f"{saved} {name}={own} but {name}={requested} was requested{advice}")
+        return requested if requested is not None else own
+
+    own_classes = recorded.get("num_classes", _infer_num_classes(state))
+    classes = pick("num_classes", own_classes, num_classes,
+                   ": drop num_classes (data with fewer classes evaluates as it is)")
+    if classes is None:
+        classes = min_classes
+    _check_enough_classes(path, classes, min_classes)
+    own_channels = recorded.get("in_channels", _infer_in_channels(state))
+    advice = _channel_hint(own_channels, in_channels) if own_channels and in_channels else ""
+    channels = pick("in_channels", own_channels, in_channels, advice)
+    return {k: int(v) for k, v in (("num_classes", classes), ("in_channels", channels)) if v is not None}
 
 
 def _channel_hint(model_channels: int, data_channels: int) -> str:

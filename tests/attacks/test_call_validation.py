@@ -19,6 +19,7 @@ from attacks import APGD, FGSM, PGD, CarliniWagnerL2, Square
 from attacks.base import MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
+from tests.counting import Counting
 
 N = 16
 
@@ -71,17 +72,6 @@ class NoGrad(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model(x)
-
-
-class Counting(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -23,19 +23,7 @@ from defenses import (
     gradient_mode,
 )
 from robustness.errors import InputError
-
-
-class Counting(nn.Module):
-    """Counts forward calls of the wrapped model (test instrumentation)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
+from tests.counting import Counting
 
 
 class SquaredBitDepth(BitDepth):

@@ -109,7 +109,7 @@ def test_min_accuracy_gate_exits_1(spy, tmp_path, capsys) -> None:
         (["--min-accuracy", "3"], "fraction"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
         (["--device", "cpu:1"], "unknown device"),
-        (["--eps", "0,1e400"], "not finite"),
+        (["--eps", "0,1e400"], "give finite numbers"),
         (["--model", "m.pt", "--mean", "0.5", "--std", "1e999"], "too large for a float"),
         (["--attacks", "pgd(loss='margin"], "unclosed string"),
         (["--norm", "l3"], "invalid choice"),

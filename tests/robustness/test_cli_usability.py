@@ -74,7 +74,7 @@ def test_report_json_is_standard_json_and_reads_back(digits_test, tmp_path) -> N
 @pytest.mark.parametrize(("flags", "message"), [
     (["--seed", "-1"], "a seed must lie in [0, 2**63)"),
     (["--seed", "99999999999999999999"], "a seed must lie in [0, 2**63)"),
-    (["--eps", "0,1e400"], "not finite"),
+    (["--eps", "0,1e400"], "give finite numbers"),
     (["--device", "meta"], "unknown device 'meta'"),
     (["--strict", "--no-checks"], "drop one"),
 ])

@@ -34,22 +34,10 @@ from robustness.loading import DEFAULT_MODEL_PATH
 from robustness.records import BatchRecord
 from robustness.report import Report
 from robustness.state import META, STALE_SECONDS, EvaluationState, model_fingerprint
+from tests.counting import Counting
 from tests.damage import KINDS, damage_file
 
 SETTINGS: dict[str, Any] = dict(attacks=["fgsm", "pgd"], epsilons=[0, 0.05, 0.1], batch_size=16, progress=False)
-
-
-class Counting(nn.Module):
-    """Forwards to ``model`` and counts the samples it is called on."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.samples = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.samples += x.shape[0]
-        return self.model(x)
 
 
 def _comparable(report: Report) -> str:
