@@ -134,7 +134,8 @@ def _read_outcomes(directory: Path) -> dict[int, dict[str, Any]]:
 
 
 def _exit_code(returncode: int, outcomes: dict[int, dict[str, Any]]) -> int:
-    """0/1/2 as one process would have exited: an input error on any rank, else rank 0's code."""
+    """0/1/2/3 as one process would have exited: an input error on any rank, else rank 0's code; a
+    rank that crashed without recording a code is an internal error (3), never the gate's 1."""
     errors = [outcomes[r] for r in sorted(outcomes) if outcomes[r]["code"] == 2]
     if errors:
         seen: list[str] = []
@@ -150,8 +151,8 @@ def _exit_code(returncode: int, outcomes: dict[int, dict[str, Any]]) -> int:
         code = int(outcomes[0]["code"])
         if outcomes[0].get("message"):
             sys.stderr.write(f"robustness: error: {outcomes[0]['message']}\n")
-        return code if code != 0 or returncode == 0 else 1
-    return returncode if returncode > 0 else (1 if returncode < 0 else 0)
+        return code if code != 0 or returncode == 0 else 3
+    return 0 if returncode == 0 else 3
 
 
 def _torchrun(argv: Sequence[str]) -> int:

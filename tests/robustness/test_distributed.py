@@ -261,5 +261,6 @@ def test_exit_code_of_a_launch(capsys) -> None:
     assert capsys.readouterr().err == "robustness: error: bad x\n"
     both = {r: {"rank": r, "code": 2, "message": "same"} for r in (0, 1)}
     assert launch._exit_code(1, both) == 2 and capsys.readouterr().err.count("same") == 1
-    assert launch._exit_code(1, {}) == 1  # a crash: no rank recorded anything
-    assert launch._exit_code(1, {0: {**ok, "rank": 0}}) == 1  # rank 0 fine, another rank crashed
+    assert launch._exit_code(1, {}) == 3  # a crash: no rank recorded anything (not 1, the gate's code)
+    assert launch._exit_code(1, {0: {**ok, "rank": 0}}) == 3  # rank 0 fine, another rank crashed
+    assert launch._exit_code(0, {0: {"rank": 0, "code": 1, "message": None}}) == 1  # the gate failed on rank 0
