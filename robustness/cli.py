@@ -38,7 +38,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import NORMS
 from attacks.presets import PRESETS
 from robustness.registry import ATTACKS
-from robustness.report import Report, format_eps
+from robustness.report import Report, eps_labels, format_eps
 
 __all__ = ["main", "parse_epsilons", "build_parser", "split_attack_list"]
 
@@ -299,29 +299,6 @@ def _check_evaluate(args: argparse.Namespace) -> None:
         _check_out(Path(args.out))
 
 
-def _eps_labels(budgets: Iterable[float]) -> dict[float, str]:
-    """Each budget's label: :func:`format_eps`'s short form, with more digits where two budgets
-    would print alike (``0.1`` and ``0.1000001``)."""
-    ordered = sorted(set(budgets))
-    labels = {e: format_eps(e) for e in ordered}
-    digits = 7
-    while len(set(labels.values())) < len(ordered) and digits <= 17:
-        labels = {e: f"{e:.{digits}g}" for e in ordered}
-        digits += 1
-    return labels if len(set(labels.values())) == len(ordered) else {e: repr(e) for e in ordered}
-
-
-def _table(report: Report) -> str:
-    """:meth:`Report.table` with budget labels that tell every row apart."""
-    text = report.table()
-    budgets = sorted(report.robust_accuracy)
-    labels = _eps_labels(budgets)
-    rows = text.splitlines()
-    if all(labels[e] == format_eps(e) for e in budgets) or len(rows) != 2 + len(budgets):
-        return text  # nothing to relabel (or a layout this does not know: left as it is)
-    return "\n".join(rows[:2] + [f"| {labels[e]} |" + row.split("|", 2)[2] for e, row in zip(budgets, rows[2:])])
-
-
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -429,7 +406,7 @@ def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
 
 def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: bool, label: str | None = None) -> str:
     """One line per evaluation: clean and worst-case accuracy, size, time, where it went, what failed."""
-    top = _eps_labels(report.robust_accuracy)[max(report.robust_accuracy)]
+    top = report.eps_label(max(report.robust_accuracy))
     line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
             f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
             f"{report.timings['total']:.1f} s) -> {out}")
@@ -451,7 +428,7 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
         for w in report.warnings:
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
-        print(_table(report))
+        print(report.table())
     print(line)
 
 
@@ -478,11 +455,11 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                     print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
         print("|" + "---:|" * (1 + len(labels)))
-        eps_labels = _eps_labels(e for _, r, _, _ in results for e in r.robust_accuracy)
+        labels_of = eps_labels([e for _, r, _, _ in results for e in r.robust_accuracy])
         for eps in sorted(first.robust_accuracy):
             cells = [f"{100 * r.robust_accuracy[eps]:.1f}%" if eps in r.robust_accuracy else "-"
                      for _, r, _, _ in results]
-            print(f"| {eps_labels[eps]} | " + " | ".join(cells) + " |")
+            print(f"| {labels_of[eps]} | " + " | ".join(cells) + " |")
     for label, report, out, gate in results:
         print(_summary_line(report, out, args, gate, label))
 

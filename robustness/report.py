@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from robustness import plots
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 
-__all__ = ["Check", "CHECK_STATUSES", "Report", "format_eps"]
+__all__ = ["Check", "CHECK_STATUSES", "Report", "eps_labels", "format_eps"]
 
 #: a check's verdict: ``passed``; ``warning`` (the numbers may not be trustworthy); ``failed``
 #: (a warning under ``strict=True``); ``skipped`` (it could not run on this evaluation, e.g. a
@@ -34,6 +35,18 @@ _STATUS_ORDER = {"failed": 0, "warning": 1, "skipped": 2, "passed": 3}
 def format_eps(eps: float) -> str:
     """A budget as a short string: ``0.0313725`` -> ``'0.031373'``, ``0.3`` -> ``'0.3'``."""
     return f"{eps:.6g}"
+
+
+def eps_labels(budgets: Iterable[float]) -> dict[float, str]:
+    """Each budget's label: :func:`format_eps`'s short form, with more digits where two budgets
+    would print alike (``0.1`` and ``0.1000001``)."""
+    ordered = sorted(set(budgets))
+    labels = {e: format_eps(e) for e in ordered}
+    digits = 7
+    while len(set(labels.values())) < len(ordered) and digits <= 17:
+        labels = {e: f"{e:.{digits}g}" for e in ordered}
+        digits += 1
+    return labels if len(set(labels.values())) == len(ordered) else {e: repr(e) for e in ordered}
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,10 @@ class Report:
         """True when no check ended in ``warning`` or ``failed``."""
         return all(c.status in ("passed", "skipped") for c in self.checks)
 
+    def eps_label(self, eps: float) -> str:
+        """``eps`` as the report prints it: short, with the digits that tell this report's budgets apart."""
+        return eps_labels([*self.epsilons, *self.robust_accuracy, eps])[eps]
+
     @property
     def failed_checks(self) -> list[Check]:
         """Checks with status ``failed`` (warnings under ``strict=True``)."""
@@ -218,7 +235,7 @@ class Report:
         rule = "|" + "---:|" * (2 + len(names))
         rows = [head, rule]
         for eps in sorted(self.robust_accuracy):
-            cells = [format_eps(eps), _pct(self.robust_accuracy[eps])]
+            cells = [self.eps_label(eps), _pct(self.robust_accuracy[eps])]
             cells += [_pct(self.by_attack[n].get(eps, math.nan)) for n in names]
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
@@ -237,7 +254,7 @@ class Report:
             f"- norm: {self.norm}, bounds: {list(self.bounds)}, seed: {self.seed}, device: {self.device}, "
             f"budget schedule: {self.schedule}",
             f"- clean accuracy: {_pct(self.clean_accuracy)}",
-            f"- worst-case robust accuracy at eps={format_eps(max(self.robust_accuracy))}: {_pct(self.worst_case)}",
+            f"- worst-case robust accuracy at eps={self.eps_label(max(self.robust_accuracy))}: {_pct(self.worst_case)}",
             f"- time: {self.timings.get('total', math.nan):.2f} s",
             "",
         ]
@@ -258,7 +275,7 @@ class Report:
         lines += ["## Robust accuracy (per-sample worst case over attacks)", "", self.table(), ""]
         lines += self._cumulative_lines() + self._per_class_lines() + self._cost_lines()
         lines += ["## Largest perturbation actually used", "", "| eps | largest norm |", "|---:|---:|"]
-        lines += [f"| {format_eps(eps)} | {used:.6g} |" for eps, used in sorted(self.max_perturbation.items())]
+        lines += [f"| {self.eps_label(eps)} | {used:.6g} |" for eps, used in sorted(self.max_perturbation.items())]
         if self.checks:
             lines += ["", "## All checks", "", self.checks_table()]
         lines += ["", "## Attacks", ""] + [f"- `{n}`: {d}" for n, d in self.attacks.items()]
@@ -272,7 +289,7 @@ class Report:
         lines = ["## Cumulative robust accuracy (after each attack, in order)", "",
                  "| eps | " + " | ".join(f"+ {n}" for n in names) + " |", "|" + "---:|" * (1 + len(names))]
         for eps in sorted(self.robust_accuracy):
-            lines.append("| " + " | ".join([format_eps(eps)] + [_pct(self.cumulative[n].get(eps, math.nan))
+            lines.append("| " + " | ".join([self.eps_label(eps)] + [_pct(self.cumulative[n].get(eps, math.nan))
                                                                  for n in names]) + " |")
         return lines + [""]
 
@@ -281,7 +298,7 @@ class Report:
             return []
         eps = sorted(e for e in self.robust_accuracy if e > 0)
         lines = ["## Per class (worst case)", "",
-                 "| class | n | clean | " + " | ".join(f"eps {format_eps(e)}" for e in eps) + " |",
+                 "| class | n | clean | " + " | ".join(f"eps {self.eps_label(e)}" for e in eps) + " |",
                  "|" + "---:|" * (3 + len(eps))]
         for c, v in sorted(self.per_class.items()):
             cells = [str(c), str(v["n"]), _pct(v["clean"])] + [_pct(v["robust"].get(e, math.nan)) for e in eps]
@@ -295,7 +312,7 @@ class Report:
                  "| attack | eps | broken | median norm | max norm |", "|---|---:|---:|---:|---:|"]
         for name, per_eps in self.perturbation.items():
             for e, st in sorted(per_eps.items()):
-                lines.append(f"| {name} | {format_eps(e)} | {st['count']} | {_num(st['median'])} | "
+                lines.append(f"| {name} | {self.eps_label(e)} | {st['count']} | {_num(st['median'])} | "
                              f"{_num(st['max'])} |")
         lines += ["", "| attack | seconds | model calls | samples | samples through a gradient pass |",
                   "|---|---:|---:|---:|---:|"]
@@ -315,7 +332,7 @@ class Report:
         names = [k.split(":", 1)[1] for k in s if k.startswith("broken_at:") and k != "broken_at:worst"]
 
         def at(index: int) -> str:
-            return format_eps(budgets[index]) if index < len(budgets) else ""
+            return self.eps_label(budgets[index]) if index < len(budgets) else ""
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

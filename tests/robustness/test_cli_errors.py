@@ -18,7 +18,7 @@ import pytest
 from robustness import cli
 from robustness.distributed import CollectiveError
 from robustness.errors import RobustnessWarning
-from robustness.report import Check, Report
+from robustness.report import Check, Report, eps_labels
 
 
 def _report(epsilons: list[float], norm: str = "linf", checks: list[Check] | None = None) -> Report:
@@ -220,7 +220,14 @@ def test_budgets_that_round_alike_get_enough_digits(stub, tmp_path, capsys) -> N
     assert code == 0
     rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| 0")]
     assert rows == ["0", "0.1", "0.1000001"] and "worst case at eps=0.1000001" in out
-    assert cli._eps_labels([8 / 255, 0.3]) == {8 / 255: "0.0313725", 0.3: "0.3"}  # the short form when it suffices
+    assert eps_labels([8 / 255, 0.3]) == {8 / 255: "0.0313725", 0.3: "0.3"}  # the short form when it suffices
+    near = Report(  # the report's own table and markdown tell the budgets apart too
+        clean_accuracy=1.0, robust_accuracy={0.0: 1.0, 0.1: 0.5, 0.1000001: 0.4},
+        by_attack={"fgsm": {0.0: 1.0, 0.1: 0.5, 0.1000001: 0.4}}, n_examples=4, epsilons=[0.0, 0.1, 0.1000001],
+        norm="linf", bounds=(0.0, 1.0), attacks={"fgsm": "FGSM()"}, seed=0, batch_size=4, device="cpu",
+        versions={}, timings={"total": 0.1}, max_perturbation={0.1: 0.1, 0.1000001: 0.1000001}, num_classes=10)
+    for text in (near.table(), near.to_markdown()):
+        assert "| 0.1000001 |" in text and "| 0.1 |" in text
     code, out, _ = _run(["--eps", "0,0.1,0.1000001", "--out", str(tmp_path)], capsys)  # both shipped models
     assert code == 0 and "| 0.1000001 |" in out and "| 0.1 |" in out
 
