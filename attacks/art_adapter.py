@@ -72,7 +72,7 @@ from torch import Tensor, nn
 
 from attacks.base import FixedBudgetAttack
 from robustness.errors import InputError
-from robustness.model import model_device
+from robustness.model import model_device, modes_restored
 from robustness.norms import Norm
 from robustness.specs import LITERALS, parse_spec
 
@@ -348,18 +348,16 @@ class _CastInputs(nn.Module):
 @contextlib.contextmanager
 def _model_untouched(model: nn.Module) -> Iterator[None]:
     """Restore every module's mode and every parameter's ``requires_grad`` and ``.grad`` on exit."""
-    modes = [(m, m.training) for m in model.modules()]
     params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        for p, _, _ in params:
-            p.requires_grad_(False)  # ART needs gradients for the inputs only
-        yield
-    finally:
-        for p, flag, grad in params:
-            p.requires_grad_(flag)
-            p.grad = grad
-        for m, flag in modes:
-            m.training = flag
+    with modes_restored(model):
+        try:
+            for p, _, _ in params:
+                p.requires_grad_(False)  # ART needs gradients for the inputs only
+            yield
+        finally:
+            for p, flag, grad in params:
+                p.requires_grad_(flag)
+                p.grad = grad
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from robustness.errors import InputError
+from robustness.model import modes_restored
 from robustness.norms import Norm, check_bounds, check_norm, clip_to_bounds, norm_of, project
 
 __all__ = ["Attack", "FixedBudgetAttack", "MinimizationAttack", "default_generator"]
@@ -144,11 +145,11 @@ class _LabelRange(nn.Module):
 def _attack_running(model: nn.Module, label: str) -> Iterator[None]:
     """Gradients on, every submodule in eval mode (each ``training`` flag restored on exit), and
     autograd's error for a forward that blocks gradients turned into an :class:`InputError`."""
-    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    modes = modes_restored(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     try:
-        if any(flag for _, flag in modes):
-            model.eval()
-        with torch.enable_grad():
+        with modes, torch.enable_grad():
+            if isinstance(model, nn.Module):
+                model.eval()
             yield
     except RuntimeError as err:
         if _NO_GRAD_ERROR not in str(err):
@@ -161,9 +162,6 @@ def _attack_running(model: nn.Module, label: str) -> Iterator[None]:
             f"{label}: the model's forward does not let gradients reach the input ({err}): {where} use a "
             f"gradient-free attack such as \"square\""
         ) from err
-    finally:
-        for m, flag in modes:
-            m.training = flag
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,7 +40,13 @@ from defenses.training_utils import (
 )
 from robustness.distributed import distributed_sampler
 from robustness.errors import InputError
-from robustness.model import model_device, model_dtype, random_modules, reseed_random_modules
+from robustness.model import (
+    model_device,
+    model_dtype,
+    modes_restored,
+    random_state_restored,
+    reseed_random_modules,
+)
 
 if TYPE_CHECKING:
     from defenses.trainer import AdversarialTrainer
@@ -153,46 +159,41 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], *, eps: float, no
     attack = PGD(norm=norm, steps=steps)  # type: ignore[arg-type]
     gen = torch.Generator(device=dev).manual_seed(seed)
     n = clean = robust = 0
-    modes = [(m, m.training) for m in model.modules()]
-    noisy = [(m, m.rng_state()) for m in random_modules(model)]
-    reseed_random_modules(model, seed)  # the same draws at every evaluation, training's stream untouched
-    try:
-        if dev != original:
-            model.to(dev)
-        model.eval()
-        num_classes: int | None = None
-        dtype = model_dtype(model)
-        with torch.random.fork_rng(devices=[]):
-            for index, batch in enumerate(loader):
-                x, y = check_batch(batch, index, "validation", dev, bounds, num_classes=num_classes, dtype=dtype)
-                if max_samples is not None:
-                    x, y = x[: max_samples - n], y[: max_samples - n]
-                if x.shape[0] == 0:
-                    break
-                with torch.no_grad():
-                    logits = model(x)
-                if num_classes is None:
-                    check_logits(logits, y, y)
-                    num_classes = logits.shape[1]
-                correct = logits.argmax(dim=1) == y
-                n += y.shape[0]
-                clean += int(correct.sum())
-                if eps > 0 and bool(correct.any()):
-                    xc, yc = x[correct], y[correct]
-                    x_adv = attack(model, xc, yc, eps=eps, bounds=bounds, generator=gen)
+    with modes_restored(model), random_state_restored(model):
+        reseed_random_modules(model, seed)  # the same draws at every evaluation, training's stream untouched
+        try:
+            if dev != original:
+                model.to(dev)
+            model.eval()
+            num_classes: int | None = None
+            dtype = model_dtype(model)
+            with torch.random.fork_rng(devices=[]):
+                for index, batch in enumerate(loader):
+                    x, y = check_batch(batch, index, "validation", dev, bounds, num_classes=num_classes, dtype=dtype)
+                    if max_samples is not None:
+                        x, y = x[: max_samples - n], y[: max_samples - n]
+                    if x.shape[0] == 0:
+                        break
                     with torch.no_grad():
-                        robust += int((model(x_adv).argmax(dim=1) == yc).sum())
-                elif eps == 0:
-                    robust += int(correct.sum())
-                if max_samples is not None and n >= max_samples:
-                    break
-    finally:
-        if dev != original:
-            model.to(original)
-        for m, flag in modes:
-            m.training = flag
-        for m, state in noisy:
-            m.set_rng_state(state)
+                        logits = model(x)
+                    if num_classes is None:
+                        check_logits(logits, y, y)
+                        num_classes = logits.shape[1]
+                    correct = logits.argmax(dim=1) == y
+                    n += y.shape[0]
+                    clean += int(correct.sum())
+                    if eps > 0 and bool(correct.any()):
+                        xc, yc = x[correct], y[correct]
+                        x_adv = attack(model, xc, yc, eps=eps, bounds=bounds, generator=gen)
+                        with torch.no_grad():
+                            robust += int((model(x_adv).argmax(dim=1) == yc).sum())
+                    elif eps == 0:
+                        robust += int(correct.sum())
+                    if max_samples is not None and n >= max_samples:
+                        break
+        finally:
+            if dev != original:
+                model.to(original)
     if n == 0:
         raise InputError("the evaluation data is empty: the loader yielded no examples")
     return EvalResult(clean / n, robust / n, n, eps, norm, steps)

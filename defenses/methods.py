@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from attacks.fgsm import gradient_step
 from attacks.pgd import random_start
 from robustness.errors import InputError
+from robustness.model import modes_restored
 from robustness.norms import Norm, clip_to_bounds, project
 
 __all__ = [
@@ -162,13 +163,9 @@ def attack_mode(model: nn.Module, mode: AttackMode) -> Iterator[None]:
     if mode == "train":
         yield
         return
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with modes_restored(model):
+        model.eval()
         yield
-    finally:
-        for m, flag in modes:
-            m.training = flag
 
 
 def training_loss(method: str, model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: Norm, steps: int,

@@ -96,7 +96,7 @@ from defenses.training_utils import (
 )
 from robustness.distributed import TrainingReplica, check_sharded
 from robustness.errors import InputError, RobustnessWarning
-from robustness.model import model_device
+from robustness.model import model_device, modes_restored
 from robustness.norms import NORMS, check_bounds
 
 if TYPE_CHECKING:
@@ -307,21 +307,19 @@ class AdversarialTrainer:
                 dev = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
         original = model_device(model)
         moved = dev != original
-        modes = [(m, m.training) for m in model.modules()]
         train_modes = TrainingModes(model)
-        try:
-            if moved:
-                model.to(dev)
-                move_optimizer_state(optimizer, dev)
-            return self._fit(model, train_loader, epochs, optimizer, scheduler, scheduler_interval, val_loader,
-                             Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group,
-                             train_modes)
-        finally:
-            if moved:
-                model.to(original)
-                move_optimizer_state(optimizer, original)
-            for m, flag in modes:
-                m.training = flag
+        with modes_restored(model):
+            try:
+                if moved:
+                    model.to(dev)
+                    move_optimizer_state(optimizer, dev)
+                return self._fit(model, train_loader, epochs, optimizer, scheduler, scheduler_interval, val_loader,
+                                 Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group,
+                                 train_modes)
+            finally:
+                if moved:
+                    model.to(original)
+                    move_optimizer_state(optimizer, original)
 
     def _fit(self, model: nn.Module, train_loader: Iterable[Any], epochs: int, optimizer: torch.optim.Optimizer,
              scheduler: Any, interval: str, val_loader: Iterable[Any] | None, path: Path | None, resume: bool,

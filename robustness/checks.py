@@ -84,6 +84,7 @@ from robustness.attack_checks import (
 )
 from robustness.check_context import CheckContext
 from robustness.errors import InputError
+from robustness.model import modes_restored
 from robustness.model_checks import (
     dynamic_forward,
     probability_outputs,
@@ -118,7 +119,6 @@ CHECKS: tuple[tuple[str, Callable[[CheckContext], Check]], ...] = (
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Restore the model's parameters, buffers, ``.grad``, train flags and generators, and the global RNG."""
-    modes = [(m, m.training) for m in model.modules()]
     with torch.no_grad():
         tensors = [(t, t.detach().clone()) for t in [*model.parameters(), *model.buffers()]]
     grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
@@ -133,11 +133,9 @@ def _untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
                 added.append((value, set(value)))
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with modes_restored(model), torch.random.fork_rng(devices=cuda):
             yield
     finally:
-        for m, flag in modes:
-            m.training = flag
         with torch.no_grad():
             for t, saved in tensors:
                 if t.shape == saved.shape:

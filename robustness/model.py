@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from robustness.errors import InputError
 
-__all__ = ["CallCounter", "NormalizedModel", "evaluation_mode", "model_device", "model_dtype", "random_modules",
-           "reseed_random_modules"]
+__all__ = ["CallCounter", "NormalizedModel", "evaluation_mode", "model_device", "model_dtype", "modes_restored",
+           "random_modules", "random_state_restored", "reseed_random_modules"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,28 @@ def reseed_random_modules(model: nn.Module, seed: int) -> None:
 
 
 @contextlib.contextmanager
+def modes_restored(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's ``training`` flag on exit, even after an exception."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in modes:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def random_state_restored(model: nn.Module) -> Iterator[None]:
+    """Restore the random state of the model's :func:`random_modules` on exit."""
+    states = [(m, m.rng_state()) for m in random_modules(model)]
+    try:
+        yield
+    finally:
+        for m, state in states:
+            m.set_rng_state(state)
+
+
+@contextlib.contextmanager
 def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode (and on ``device``) for the block, then restore it.
 
@@ -96,24 +118,19 @@ def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Ite
     gradients with respect to inputs (``torch.autograd.grad``), so parameters, their ``.grad``
     and buffers are untouched.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    rng = [(m, m.rng_state()) for m in random_modules(model)]
     original = model_device(model)
     moved = device is not None and torch.device(device) != original
-    if any(flag for _, flag in modes):
+    if any(m.training for m in model.modules()):
         log.info("the model was in training mode: evaluating in eval mode, and restoring its mode afterwards")
-    try:
-        model.eval()
-        if moved:
-            model.to(device)
-        yield model
-    finally:
-        if moved:
-            model.to(original)
-        for m, flag in modes:
-            m.training = flag
-        for m, state in rng:
-            m.set_rng_state(state)
+    with modes_restored(model), random_state_restored(model):
+        try:
+            model.eval()
+            if moved:
+                model.to(device)
+            yield model
+        finally:
+            if moved:
+                model.to(original)
 
 
 class CallCounter(nn.Module):

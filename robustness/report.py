@@ -331,8 +331,10 @@ class Report:
         budgets = sorted(e for e in self.robust_accuracy if e > 0)
         names = [k.split(":", 1)[1] for k in s if k.startswith("broken_at:") and k != "broken_at:worst"]
 
+        labels = eps_labels([*self.epsilons, *self.robust_accuracy])
+
         def at(index: int) -> str:
-            return self.eps_label(budgets[index]) if index < len(budgets) else ""
+            return labels[budgets[index]] if index < len(budgets) else ""
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -213,8 +213,8 @@ def evaluate(
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     _check_defense_bounds(model, bounds)
-    if model_dtype(model) in (torch.float16, torch.bfloat16):
-        raise InputError(f"the model's parameters are {model_dtype(model)}: attacks in half precision overshoot "
+    if (dtype := model_dtype(model)) in (torch.float16, torch.bfloat16):
+        raise InputError(f"the model's parameters are {dtype}: attacks in half precision overshoot "
                          "their budgets and underflow; evaluate model.float() (amp='bf16' runs it in bfloat16 "
                          "autocast with float32 inputs and verified budgets)")
     budgets = [e for e in eps_all if e > 0]
