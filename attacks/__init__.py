@@ -6,12 +6,12 @@ Fixed-budget attacks (:class:`FGSM`, :class:`PGD`) run per budget; minimization 
 
 from __future__ import annotations
 
-from attacks.apgd import APGD, APGDDLR, APGDT
-from attacks.base import Attack, FixedBudgetAttack, MinimizationAttack
-from attacks.carlini_wagner import CarliniWagnerL2
-from attacks.fgsm import FGSM
-from attacks.pgd import PGD
-from attacks.square import Square
+from robustness.attacks.apgd import APGD, APGDDLR, APGDT
+from robustness.attacks.base import Attack, FixedBudgetAttack, MinimizationAttack
+from robustness.attacks.carlini_wagner import CarliniWagnerL2
+from robustness.attacks.fgsm import FGSM
+from robustness.attacks.pgd import PGD
+from robustness.attacks.square import Square
 
 __all__ = [
     "APGD", "APGDDLR", "APGDT", "Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD", "Square",

@@ -30,7 +30,7 @@ Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
 
 Example::
 
-    from attacks import APGD, APGDT
+    from robustness.attacks import APGD, APGDT
     gen = torch.Generator().manual_seed(0)
     adv = APGD(norm="linf", steps=100, loss="ce")(model, x, y, eps=8 / 255, generator=gen)
     adv = APGDT(norm="l2", steps=100, target_classes=9)(model, x, y, eps=0.5, generator=gen)
@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.base import FixedBudgetAttack
-from attacks.early_stop import Shrinker
-from attacks.fgsm import gradient_step
-from attacks.losses import is_adversarial
-from attacks.pgd import random_start
+from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.fgsm import gradient_step
+from robustness.attacks.losses import is_adversarial
+from robustness.attacks.pgd import random_start
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds, project
 
@@ -259,7 +259,7 @@ class APGD(FixedBudgetAttack):
         (``inf``: fooled) in place.
 
         The working state lives in batch-local tensors, shrunk together when samples are fooled
-        (``early_stop``; see :class:`attacks.early_stop.Shrinker`), and is written back to ``best``
+        (``early_stop``; see :class:`robustness.attacks.early_stop.Shrinker`), and is written back to ``best``
         when the batch shrinks and at the end.
         """
         view = (-1,) + (1,) * (x.dim() - 1)

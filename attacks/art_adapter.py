@@ -12,7 +12,7 @@ What the adapter decides, and what it leaves to ART:
   ``targeted``. An attack whose constructor takes ``eps`` gets the budget; one that takes
   ``norm`` gets ``np.inf`` (``"linf"``) or ``2`` (``"l2"``); one that takes ``eps_step`` and was
   given none gets ``eps / 4`` (ten steps then walk 2.5 eps, the rule of Madry et al. and of our
-  :class:`attacks.PGD`); an ``eps_step`` given in the settings is absolute, the same at every
+  :class:`robustness.attacks.PGD`); an ``eps_step`` given in the settings is absolute, the same at every
   budget. ``batch_size`` defaults to the runner's batch, ``verbose`` (tqdm bars) to ``False``.
   Every other setting keeps ART's default.
 * Minimization attacks whose constructor takes no ``eps`` (``DeepFool``, ``CarliniL2Method``,
@@ -46,7 +46,7 @@ and ``target`` ``(N,)``; the result has ``x``'s shape, dtype and device.
 Example::
 
     import robustness
-    from attacks.art_adapter import ARTAttack, from_spec
+    from robustness.attacks.art_adapter import ARTAttack, from_spec
 
     report = robustness.evaluate(model, (x, y), attacks=["pgd", "art:DeepFool(max_iter=20)"],
                                  epsilons=[0, 0.1, 0.2])
@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.base import FixedBudgetAttack
+from robustness.attacks.base import FixedBudgetAttack
 from robustness.errors import InputError
 from robustness.model import model_device, modes_restored
 from robustness.norms import Norm

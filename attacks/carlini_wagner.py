@@ -8,7 +8,7 @@ Norm: L2 only. For every sample it searches the smallest perturbation ``delta`` 
   (``center``/``half``: midpoint and half-width of ``bounds``), so ``x_adv`` always lies
   inside them and ``w`` is optimized without constraints, with Adam;
 * objective ``||x_adv - x||_2^2 + c * max(kappa - gap, 0)`` where ``gap`` is the
-  :func:`attacks.losses.margin` of the true label (untargeted: ``max_{j != y} z_j - z_y``)
+  :func:`robustness.attacks.losses.margin` of the true label (untargeted: ``max_{j != y} z_j - z_y``)
   or minus the margin of the target (targeted: ``z_t - max_{j != t} z_j``); the margin masks
   the reference class with ``-inf``, so all-negative logits are handled correctly;
 * a per-sample binary search over ``c``: a success (``gap > kappa`` at some step) makes ``c``
@@ -50,12 +50,12 @@ the early-abort checks), and nothing is read back to the host except at those ch
 
 Shapes: ``x`` is ``(N, ...)`` inside ``bounds``, ``y`` and ``target`` are ``(N,)``; the
 model returns logits ``(N, classes)``. The model is only read: it runs in eval mode (the base
-class, :mod:`attacks.base`, restores every submodule's mode afterwards) and its parameters and
+class, :mod:`robustness.attacks.base`, restores every submodule's mode afterwards) and its parameters and
 buffers are left as they are.
 
 Example::
 
-    from attacks.carlini_wagner import CarliniWagnerL2
+    from robustness.attacks.carlini_wagner import CarliniWagnerL2
     cw = CarliniWagnerL2(binary_search_steps=9, steps=100)
     adv = cw(model, x, y)                        # smallest adversarial inputs found (x where none)
     adv = cw(model, x, y, eps=0.5)               # only those within L2 distance 0.5 of x
@@ -72,9 +72,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.base import MinimizationAttack
-from attacks.early_stop import Shrinker
-from attacks.losses import is_adversarial, margin
+from robustness.attacks.base import MinimizationAttack
+from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.losses import is_adversarial, margin
 from robustness.errors import InputError
 from robustness.norms import Norm, check_norm
 

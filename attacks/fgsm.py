@@ -10,7 +10,7 @@ then clipped to the bounds. Shapes: ``x`` is ``(N, ...)``, ``y`` is ``(N,)``.
 
 Example::
 
-    from attacks import FGSM
+    from robustness.attacks import FGSM
     adv = FGSM(norm="linf")(model, x, y, eps=0.1)
 """
 
@@ -22,8 +22,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.base import FixedBudgetAttack
-from attacks.losses import Loss, _check_loss, objective
+from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.losses import Loss, _check_loss, objective
 from robustness.norms import Norm
 
 __all__ = ["FGSM", "gradient_step"]

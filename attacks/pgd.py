@@ -9,14 +9,14 @@ Per sample it keeps the first iterate that fools the model, or else the iterate 
 highest loss, over all restarts. Given ``init`` (the runner passes the best point found at
 the previous, smaller budget), the first run starts there instead of at a random point. Samples
 already fooled stop costing compute: they leave the working batch (``early_stop``; at once on
-the CPU, a few steps later on CUDA, where :class:`attacks.early_stop.Shrinker` waits for the
+the CPU, a few steps later on CUDA, where :class:`robustness.attacks.early_stop.Shrinker` waits for the
 device without stalling it) and are not restarted.
 
 Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
 
 Example::
 
-    from attacks import PGD
+    from robustness.attacks import PGD
     pgd = PGD(norm="linf", steps=40, restarts=5, loss="margin")
     adv = pgd(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
 """
@@ -30,9 +30,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.base import FixedBudgetAttack
-from attacks.early_stop import Shrinker
-from attacks.losses import Loss, _check_loss, is_adversarial, objective
+from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds
 

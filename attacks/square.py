@@ -31,7 +31,7 @@ and non-square images), ``y`` (and ``target``) ``(N,)``.
 
 Example::
 
-    from attacks import Square
+    from robustness.attacks import Square
     square = Square(norm="linf", queries=1000)
     adv = square(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
 """
@@ -46,9 +46,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.base import FixedBudgetAttack
-from attacks.early_stop import Shrinker
-from attacks.losses import Loss, _check_loss, is_adversarial, objective
+from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds
 

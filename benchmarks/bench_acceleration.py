@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import robustness
-from attacks.pgd import PGD
+from robustness.attacks.pgd import PGD
 from benchmarks.common import (
     RESULTS_DIR,
     best_of_interleaved,

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attacks.apgd import APGD, APGDT
+from robustness.attacks.apgd import APGD, APGDT
 from benchmarks.common import (
     RESULTS_DIR,
     best_of_interleaved,

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import foolbox as fb
 
-    from attacks.carlini_wagner import CarliniWagnerL2
+    from robustness.attacks.carlini_wagner import CarliniWagnerL2
 
     torch.set_num_threads(args.threads)
     model, x, y = _load_model_and_data()

@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import robustness
-from attacks import APGD, APGDT, PGD, Square
+from robustness.attacks import APGD, APGDT, PGD, Square
 from benchmarks.bench_pgd import build_contenders, floor_pgd_linf
 from benchmarks.common import (
     RESULTS_DIR,

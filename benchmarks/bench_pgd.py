@@ -45,7 +45,7 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attacks.pgd import PGD
+from robustness.attacks.pgd import PGD
 from benchmarks.common import (
     RESULTS_DIR,
     Timing,

@@ -13,7 +13,7 @@ pre-shuffled batches for everyone:
    trainer's own overhead: input checks, statistics);
 3. ours ``fgsm-rs`` (target: at most 2.2 x the standard epoch);
 4. ours ``pgd`` with k steps (target: at most (k + 1) x 1.1 x the standard epoch);
-5. a PGD-k epoch whose inner attack is :class:`attacks.PGD` (``early_stop=False``), to show
+5. a PGD-k epoch whose inner attack is :class:`robustness.attacks.PGD` (``early_stop=False``), to show
    why the trainer uses its lean loop.
 
 Part 2, against ART 1.20 (``art.defences.trainer``), same model initialisation, data, budget,
@@ -62,7 +62,7 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attacks import PGD
+from robustness.attacks import PGD
 from benchmarks.common import (
     RESULTS_DIR,
     best_of_interleaved,
@@ -73,7 +73,7 @@ from benchmarks.common import (
     provenance_lines,
     save_results,
 )
-from defenses.trainer import AdversarialTrainer
+from robustness.defenses.trainer import AdversarialTrainer
 from robustness.architectures import SmallCNN
 from robustness.datasets import load_dataset, to_tensors
 from robustness.model import NormalizedModel
@@ -157,7 +157,7 @@ def epoch_contenders(x: Tensor, y: Tensor, mean: tuple[float, ...], std: tuple[f
             F.cross_entropy(lib_model(x_adv), yb).backward()
             lib_opt.step()
 
-    label = f"PGD-{steps} epoch with attacks.PGD inside"
+    label = f"PGD-{steps} epoch with robustness.attacks.PGD inside"
     fns[label] = pgd_with_attack_class
     desc[label] = f"hand-written loop calling {lib_attack.describe()} per batch, then the training step"
     return fns, desc

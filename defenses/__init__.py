@@ -16,7 +16,7 @@ gradients pass through it.
 
 Example::
 
-    from defenses import BitDepth, defend, gradient_mode
+    from robustness.defenses import BitDepth, defend, gradient_mode
     defended = defend(model, BitDepth(bits=3))
     with gradient_mode(defended, "naive"):
         ...  # what an attack unaware of the defense sees
@@ -24,11 +24,11 @@ Example::
 
 from __future__ import annotations
 
-from defenses.guard import OverfitGuard, collapse_reason
-from defenses.jpeg import JPEG
-from defenses.methods import METHODS as TRAINING_METHODS
-from defenses.noise import GaussianNoise
-from defenses.preprocessing import (
+from robustness.defenses.guard import OverfitGuard, collapse_reason
+from robustness.defenses.jpeg import JPEG
+from robustness.defenses.methods import METHODS as TRAINING_METHODS
+from robustness.defenses.noise import GaussianNoise
+from robustness.defenses.preprocessing import (
     GRADIENT_MODES,
     Defended,
     GradientHandling,
@@ -39,9 +39,9 @@ from defenses.preprocessing import (
     describe_defenses,
     gradient_mode,
 )
-from defenses.smoothing import MedianSmoothing
-from defenses.squeeze import BitDepth
-from defenses.trainer import AdversarialTrainer, EpochRecord, EvalResult, TrainingHistory
+from robustness.defenses.smoothing import MedianSmoothing
+from robustness.defenses.squeeze import BitDepth
+from robustness.defenses.trainer import AdversarialTrainer, EpochRecord, EvalResult, TrainingHistory
 
 __all__ = [
     "AdversarialTrainer",

@@ -21,7 +21,7 @@ Every write goes through :func:`robustness.io.atomic_open` (temporary file, fsyn
 a crash, ``kill -9`` or a full disk leaves the previous state intact, never half a file.
 
 :func:`save_training_checkpoint` and :func:`restore_training_checkpoint` are what
-:class:`defenses.AdversarialTrainer` calls each epoch and on ``resume=True``: they assemble that
+:class:`robustness.defenses.AdversarialTrainer` calls each epoch and on ``resume=True``: they assemble that
 dict from a run (every rank's random states under ``DistributedDataParallel``), and on resume check
 that the run matches the one that wrote it before loading anything into it.
 
@@ -45,14 +45,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from defenses.history import TrainingHistory
-from defenses.resume_checks import optimizer_differences, scheduler_differences
+from robustness.defenses.history import TrainingHistory
+from robustness.defenses.resume_checks import optimizer_differences, scheduler_differences
 from robustness.errors import InputError
 from robustness.io import atomic_open, json_text
 from robustness.model import random_modules
 
 if TYPE_CHECKING:
-    from defenses.guard import OverfitGuard
+    from robustness.defenses.guard import OverfitGuard
     from robustness.distributed import ProcessGroup
 
 __all__ = [
@@ -264,7 +264,7 @@ def save_training_checkpoint(
 ) -> None:
     """Write the whole state of a training run after ``epoch`` (1-based, completed) epochs, then its history log.
 
-    ``settings``: the :meth:`~defenses.AdversarialTrainer.settings` of the trainer; ``interval``: when
+    ``settings``: the :meth:`~robustness.defenses.AdversarialTrainer.settings` of the trainer; ``interval``: when
     ``scheduler`` steps (``"batch"`` or ``"epoch"``); ``generators``: the run's own generators (random
     starts, the loader's), whose states are saved with the global ones. Under ``group`` every rank
     must call it (their random states are gathered); only rank 0 writes. The state goes to ``path``

@@ -1,8 +1,8 @@
 """What a training run records: per-epoch :class:`EpochRecord` s in a :class:`TrainingHistory`, and
-the :class:`EvalResult` of :meth:`defenses.AdversarialTrainer.evaluate`.
+the :class:`EvalResult` of :meth:`robustness.defenses.AdversarialTrainer.evaluate`.
 
 A history is plain data: :meth:`TrainingHistory.to_dict` gives JSON- and checkpoint-safe values
-(the ``history`` field of a training state, :mod:`defenses.checkpointing`, and the
+(the ``history`` field of a training state, :mod:`robustness.defenses.checkpointing`, and the
 ``run.pt.history.json`` log), :meth:`TrainingHistory.from_dict` reads them back, and
 :meth:`TrainingHistory.table` renders a Markdown table, one row per epoch. Accuracies are
 fractions in [0, 1]; ``None`` where an epoch did not measure them.
@@ -113,7 +113,7 @@ class TrainingHistory:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Clean and PGD accuracy of a model on some data (see :meth:`defenses.AdversarialTrainer.evaluate`)."""
+    """Clean and PGD accuracy of a model on some data (see :meth:`robustness.defenses.AdversarialTrainer.evaluate`)."""
 
     clean_accuracy: float
     robust_accuracy: float

@@ -13,7 +13,7 @@ shape, dtype and device.
 
 Example::
 
-    from defenses import JPEG, defend
+    from robustness.defenses import JPEG, defend
     defended = defend(model, JPEG(quality=75))
     logits = defended(x)
 """
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
+from robustness.defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
 from robustness.errors import InputError
 
 __all__ = ["JPEG"]

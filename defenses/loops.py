@@ -1,6 +1,6 @@
-"""The two passes over a data loader that :class:`defenses.AdversarialTrainer` makes.
+"""The two passes over a data loader that :class:`robustness.defenses.AdversarialTrainer` makes.
 
-* :func:`train_epoch`: one epoch of adversarial training steps (:func:`defenses.methods.training_loss`
+* :func:`train_epoch`: one epoch of adversarial training steps (:func:`robustness.defenses.methods.training_loss`
   at the epoch's warmed-up budget, then an optimizer step, the scheduler per batch or per epoch),
   measuring loss and accuracies; under ``DistributedDataParallel`` the statistics are summed over
   the ranks.
@@ -8,7 +8,7 @@
   classified examples, in eval mode, leaving every random state as it was.
 
 Shapes: the loaders yield ``(x, y)`` with ``x`` float ``(N, ...)`` inside ``bounds`` and ``y``
-integer labels ``(N,)`` (checked by :func:`defenses.training_utils.check_batch`).
+integer labels ``(N,)`` (checked by :func:`robustness.defenses.training_utils.check_batch`).
 
 Example::
 
@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from attacks.pgd import PGD
-from defenses.history import EpochRecord, EvalResult
-from defenses.methods import training_loss
-from defenses.training_utils import (
+from robustness.attacks.pgd import PGD
+from robustness.defenses.history import EpochRecord, EvalResult
+from robustness.defenses.methods import training_loss
+from robustness.defenses.training_utils import (
     TrainingModes,
     check_batch,
     check_int,
@@ -49,7 +49,7 @@ from robustness.model import (
 )
 
 if TYPE_CHECKING:
-    from defenses.trainer import AdversarialTrainer
+    from robustness.defenses.trainer import AdversarialTrainer
     from robustness.distributed import ProcessGroup
 
 __all__ = ["evaluate_accuracy", "train_epoch"]
@@ -150,7 +150,7 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], *, eps: float, no
     default step ``2.5 / steps``), only on the examples classified correctly. Runs on ``device``
     (default: the model's) in eval mode, then restores the model's device and every submodule's
     mode; the global RNG and the model's randomized modules (reseeded with ``seed``) are
-    left as they were. See :meth:`defenses.AdversarialTrainer.evaluate`.
+    left as they were. See :meth:`robustness.defenses.AdversarialTrainer.evaluate`.
     """
     original = model_device(model)
     dev = torch.device(device) if device is not None else original

@@ -16,11 +16,11 @@ The attack runs with the model in eval mode by default (see :func:`training_loss
 Both norms: for Linf a step is ``alpha * sign(grad)``, for L2 ``alpha * grad / ||grad||_2``
 (the L2 forms of FGSM-RS and TRADES follow the Linf recipe with the L2 step and projection).
 
-These loops are lean on purpose: :class:`attacks.PGD` keeps the best (first fooling) iterate
+These loops are lean on purpose: :class:`robustness.attacks.PGD` keeps the best (first fooling) iterate
 per sample, can drop fooled samples and does one more forward pass, which is right for
 evaluation but not what Madry et al. train on (the last iterate of every sample), and a PGD-7
 epoch built on it took about 20% longer on the digits CNN (``benchmarks/bench_training.py``). They reuse the project's primitives
-(:func:`attacks.pgd.random_start`, :func:`attacks.fgsm.gradient_step`,
+(:func:`robustness.attacks.pgd.random_start`, :func:`robustness.attacks.fgsm.gradient_step`,
 :func:`robustness.norms.project`, :func:`robustness.norms.clip_to_bounds`). Gradients are
 taken with respect to the inputs only (``torch.autograd.grad``), so an attack step costs a
 forward pass and an input-gradient backward pass and never touches the parameters' ``.grad``.
@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.fgsm import gradient_step
-from attacks.pgd import random_start
+from robustness.attacks.fgsm import gradient_step
+from robustness.attacks.pgd import random_start
 from robustness.errors import InputError
 from robustness.model import modes_restored
 from robustness.norms import Norm, clip_to_bounds, project

@@ -6,7 +6,7 @@ adversarial input from draw to draw. One draw's gradient is a noisy estimate of 
 direction; the adaptive attack averages gradients over draws (Expectation over
 Transformation, Athalye et al. 2018, "Obfuscated Gradients Give a False Sense of Security"
 and "Synthesizing Robust Adversarial Examples"). :class:`GaussianNoise` declares
-``eot_samples`` and :class:`defenses.Defended` averages over that many draws while a gradient
+``eot_samples`` and :class:`robustness.defenses.Defended` averages over that many draws while a gradient
 with respect to the input is taken.
 
 Reproducibility: every draw comes from a ``torch.Generator``, never the global RNG. Pass
@@ -22,7 +22,7 @@ Shapes: ``(N, C, H, W)`` (any float tensor ``(N, ...)`` works) inside ``bounds``
 
 Example::
 
-    from defenses import GaussianNoise, defend
+    from robustness.defenses import GaussianNoise, defend
     defended = defend(model, GaussianNoise(std=0.1, eot_samples=8, seed=0))
     adv = PGD()(defended, x, y, eps=0.1)    # each gradient: the mean over 8 draws
 """
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
+from robustness.defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
 from robustness.errors import InputError
 
 __all__ = ["GaussianNoise"]
@@ -45,7 +45,7 @@ class GaussianNoise(Preprocessor):
     """Add ``N(0, std**2)`` noise to every pixel, then clip to ``bounds``.
 
     Gradient: ``exact`` per draw (the clipping passes gradients where it does not clip);
-    randomized, averaged over ``eot_samples`` draws by :class:`defenses.Defended` in adaptive
+    randomized, averaged over ``eot_samples`` draws by :class:`robustness.defenses.Defended` in adaptive
     mode. The noise is added in training and in eval mode alike, so the same module serves as
     training-time augmentation (one draw per batch: EOT applies only to gradients with respect
     to the input) and as the test-time defense.

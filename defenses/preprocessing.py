@@ -29,7 +29,7 @@ a block, and :func:`describe_defenses` lists them for a report.
 
 Example::
 
-    from defenses import JPEG, BitDepth, defend, gradient_mode
+    from robustness.defenses import JPEG, BitDepth, defend, gradient_mode
     defended = defend(model, BitDepth(bits=3))          # adaptive: BPDA through the rounding
     adv = PGD(steps=20)(defended, x, y, eps=0.15)        # any gradient attack, unchanged
     with gradient_mode(defended, "naive"):               # what a defense-unaware attack sees
@@ -256,7 +256,7 @@ class Defended(nn.Module):
         for p in preprocessors:
             if not isinstance(p, Preprocessor):
                 raise InputError(
-                    f"every defense must be a defenses.Preprocessor (JPEG, BitDepth, MedianSmoothing, "
+                    f"every defense must be a robustness.defenses.Preprocessor (JPEG, BitDepth, MedianSmoothing, "
                     f"GaussianNoise, ...), got {type(p).__name__}"
                 )
         bounds = {p.bounds for p in preprocessors}

@@ -16,7 +16,7 @@ Shapes: ``(N, C, H, W)`` inside ``bounds``, to the same shape; ``H`` and ``W`` m
 
 Example::
 
-    from defenses import MedianSmoothing, defend
+    from robustness.defenses import MedianSmoothing, defend
     defended = defend(model, MedianSmoothing(kernel_size=3))
 """
 
@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 from torch.nn import functional as F
 
-from defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
+from robustness.defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
 from robustness.errors import InputError
 
 __all__ = ["MedianSmoothing"]

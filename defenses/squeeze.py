@@ -9,7 +9,7 @@ Shapes: ``(N, C, H, W)`` inside ``bounds``, to the same shape.
 
 Example::
 
-    from defenses import BitDepth, defend
+    from robustness.defenses import BitDepth, defend
     defended = defend(model, BitDepth(bits=4))
 """
 
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
+from robustness.defenses.preprocessing import GradientHandling, Preprocessor, check_int_setting
 
 __all__ = ["BitDepth"]
 

@@ -5,16 +5,16 @@
 optimizer and scheduler you give it, and returns a :class:`TrainingHistory`. The trainer owns
 no model: the model ends in the train/eval mode (and on the device) it started in.
 
-Records: :mod:`defenses.history`; the training epoch and the evaluation pass: :mod:`defenses.loops`;
-checkpoints: :mod:`defenses.checkpointing`; argument, batch, device and rank helpers:
-:mod:`defenses.training_utils`.
+Records: :mod:`robustness.defenses.history`; the training epoch and the evaluation pass: :mod:`robustness.defenses.loops`;
+checkpoints: :mod:`robustness.defenses.checkpointing`; argument, batch, device and rank helpers:
+:mod:`robustness.defenses.training_utils`.
 
-Methods (see :mod:`defenses.methods`): ``"pgd"`` (Madry et al. 2018), ``"fgsm-rs"`` (Wong,
-Rice & Kolter 2020, with the catastrophic-overfitting guard of :mod:`defenses.guard`),
+Methods (see :mod:`robustness.defenses.methods`): ``"pgd"`` (Madry et al. 2018), ``"fgsm-rs"`` (Wong,
+Rice & Kolter 2020, with the catastrophic-overfitting guard of :mod:`robustness.defenses.guard`),
 ``"trades"`` (Zhang et al. 2019), and ``"standard"`` (clean training, the baseline).
 
 **Checkpoints.** With ``checkpoint=path`` the whole training state (model, optimizer,
-scheduler, every random state, epoch, history; see :mod:`defenses.checkpointing`) is written
+scheduler, every random state, epoch, history; see :mod:`robustness.defenses.checkpointing`) is written
 atomically after every epoch, and the history also as JSON next to it
 (``run.pt.state`` -> ``run.pt.history.json``). ``resume=True`` continues from it: a run killed
 at any moment (even ``kill -9``) and resumed ends with bit-for-bit the same weights as an
@@ -77,12 +77,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from defenses.checkpointing import restore_training_checkpoint, save_training_checkpoint
-from defenses.guard import OverfitGuard
-from defenses.history import EpochRecord, EvalResult, TrainingHistory, describe_epoch, epoch_postfix
-from defenses.loops import evaluate_accuracy, train_epoch
-from defenses.methods import ATTACK_MODES, METHODS, default_step_fraction
-from defenses.training_utils import (
+from robustness.defenses.checkpointing import restore_training_checkpoint, save_training_checkpoint
+from robustness.defenses.guard import OverfitGuard
+from robustness.defenses.history import EpochRecord, EvalResult, TrainingHistory, describe_epoch, epoch_postfix
+from robustness.defenses.loops import evaluate_accuracy, train_epoch
+from robustness.defenses.methods import ATTACK_MODES, METHODS, default_step_fraction
+from robustness.defenses.training_utils import (
     check_fit_arguments,
     check_int,
     check_number,
@@ -132,7 +132,7 @@ class AdversarialTrainer:
             or give the loader a generator).
         eval_steps: PGD steps of the validation and guard attack.
         eval_samples: validation examples used per epoch (``None``: all).
-        guard: FGSM-RS only: watch for catastrophic overfitting (:mod:`defenses.guard`).
+        guard: FGSM-RS only: watch for catastrophic overfitting (:mod:`robustness.defenses.guard`).
         guard_drop: largest allowed fall of the guard's PGD accuracy below its best.
         guard_samples: size of the fixed training batch the guard attacks when there is no
             ``val_loader`` (with one, the guard uses the validation robust accuracy).
@@ -141,7 +141,7 @@ class AdversarialTrainer:
         attack_mode: ``"eval"`` (default): the inner attack runs with the model in eval mode, so
             it sees the network as evaluated and BatchNorm statistics move only with the
             training passes (TRADES' code, ART); ``"train"``: in training mode (Wong et al.'s
-            code). See :func:`defenses.methods.training_loss`.
+            code). See :func:`robustness.defenses.methods.training_loss`.
 
     Raises :class:`InputError` for an unknown method or norm, a budget that cannot be meant
     (e.g. ``eps=8`` for Linf with bounds ``(0, 1)``: did you mean ``8/255``?), or bad numbers.
@@ -235,7 +235,7 @@ class AdversarialTrainer:
         """Clean and PGD accuracy of ``model`` on ``loader`` at ``eps`` (default: the trainer's).
 
         PGD with ``steps`` (default ``eval_steps``) steps, random start and the default step ``2.5 / steps``
-        (:class:`attacks.PGD`), only on the examples classified correctly. Runs in eval mode
+        (:class:`robustness.attacks.PGD`), only on the examples classified correctly. Runs in eval mode
         and restores every submodule's mode; the global RNG is left as it was (a shuffling
         loader does not disturb training). Example::
 
@@ -426,7 +426,7 @@ class AdversarialTrainer:
     def _eval_seed(self, epoch: int) -> int:
         return (self.seed * 1_000_003 + 7_919 * (epoch + 1)) % (2**62)
 
-    # ------------------------------------------------------------------ checkpoints (defenses.checkpointing)
+    # ------------------------------------------------------------------ checkpoints (robustness.defenses.checkpointing)
 
     def _save(self, path: Path, epoch: int, finished: bool, epochs: int, model: nn.Module,
               optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, history: TrainingHistory,

@@ -1,4 +1,4 @@
-"""The plumbing of :meth:`defenses.AdversarialTrainer.fit`: argument and batch checks, loaders, devices, ranks.
+"""The plumbing of :meth:`robustness.defenses.AdversarialTrainer.fit`: argument and batch checks, loaders, devices, ranks.
 
 * Arguments: :func:`check_int`, :func:`check_number`, :func:`check_fit_arguments`
   (:class:`InputError` saying what is wrong).
@@ -52,7 +52,7 @@ def check_number(name: str, value: Any, *, low: float, high: float = math.inf, l
 
 def check_fit_arguments(model: Any, train_loader: Any, *, epochs: Any, optimizer: Any, scheduler: Any,
                         scheduler_interval: Any, checkpoint: Any, resume: bool) -> None:
-    """The arguments of :meth:`defenses.AdversarialTrainer.fit` that can be checked before training starts."""
+    """The arguments of :meth:`robustness.defenses.AdversarialTrainer.fit` that can be checked before training starts."""
     check_int("epochs", epochs, 1)
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -131,7 +131,7 @@ class TrainingModes:
     """The train/eval flags a model trains with.
 
     Training puts every submodule in training mode, except those the user left in eval mode
-    inside a model that was in training mode when :meth:`~defenses.AdversarialTrainer.fit` was
+    inside a model that was in training mode when :meth:`~robustness.defenses.AdversarialTrainer.fit` was
     called (e.g. a BatchNorm frozen with ``.eval()``): they stay in eval mode. A model handed over
     in eval mode trains entirely in training mode.
 

@@ -5,10 +5,10 @@ An evaluation is sharded by loader batch: rank ``r`` of ``K`` evaluates the batc
 gathers every rank's :class:`~robustness.records.BatchRecord`, assembles the report, runs the
 sanity checks and shares the report with every rank. Randomness in the runner depends on each
 range's offset only, so the report equals a single-process run with the same seed (timings
-aside). Training wraps the model in ``DistributedDataParallel`` (:mod:`defenses.trainer`).
+aside). Training wraps the model in ``DistributedDataParallel`` (:mod:`robustness.defenses.trainer`).
 
 :class:`ProcessGroup` is the small view of the default process group that
-:func:`robustness.runner.evaluate` and :meth:`defenses.AdversarialTrainer.fit` use.
+:func:`robustness.runner.evaluate` and :meth:`robustness.defenses.AdversarialTrainer.fit` use.
 :func:`torchrun_session` is what the CLI does under ``torchrun``: initialize the group from the
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), pick
 ``cuda:LOCAL_RANK`` for a CUDA device, and destroy the group at the end.
@@ -278,7 +278,7 @@ def torchrun_session(device: torch.device) -> Iterator[tuple[torch.device, Proce
             dist.destroy_process_group()
 
 
-# ----------------------------------------------------------------------------- training (defenses.trainer)
+# ----------------------------------------------------------------------------- training (robustness.defenses.trainer)
 
 
 class TrainingReplica(nn.Module):

@@ -76,7 +76,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 def random_modules(model: nn.Module) -> list[nn.Module]:
     """The submodules that draw random numbers and let their draws be controlled: ``randomized``
     is true and they have ``reseed(seed)``, ``rng_state()`` and ``set_rng_state(state)`` (as
-    :class:`defenses.GaussianNoise`), in ``model.modules()`` order."""
+    :class:`robustness.defenses.GaussianNoise`), in ``model.modules()`` order."""
     return [m for m in model.modules() if getattr(m, "randomized", False) is True
             and all(callable(getattr(m, name, None)) for name in ("reseed", "rng_state", "set_rng_state"))]
 

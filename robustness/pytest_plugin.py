@@ -129,7 +129,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _check_preset(preset: str) -> None:
     """A typo in ``--robustness-preset`` is a usage error, not one failure per test."""
-    from attacks.presets import PRESETS
+    from robustness.attacks.presets import PRESETS
     from robustness.cli import split_attack_list
     from robustness.errors import InputError
     from robustness.registry import ATTACKS

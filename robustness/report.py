@@ -99,7 +99,7 @@ class Report:
 
     ``gradient_mode`` is the mode ``evaluate`` set on the model's preprocessing defenses
     (``None``: each left in its own mode) and ``defenses`` lists them, as
-    :func:`defenses.describe_defenses` gives (empty for an undefended model).
+    :func:`robustness.defenses.describe_defenses` gives (empty for an undefended model).
     """
 
     clean_accuracy: float

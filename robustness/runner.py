@@ -35,10 +35,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attacks.base import Attack
-from attacks.presets import PRESETS, preset_entries
-from defenses.preprocessing import check_gradient_mode, describe_defenses
-from defenses.preprocessing import gradient_mode as defense_gradient_mode
+from robustness.attacks.base import Attack
+from robustness.attacks.presets import PRESETS, preset_entries
+from robustness.defenses.preprocessing import check_gradient_mode, describe_defenses
+from robustness.defenses.preprocessing import gradient_mode as defense_gradient_mode
 from robustness.data import DataLike, as_loader, iterate_batches
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import CallCounter, evaluation_mode, model_device, model_dtype, reseed_random_modules
@@ -67,7 +67,7 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
-    A string that names a preset (:data:`attacks.presets.PRESETS`: ``"standard"``, ``"smoke"``)
+    A string that names a preset (:data:`robustness.attacks.presets.PRESETS`: ``"standard"``, ``"smoke"``)
     expands, in place, to the preset's attacks.
     """
     if isinstance(attacks, (str, Attack)):
@@ -83,7 +83,7 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
     resolved: dict[str, Attack] = {}
     for item, settings in items:
         if isinstance(item, str) and item.strip().lower().startswith("art:"):
-            from attacks.art_adapter import from_spec  # ART is imported only when asked for
+            from robustness.attacks.art_adapter import from_spec  # ART is imported only when asked for
 
             attack = from_spec(item.strip()[4:], norm=norm)
             label = attack.label
@@ -170,7 +170,7 @@ def evaluate(
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
         progress: show a tqdm bar over batches (only when stderr is a terminal).
         gradient_mode: how attacks differentiate through preprocessing defenses
-            (:class:`defenses.Defended` anywhere in ``model``): ``"adaptive"`` (BPDA and EOT as each
+            (:class:`robustness.defenses.Defended` anywhere in ``model``): ``"adaptive"`` (BPDA and EOT as each
             defense declares; the honest number), ``"naive"`` (plain autograd: what a defense-unaware
             attack sees), or ``None`` to leave each ``Defended`` in its own mode. Restored afterwards;
             the report records it and every defense (``Report.defenses``).

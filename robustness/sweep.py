@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.base import Attack, MinimizationAttack
+from robustness.attacks.base import Attack, MinimizationAttack
 from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import Norm, clip_to_bounds, norm_of, project
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from attacks import APGD, APGDT, FGSM, PGD
-from attacks.apgd import checkpoints, dlr_loss, step_halving, targeted_dlr_loss
+from robustness.attacks import APGD, APGDT, FGSM, PGD
+from robustness.attacks.apgd import checkpoints, dlr_loss, step_halving, targeted_dlr_loss
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
@@ -195,7 +195,7 @@ class Valley(nn.Module):
 def test_first_two_steps_follow_the_paper(norm) -> None:
     """x1 = P(x0 + eta s(g0)); z = P(x1 + eta s(g1)); x2 = P(x1 + 0.75 (z - x1) + 0.25 (x1 - x0)),
     with eta = 2 eps, s the sign (Linf) or the L2-normalised gradient, P the projection."""
-    from attacks.fgsm import gradient_step
+    from robustness.attacks.fgsm import gradient_step
     from robustness.norms import project
 
     g = _gen(0)

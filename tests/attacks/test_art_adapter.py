@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import robustness
-from attacks import FGSM
-from attacks.art_adapter import ARTAttack, art_attack_names, from_spec
+from robustness.attacks import FGSM
+from robustness.attacks.art_adapter import ARTAttack, art_attack_names, from_spec
 from robustness import cli
 from robustness.errors import InputError
 from robustness.loading import DEFAULT_MODEL_PATH
@@ -331,7 +331,7 @@ def test_importing_art_leaves_the_callers_logging_working(tmp_path) -> None:
         handler = logging.FileHandler({str(log_file)!r}, mode="w")
         logging.getLogger("user").addHandler(handler)
         logging.getLogger("user").setLevel(logging.INFO)
-        from attacks.art_adapter import from_spec
+        from robustness.attacks.art_adapter import from_spec
         from_spec("FastGradientMethod", norm="linf")  # imports ART for the first time
         logging.getLogger("user").info("after import")
         handler.flush()

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attacks import APGD, FGSM, PGD, CarliniWagnerL2, Square
-from attacks.base import MinimizationAttack
+from robustness.attacks import APGD, FGSM, PGD, CarliniWagnerL2, Square
+from robustness.attacks.base import MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from tests.counting import Counting
@@ -347,7 +347,7 @@ def bn1d_model() -> nn.Module:
 
 def _art_fgm():
     pytest.importorskip("art")
-    from attacks.art_adapter import ARTAttack
+    from robustness.attacks.art_adapter import ARTAttack
 
     return ARTAttack.of("FastGradientMethod")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from attacks.carlini_wagner import CarliniWagnerL2
+from robustness.attacks.carlini_wagner import CarliniWagnerL2
 from robustness.errors import InputError
 
 # small budgets: the whole file runs in well under a minute on two cores

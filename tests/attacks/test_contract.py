@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attacks.base import MinimizationAttack
+from robustness.attacks.base import MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS

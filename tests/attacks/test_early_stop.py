@@ -14,13 +14,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import attacks.apgd
-import attacks.carlini_wagner
-import attacks.pgd
-import attacks.square
-from attacks import PGD, CarliniWagnerL2, Square
-from attacks.apgd import APGD
-from attacks.early_stop import Shrinker
+import robustness.attacks.apgd
+import robustness.attacks.carlini_wagner
+import robustness.attacks.pgd
+import robustness.attacks.square
+from robustness.attacks import PGD, CarliniWagnerL2, Square
+from robustness.attacks.apgd import APGD
+from robustness.attacks.early_stop import Shrinker
 
 CPU = torch.device("cpu")
 
@@ -74,7 +74,7 @@ def test_never_drops_a_sample_that_is_not_done(steps: list[list[bool]], deferred
 
 
 def _deferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (attacks.pgd, attacks.apgd, attacks.square, attacks.carlini_wagner):
+    for module in (robustness.attacks.pgd, robustness.attacks.apgd, robustness.attacks.square, robustness.attacks.carlini_wagner):
         monkeypatch.setattr(module, "Shrinker", functools.partial(Shrinker, deferred=True))
 
 

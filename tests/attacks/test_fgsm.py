@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import FGSM
+from robustness.attacks import FGSM
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from tests.art_utils import art_classifier

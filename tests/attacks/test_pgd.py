@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import FGSM, PGD
+from robustness.attacks import FGSM, PGD
 from robustness.errors import InputError
 from tests.art_utils import art_classifier
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from attacks import APGD, APGDT, FGSM, PGD, Square
-from attacks.presets import PRESETS, preset_entries
+from robustness.attacks import APGD, APGDT, FGSM, PGD, Square
+from robustness.attacks.presets import PRESETS, preset_entries
 from robustness.errors import InputError
 from robustness.registry import ATTACKS
 from robustness.runner import resolve_attacks

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attacks import Square
-from attacks.losses import margin
-from attacks.square import p_schedule, pyramid
+from robustness.attacks import Square
+from robustness.attacks.losses import margin
+from robustness.attacks.square import p_schedule, pyramid
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from tests.art_utils import art_classifier

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import robustness
-from attacks import PGD
-from defenses import JPEG, BitDepth, GaussianNoise, defend, describe_defenses, gradient_mode
+from robustness.attacks import PGD
+from robustness.defenses import JPEG, BitDepth, GaussianNoise, defend, describe_defenses, gradient_mode
 from robustness.errors import RobustnessWarning
 
 EPS = 0.15

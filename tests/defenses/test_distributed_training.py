@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from defenses.trainer import AdversarialTrainer
+from robustness.defenses.trainer import AdversarialTrainer
 from robustness.architectures import SmallCNN
 from robustness import cli
 from robustness.errors import InputError

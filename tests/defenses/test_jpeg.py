@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from defenses import JPEG
+from robustness.defenses import JPEG
 from robustness.errors import InputError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from defenses import GaussianNoise, defend
+from robustness.defenses import GaussianNoise, defend
 from robustness.errors import InputError
 
 
@@ -131,7 +131,7 @@ def test_noise_state_is_checkpointed_and_a_resumed_run_is_exact(digits, tmp_path
     """Training through GaussianNoise (augmentation): 1 epoch + resume to 2 equals 2 straight epochs."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from defenses import AdversarialTrainer
+    from robustness.defenses import AdversarialTrainer
 
     def run(path, epochs: int, resume: bool) -> nn.Module:
         model, _ = _noisy_model()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from defenses import (
+from robustness.defenses import (
     JPEG,
     BitDepth,
     Defended,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defenses import MedianSmoothing
+from robustness.defenses import MedianSmoothing
 from robustness.errors import InputError
 
 

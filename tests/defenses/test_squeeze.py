@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses import BitDepth
+from robustness.defenses import BitDepth
 from robustness.errors import InputError
 
 

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from defenses import checkpointing
-from defenses.checkpointing import history_log_path, load_training_state
-from defenses.guard import OverfitGuard, collapse_reason
-from defenses.methods import fgsm_rs_examples, pgd_examples, trades_examples
-from defenses.trainer import AdversarialTrainer, TrainingHistory
+from robustness.defenses import checkpointing
+from robustness.defenses.checkpointing import history_log_path, load_training_state
+from robustness.defenses.guard import OverfitGuard, collapse_reason
+from robustness.defenses.methods import fgsm_rs_examples, pgd_examples, trades_examples
+from robustness.defenses.trainer import AdversarialTrainer, TrainingHistory
 from robustness.architectures import SmallCNN
 from robustness.errors import InputError
 from robustness.loading import save_checkpoint
@@ -97,7 +97,7 @@ def test_eps_warmup_ramps_linearly_then_holds(digits, monkeypatch) -> None:
     trainer = AdversarialTrainer(method="pgd", eps=0.2, steps=1, eps_warmup_epochs=3)
     assert [trainer.eps_at(e) for e in range(5)] == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2])
     seen: list[tuple[float, float]] = []
-    import defenses.loops as loops_module  # where the training epoch looks training_loss up
+    import robustness.defenses.loops as loops_module  # where the training epoch looks training_loss up
 
     real = loops_module.training_loss
 
@@ -357,7 +357,7 @@ _CHILD = textwrap.dedent("""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
-    from defenses.trainer import AdversarialTrainer
+    from robustness.defenses.trainer import AdversarialTrainer
     from robustness.architectures import SmallCNN
     from tests.conftest import _digits
 
@@ -492,7 +492,7 @@ def test_checkpoint_of_another_architecture_or_settings_is_refused(digits, tmp_p
 
 
 def test_resume_without_a_checkpoint_starts_fresh_and_says_so(digits, tmp_path, caplog) -> None:
-    with caplog.at_level("WARNING", logger="defenses.trainer"):
+    with caplog.at_level("WARNING", logger="robustness.defenses.trainer"):
         _, history = _resumable_run(digits, tmp_path, 1, resume=True, total=1)
     assert "no training checkpoint" in caplog.text and len(history.records) == 1
 

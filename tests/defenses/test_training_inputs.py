@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from defenses import AdversarialTrainer
+from robustness.defenses import AdversarialTrainer
 from robustness.architectures import SmallCNN
 from robustness.errors import InputError, RobustnessWarning
 
@@ -158,7 +158,7 @@ def test_the_json_history_log_is_standard_json_and_reads_back(digits, tmp_path) 
     import json
     import math
 
-    from defenses.history import TrainingHistory
+    from robustness.defenses.history import TrainingHistory
 
     model = _net()
     path = tmp_path / "run.state"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import robustness
-from attacks import FGSM, PGD
+from robustness.attacks import FGSM, PGD
 from robustness.acceleration import AcceleratedModule, accelerated, check_amp
 from robustness.errors import InputError, RobustnessWarning
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attacks import FGSM, PGD
-from attacks.apgd import APGDT
-from defenses import BitDepth, GaussianNoise, defend
+from robustness.attacks import FGSM, PGD
+from robustness.attacks.apgd import APGDT
+from robustness.defenses import BitDepth, GaussianNoise, defend
 from robustness.checks import CHECKS, run_checks
 from robustness.errors import InputError
 from robustness.report import CHECK_STATUSES
@@ -345,7 +345,7 @@ def test_black_box_vs_white_box(model, subset, clean) -> None:
 
 
 def test_black_box_vs_white_box_compares_an_evaluated_square(model, subset, clean) -> None:
-    from attacks.square import Square
+    from robustness.attacks.square import Square
 
     kwargs, _ = clean
     never = len(kwargs["budgets"])
@@ -394,8 +394,8 @@ def test_convergence_reruns_one_longer_run_on_at_most_a_few_unbroken_samples(mod
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from attacks.base import FixedBudgetAttack
-    from robustness.attack_checks import CONVERGENCE_MAX_SAMPLES
+    from robustness.attacks.base import FixedBudgetAttack
+    from robustness.checks.attack_checks import CONVERGENCE_MAX_SAMPLES
 
     calls: list[tuple[int, int, int]] = []  # (samples, steps, restarts) of every call
 

@@ -50,13 +50,13 @@ def stub(monkeypatch):
         calls["relaunch"].append((argv, nproc))
         return 0
 
-    import robustness.launch
+    import robustness.cli.launch
 
     monkeypatch.setattr(cli.datasets, "load_dataset", lambda name, **kw: data)
     monkeypatch.setattr(cli.loading, "load_model", load_model)
     monkeypatch.setattr(cli.loading, "default_model", lambda: model)
     monkeypatch.setattr(cli.runner, "evaluate", evaluate)
-    monkeypatch.setattr(robustness.launch, "relaunch", relaunch)
+    monkeypatch.setattr(robustness.cli.launch, "relaunch", relaunch)
     return calls
 
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import defenses.trainer as trainer_module
-from defenses.trainer import AdversarialTrainer, EvalResult, TrainingHistory
+import robustness.defenses.trainer as trainer_module
+from robustness.defenses.trainer import AdversarialTrainer, EvalResult, TrainingHistory
 from robustness import cli
 from robustness.loading import load_model
 

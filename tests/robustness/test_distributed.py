@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import robustness
-from robustness import cli, launch
+from robustness import cli
+from robustness.cli import launch
 from robustness.datasets import load_dataset
 from robustness.distributed import ProcessGroup, local_device
 from robustness.errors import InputError
@@ -242,7 +243,7 @@ def test_relaunch_runs_torchrun_and_keeps_rank_0s_exit_code(monkeypatch) -> None
     monkeypatch.setattr(launch.subprocess, "Popen", FakePopen)
     assert launch.relaunch(["evaluate", "--nproc", "3", "--n", "5"], 3) == 1  # the --min-accuracy gate, not 2
     cmd = seen["cmd"]
-    assert cmd[1:3] == ["-m", "robustness.launch"] and "--standalone" in cmd and "--nproc_per_node=3" in cmd
+    assert cmd[1:3] == ["-m", "robustness.cli.launch"] and "--standalone" in cmd and "--nproc_per_node=3" in cmd
     assert cmd[cmd.index("-m", 3):] == ["-m", "robustness", "--", "evaluate", "--n", "5"]
     assert seen["env"]["OMP_NUM_THREADS"] == str(launch.threads_per_process(3))
     monkeypatch.setenv("OMP_NUM_THREADS", "7")

@@ -25,7 +25,7 @@ def test_evaluate_on_cuda_matches_cpu_and_restores_device(trained_model, test_ba
 
 
 def test_pgd_runs_on_the_inputs_device(trained_model, test_batch) -> None:
-    from attacks import PGD
+    from robustness.attacks import PGD
 
     model = trained_model.cuda()
     x, y = (t.cuda() for t in test_batch)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from attacks import FGSM, PGD, CarliniWagnerL2
+from robustness.attacks import FGSM, PGD, CarliniWagnerL2
 from robustness.errors import InputError
 from robustness.registry import ATTACKS, Registry
 

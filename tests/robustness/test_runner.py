@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import robustness
-from attacks import FGSM, PGD
-from attacks.base import FixedBudgetAttack
+from robustness.attacks import FGSM, PGD
+from robustness.attacks.base import FixedBudgetAttack
 from robustness.errors import InputError, RobustnessWarning
 
 
@@ -205,7 +205,7 @@ def test_uint8_inputs_are_refused_with_advice(trained_model, test_batch) -> None
 
 
 def test_minimization_attack_answers_every_budget(trained_model, test_batch) -> None:
-    from attacks import CarliniWagnerL2
+    from robustness.attacks import CarliniWagnerL2
 
     x, y = test_batch[0][:32], test_batch[1][:32]
     cw = CarliniWagnerL2(binary_search_steps=3, steps=30)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attacks import APGD, PGD
+from robustness.attacks import APGD, PGD
 from robustness.errors import InputError
 from robustness.runner import resolve_attacks
 from robustness.specs import parse_spec

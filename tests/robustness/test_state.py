@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import robustness
-from attacks import FGSM
+from robustness.attacks import FGSM
 from robustness import cli
 from robustness.errors import InputError, RobustnessWarning
 from robustness.loading import DEFAULT_MODEL_PATH

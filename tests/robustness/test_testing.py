@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attacks import PGD
+from robustness.attacks import PGD
 from robustness import runner
 from robustness.errors import InputError
 from robustness.report import Check, Report

@@ -1,4 +1,4 @@
-"""``robustness train``: a thin adapter over :class:`defenses.AdversarialTrainer`.
+"""``robustness train``: a thin adapter over :class:`robustness.defenses.AdversarialTrainer`.
 
 It builds the architecture, the data loaders, the optimizer (SGD, Nesterov momentum 0.9) and a
 one-cycle learning rate (linear up to ``--lr`` over the first 40% of the steps, then down to about
@@ -10,7 +10,7 @@ trains with DistributedDataParallel, ``--batch-size`` being the global batch; ra
 
 :mod:`robustness.cli` adds the subcommand with :func:`_add_train_parser` and runs it with
 :func:`_train`; the helpers this module shares with ``evaluate`` (``parse_epsilons``, ``--device``
-and ``--nproc`` handling) live in :mod:`robustness.cli_common`.
+and ``--nproc`` handling) live in :mod:`robustness.cli.common`.
 
 Example::
 
@@ -31,7 +31,7 @@ import torch
 
 from robustness import datasets, loading
 from robustness.architectures import build_architecture, default_architecture
-from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_seed
+from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_seed
 from robustness.distributed import ProcessGroup, torchrun_session
 from robustness.errors import InputError
 from robustness.model import NormalizedModel
@@ -50,7 +50,7 @@ DEFAULT_TRAIN_EPS: dict[str, dict[str, str]] = {
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand and its flags to ``sub``."""
-    from defenses.methods import METHODS
+    from robustness.defenses.methods import METHODS
 
     tr = sub.add_parser("train", help="adversarial training; writes a checkpoint `evaluate --model` reads")
     tr.add_argument("--data", default="digits",
@@ -140,7 +140,7 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
     """Build, train and save; ``group`` (under torchrun): DDP over its ranks, rank 0 writes and prints."""
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from defenses.trainer import AdversarialTrainer
+    from robustness.defenses.trainer import AdversarialTrainer
 
     rank, world = (0, 1) if group is None else (group.rank, group.world_size)
     if args.batch_size % world:

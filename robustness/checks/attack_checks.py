@@ -9,10 +9,10 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.base import MinimizationAttack
-from attacks.fgsm import FGSM
-from attacks.pgd import PGD, random_start
-from robustness.check_context import CheckContext, attack_kind, count
+from robustness.attacks.base import MinimizationAttack
+from robustness.attacks.fgsm import FGSM
+from robustness.attacks.pgd import PGD, random_start
+from robustness.checks.context import CheckContext, attack_kind, count
 from robustness.norms import clip_to_bounds
 from robustness.report import Check
 
@@ -154,7 +154,7 @@ def black_box_vs_white_box(ctx: CheckContext) -> Check:
             return Check(name, "skipped", f"inputs of shape {tuple(ctx.x.shape[1:])} are not images (C, H, W): "
                          f"Square needs (N, C, H, W)")
         try:
-            from attacks.square import Square
+            from robustness.attacks.square import Square
         except ImportError as err:
             return Check(name, "skipped", f"the Square attack is not available ({err})")
         alive = (ctx.correct & (white_at == never)).nonzero().squeeze(1)

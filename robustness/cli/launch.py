@@ -5,7 +5,7 @@
 process gets ``OMP_NUM_THREADS = cores // K`` (at least 1) unless the variable is set already, so
 that K processes do not each start a thread per core.
 
-The subprocess is ``python -m robustness.launch ARGS``, which calls ``torch.distributed.run.main(ARGS)``
+The subprocess is ``python -m robustness.cli.launch ARGS``, which calls ``torch.distributed.run.main(ARGS)``
 (exactly what ``python -m torch.distributed.run ARGS`` does) but ends a failed run quietly:
 torchrun still kills every other rank as soon as one fails (a rank blocked in a collective
 never hangs), without printing its ``ChildFailedError`` traceback and summary after the rank's
@@ -81,7 +81,7 @@ def relaunch(argv: Sequence[str], nproc: int) -> int:
     if "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ:
         raise InputError("--nproc launches torchrun itself: drop it when the command already runs under torchrun")
     args = strip_nproc(argv)
-    cmd = [sys.executable, "-m", "robustness.launch", "--standalone", f"--nproc_per_node={nproc}",
+    cmd = [sys.executable, "-m", "robustness.cli.launch", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "robustness", "--", *args]  # "--": torchrun's parser must not see our options (--n)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.base import Attack
-from attacks.fgsm import FGSM
+from robustness.attacks.base import Attack
+from robustness.attacks.fgsm import FGSM
 from robustness.report import Check
 
 __all__ = ["CheckContext", "attack_kind", "check_seed", "count"]

@@ -15,8 +15,8 @@ and writing the reports to ``OUT/<model>/<norm>/``; ``--min-accuracy`` gates on 
 shipped CNNs are tiny, so that run uses one CPU thread (restored afterwards): many times faster
 than several threads, above all on a busy machine.
 
-``robustness train`` (:mod:`robustness.cli_train`) is a thin adapter over
-:class:`defenses.AdversarialTrainer`: it builds the model, loaders, optimizer and a one-cycle
+``robustness train`` (:mod:`robustness.cli.train`) is a thin adapter over
+:class:`robustness.defenses.AdversarialTrainer`: it builds the model, loaders, optimizer and a one-cycle
 learning rate, trains resumably (``OUT.state``) and writes ``OUT``, which ``robustness evaluate
 --model OUT`` reads with no other flag. Exit codes: 0 ok, 2 usage or input error, 3 internal error.
 
@@ -25,7 +25,7 @@ Several processes (:mod:`robustness.distributed`). Under ``torchrun --nproc_per_
 each rank takes ``cuda:LOCAL_RANK``), ``evaluate`` shards the batches and ``train`` runs
 DistributedDataParallel with ``--batch-size`` as the global batch; only rank 0 prints and writes
 files, and every rank exits with rank 0's code. ``--nproc K`` does the same launch itself
-(:mod:`robustness.launch`) and keeps the exit codes 0/1/2.
+(:mod:`robustness.cli.launch`) and keeps the exit codes 0/1/2.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from typing import Any
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli_common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
-from robustness.cli_train import _add_train_parser, _train
+from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
+from robustness.cli.train import _add_train_parser, _train
 from robustness.distributed import CollectiveError, torchrun_session
 from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import NORMS
-from attacks.presets import PRESETS
+from robustness.attacks.presets import PRESETS
 from robustness.registry import ATTACKS
 from robustness.report import Report, eps_labels, format_eps
 
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
         warnings.showwarning = _one_line_warning(args.shown_warnings)
         code, message = _dispatch(args)
-    from robustness.launch import record_exit
+    from robustness.cli.launch import record_exit
 
     if not record_exit(code, message) and message is not None:  # a --nproc launcher prints it once itself
         sys.stderr.write(f"robustness: error{f' (rank {rank})' if rank else ''}: {message}\n")
@@ -530,7 +530,7 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
     try:
         nproc = getattr(args, "nproc", None)
         if nproc is not None and nproc != 1:
-            from robustness.launch import relaunch
+            from robustness.cli.launch import relaunch
 
             if args.command == "evaluate":  # a bad flag is one line here, not a failed launch of K workers
                 _check_evaluate(args)

@@ -49,7 +49,7 @@ and ``torch.func.grad``.
 Each check returns a :class:`robustness.report.Check`: ``passed``, ``warning`` (``failed``
 under ``strict=True``) or ``skipped`` (with the reason). Randomness comes from generators
 seeded from ``seed``; the model comes back unchanged: its parameters, buffers, ``.grad``,
-train/eval flags, the generators it holds (e.g. :class:`defenses.GaussianNoise`'s) and the
+train/eval flags, the generators it holds (e.g. :class:`robustness.defenses.GaussianNoise`'s) and the
 global RNG state are restored (a snapshot of the parameters and buffers is kept meanwhile).
 A check that raises is reported as skipped, with the error, and logged: it never costs the
 evaluation it inspects.
@@ -74,18 +74,18 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from attacks.base import Attack
-from robustness.attack_checks import (
+from robustness.attacks.base import Attack
+from robustness.checks.attack_checks import (
     black_box_vs_white_box,
     convergence,
     full_range_budget,
     iterative_vs_single_step,
     monotonic_accuracy,
 )
-from robustness.check_context import CheckContext
+from robustness.checks.context import CheckContext
 from robustness.errors import InputError
 from robustness.model import modes_restored
-from robustness.model_checks import (
+from robustness.checks.model_checks import (
     dynamic_forward,
     probability_outputs,
     randomized_model,

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from defenses.preprocessing import describe_defenses
-from robustness.check_context import CheckContext, count
+from robustness.defenses.preprocessing import describe_defenses
+from robustness.checks.context import CheckContext, count
 from robustness.report import Check
 
 __all__ = ["RANDOM_DRAWS", "ZERO_GRADIENT_FRACTION", "AutogradCalls", "dynamic_forward", "probability_outputs",
@@ -41,7 +41,7 @@ def randomized_model(ctx: CheckContext) -> Check:
         f"{measured}: the model is randomized, so each attack step follows one random draw and each "
         f"prediction is one draw, which overestimates robustness. Fix: declare the randomness as a "
         f"preprocessing defense attacked with Expectation over Transformation, EOT (e.g. "
-        f"defenses.defend(model, GaussianNoise(std=..., eot_samples=16)) evaluated with "
+        f"robustness.defenses.defend(model, GaussianNoise(std=..., eot_samples=16)) evaluated with "
         f"gradient_mode='adaptive'), raise eot_samples if it is declared, or make the model deterministic"))
 
 
@@ -80,7 +80,7 @@ def zero_gradients(ctx: CheckContext) -> Check:
     return ctx.verdict("zero-gradients", ok, measured if ok else (
         f"{measured}: gradients are masked (quantization or another non-differentiable step, or logits so "
         f"large that the softmax saturates), so gradient attacks cannot move. Fix: declare non-differentiable "
-        f"preprocessing as a defense with a BPDA backward (defenses.defend(model, BitDepth(...)) with "
+        f"preprocessing as a defense with a BPDA backward (robustness.defenses.defend(model, BitDepth(...)) with "
         f"gradient_mode='adaptive'), use a margin loss on logits, and add a black-box attack ('square')"))
 
 
