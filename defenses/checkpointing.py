@@ -22,8 +22,9 @@ a crash, ``kill -9`` or a full disk leaves the previous state intact, never half
 
 :func:`save_training_checkpoint` and :func:`restore_training_checkpoint` are what
 :class:`robustness.defenses.AdversarialTrainer` calls each epoch and on ``resume=True``: they assemble that
-dict from a run (every rank's random states under ``DistributedDataParallel``), and on resume check
-that the run matches the one that wrote it before loading anything into it.
+dict from a :class:`~robustness.defenses.fit_run.FitRun` (every rank's random states under
+``DistributedDataParallel``), and on resume check that the run matches the one that wrote it before
+loading anything into it.
 
 Example::
 
@@ -39,21 +40,18 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustness.defenses.fit_run import FitRun
 from robustness.defenses.history import TrainingHistory
 from robustness.defenses.resume_checks import optimizer_differences, scheduler_differences
 from robustness.errors import InputError
 from robustness.io import atomic_open, json_text
 from robustness.model import random_modules
-
-if TYPE_CHECKING:
-    from robustness.defenses.guard import OverfitGuard
-    from robustness.distributed import ProcessGroup
 
 __all__ = [
     "TRAINING_STATE_FORMAT",
@@ -256,34 +254,36 @@ def write_history_log(path: str | Path, history: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the trainer's checkpoints
 
 
-def save_training_checkpoint(
-    path: Path, *, settings: Mapping[str, Any], epoch: int, finished: bool, epochs: int, model: nn.Module,
-    optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, history: TrainingHistory,
-    guard: OverfitGuard | None, guard_batch: dict[str, Tensor] | None, generators: list[torch.Generator],
-    dev: torch.device, group: ProcessGroup | None = None,
-) -> None:
-    """Write the whole state of a training run after ``epoch`` (1-based, completed) epochs, then its history log.
+def _checkpoint_of(run: FitRun) -> Path:
+    if run.checkpoint is None:
+        raise InputError("this training run has no checkpoint file: pass checkpoint=PATH to fit")
+    return run.checkpoint
 
-    ``settings``: the :meth:`~robustness.defenses.AdversarialTrainer.settings` of the trainer; ``interval``: when
-    ``scheduler`` steps (``"batch"`` or ``"epoch"``); ``generators``: the run's own generators (random
-    starts, the loader's), whose states are saved with the global ones. Under ``group`` every rank
-    must call it (their random states are gathered); only rank 0 writes. The state goes to ``path``
-    with :func:`save_training_state`, the history to :func:`history_log_path` (both atomically).
-    Raises :class:`InputError` when either cannot be written.
+
+def save_training_checkpoint(run: FitRun, *, epoch: int, finished: bool) -> None:
+    """Write the whole state of ``run`` after ``epoch`` (1-based, completed) epochs, then its history log.
+
+    Saves the settings of ``run.trainer``, the model, optimizer and scheduler, the global random
+    states and those of ``run.generators`` (the random starts', the loader's), the history and the
+    guard; ``finished``: training ended (all epochs, or the guard stopped it). Over ``run.group``
+    every rank must call it (their random states are gathered); only rank 0 writes. The state goes
+    to ``run.checkpoint`` with :func:`save_training_state`, the history to :func:`history_log_path`
+    (both atomically). Raises :class:`InputError` when either cannot be written.
     """
-    rng = capture_rng_state(generators, cuda=dev.type == "cuda")
+    path, group, model, optimizer, scheduler = _checkpoint_of(run), run.group, run.model, run.optimizer, run.scheduler
+    rng = capture_rng_state(run.generators, cuda=run.device.type == "cuda")
     world = 1 if group is None else group.world_size
     rng_ranks = group.gather(rng) if group is not None else None  # every rank's streams, on rank 0
     if group is not None and group.rank != 0:
         return  # rank 0 writes the checkpoint
     state = {
         "epoch": epoch,
-        "epochs": epochs,
+        "epochs": run.epochs,
         "finished": finished,
-        "trainer": dict(settings),
+        "trainer": run.trainer.settings(),
         "optimizer_type": type(optimizer).__name__,
         "scheduler_type": type(scheduler).__name__ if scheduler is not None else None,
-        "scheduler_interval": interval,
+        "scheduler_interval": run.interval,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -291,14 +291,14 @@ def save_training_checkpoint(
         "random_modules": [m.rng_state() for m in random_modules(model)],  # e.g. GaussianNoise's generators
         "world_size": world,
         **({"rng_ranks": rng_ranks} if world > 1 else {}),
-        "history": history.to_dict(),
-        "guard": guard.state_dict() if guard is not None else None,
-        "guard_batch": guard_batch,
+        "history": run.history.to_dict(),
+        "guard": run.guard.state_dict() if run.guard is not None else None,
+        "guard_batch": run.guard_batch,
     }
     save_training_state(path, state)
     log_path = history_log_path(path)
     try:
-        write_history_log(log_path, history.to_dict())
+        write_history_log(log_path, run.history.to_dict())
     except OSError as e:
         raise InputError(f"could not write the training log {log_path}: {e.strerror or e}; the checkpoint "
                          f"{path} was written. Free disk space and resume") from e
@@ -324,18 +324,17 @@ def _check_same_schedule(path: Path, state: Mapping[str, Any], optimizer: torch.
                      "them as the first run did, or start over without resume")
 
 
-def restore_training_checkpoint(
-    path: Path, *, settings: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-    scheduler: Any, interval: str, guard: OverfitGuard | None, generators: list[torch.Generator], epochs: int,
-    group: ProcessGroup | None = None,
-) -> tuple[int, TrainingHistory, dict[str, Tensor] | None]:
-    """Load the checkpoint at ``path`` into ``model``, ``optimizer``, ``scheduler``, ``guard`` and the random states.
+def restore_training_checkpoint(run: FitRun) -> None:
+    """Load the checkpoint ``run.checkpoint`` into ``run``: model, optimizer, scheduler, guard, random states, history.
 
-    Checks before loading anything that the run matches the one that wrote it (process count, trainer
-    ``settings``, optimizer and scheduler types, scheduler interval and schedule length, epochs, model
-    architecture), and raises :class:`InputError` saying what differs. Returns the number of epochs
-    completed, the history so far and the guard's fixed batch (``None`` if none was saved).
+    Checks before loading anything that the run matches the one that wrote it (process count, the
+    settings of ``run.trainer``, optimizer and scheduler types, scheduler interval and schedule
+    length, epochs, model architecture), and raises :class:`InputError` saying what differs. Sets
+    ``run.done`` (the epochs completed), ``run.history`` (the records so far) and ``run.guard_batch``
+    (the guard's fixed batch, ``None`` if none was saved).
     """
+    path, group, model, optimizer, scheduler = _checkpoint_of(run), run.group, run.model, run.optimizer, run.scheduler
+    settings, epochs, interval = run.trainer.settings(), run.epochs, run.interval
     state = load_training_state(path)
     world = 1 if group is None else group.world_size
     saved_world = state.get("world_size", 1)
@@ -387,14 +386,14 @@ def restore_training_checkpoint(
         detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise InputError(f"{path} does not fit this model/optimizer/scheduler ({detail}): resume with the ones "
                          "it was written with, or start over without resume") from e
-    if guard is not None and state.get("guard"):
-        guard.load_state_dict(state["guard"])
+    if run.guard is not None and state.get("guard"):
+        run.guard.load_state_dict(state["guard"])
     try:
         history = TrainingHistory.from_dict(state["history"])
     except (KeyError, TypeError) as e:
         raise InputError(f"training checkpoint {path} is corrupt (history unreadable: {e}); delete it to "
                          "start over") from e
-    restore_rng_state(rng, generators)
+    restore_rng_state(rng, run.generators)
     for module, module_state in zip(random_modules(model), state.get("random_modules") or []):
         module.set_rng_state(module_state)
-    return done, history, state.get("guard_batch")
+    run.done, run.history, run.guard_batch = done, history, state.get("guard_batch")

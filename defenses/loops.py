@@ -21,17 +21,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from robustness.attacks.pgd import PGD
+from robustness.defenses.fit_run import FitRun
 from robustness.defenses.history import EpochRecord, EvalResult
 from robustness.defenses.methods import training_loss
 from robustness.defenses.training_utils import (
-    TrainingModes,
     check_batch,
     check_int,
     check_l2_budget,
@@ -48,27 +48,21 @@ from robustness.model import (
     reseed_random_modules,
 )
 
-if TYPE_CHECKING:
-    from robustness.defenses.trainer import AdversarialTrainer
-    from robustness.distributed import ProcessGroup
-
 __all__ = ["evaluate_accuracy", "train_epoch"]
 
 
-def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[Any], epoch: int, epochs: int,
-                optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, gen: torch.Generator,
-                dev: torch.device, bars: bool, group: ProcessGroup | None = None,
-                modes: TrainingModes | None = None) -> EpochRecord:
-    """Train ``model`` for epoch ``epoch`` (0-based, of ``epochs``) with ``trainer``'s settings; its record.
+def train_epoch(run: FitRun, epoch: int) -> EpochRecord:
+    """Train ``run``'s model for epoch ``epoch`` (0-based, of ``run.epochs``) with its settings; the epoch's record.
 
-    ``interval``: when ``scheduler`` steps (``"batch"`` or ``"epoch"``); ``gen``: the random starts'
-    generator; ``bars``: a tqdm bar over the batches; ``group``: the ranks to sum the statistics
-    over (``model`` is then the :class:`~robustness.distributed.TrainingReplica`); ``modes``: the
-    submodules' training flags to train with (default: all in training mode). The record has no
-    validation numbers yet. Raises :class:`InputError` for bad batches, an empty loader, or a loss
-    that is not finite.
+    Draws the random starts from ``run.generator``, steps ``run.optimizer`` every batch and
+    ``run.scheduler`` per ``run.interval``, trains with the submodules' flags of ``run.modes``
+    and shows a tqdm bar over the batches when ``run.bars``. Over ``run.group`` the training
+    steps call the :class:`~robustness.distributed.TrainingReplica` and the statistics are summed
+    over the ranks. The record has no validation numbers yet. Raises :class:`InputError` for bad
+    batches, an empty loader, or a loss that is not finite.
     """
-    modes = modes if modes is not None else TrainingModes(nn.Identity())  # nothing frozen
+    trainer, model, loader, dev, modes = run.trainer, run.trained, run.train_loader, run.device, run.modes
+    optimizer, scheduler = run.optimizer, run.scheduler
     eps = trainer.eps_at(epoch)
     sampler = distributed_sampler(loader)
     if sampler is not None:
@@ -83,8 +77,8 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
     lr = float(optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    batches = tqdm(loader, total=total, leave=False, unit="batch", disable=not bars,
-                   desc=f"epoch {epoch + 1}/{epochs}")
+    batches = tqdm(loader, total=total, leave=False, unit="batch", disable=not run.bars,
+                   desc=f"epoch {epoch + 1}/{run.epochs}")
     num_classes: int | None = None
     dtype = model_dtype(model)
     for index, batch in enumerate(batches):
@@ -100,12 +94,12 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
             num_classes = logits.shape[1]
         out = training_loss(trainer.method, model, x, y, eps=eps, norm=trainer.norm,  # type: ignore[arg-type]
                             steps=trainer.steps, alpha=alpha, beta=trainer.beta, bounds=trainer.bounds,
-                            generator=gen, mode=trainer.attack_mode)  # type: ignore[arg-type]
+                            generator=run.generator, mode=trainer.attack_mode)  # type: ignore[arg-type]
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
         lr = float(optimizer.param_groups[0]["lr"])  # the rate this step used
-        if scheduler is not None and interval == "batch":
+        if scheduler is not None and run.interval == "batch":
             scheduler.step()
         b = y.shape[0]
         n += b
@@ -120,12 +114,12 @@ def train_epoch(trainer: AdversarialTrainer, model: nn.Module, loader: Iterable[
             clean_seen += b
     batches.close()
     totals = [n, float(loss_sum), int(adv_correct), int(clean_correct), clean_seen]
-    if group is not None:  # the statistics of the global batches: sums over the ranks
-        totals = group.all_sum(totals)
+    if run.group is not None:  # the statistics of the global batches: sums over the ranks
+        totals = run.group.all_sum(totals)
     n, clean_seen = int(totals[0]), int(totals[4])
     if n == 0:
         raise InputError("the training loader yielded no examples")
-    if scheduler is not None and interval == "epoch":
+    if scheduler is not None and run.interval == "epoch":
         scheduler.step()
     loss = totals[1] / n
     if not math.isfinite(loss):

@@ -5,9 +5,11 @@
 optimizer and scheduler you give it, and returns a :class:`TrainingHistory`. The trainer owns
 no model: the model ends in the train/eval mode (and on the device) it started in.
 
-The settings and their checks: :mod:`robustness.defenses.training_settings`; records:
-:mod:`robustness.defenses.history`; the training epoch and the evaluation pass: :mod:`robustness.defenses.loops`;
-checkpoints: :mod:`robustness.defenses.checkpointing`; argument, batch, device and rank helpers:
+The settings and their checks: :mod:`robustness.defenses.training_settings`; the state of one
+``fit`` (model, optimizer, loaders, device, ranks, generators, history, guard), which the pieces
+below take: :mod:`robustness.defenses.fit_run`; records: :mod:`robustness.defenses.history`; the
+training epoch and the evaluation pass: :mod:`robustness.defenses.loops`; checkpoints:
+:mod:`robustness.defenses.checkpointing`; argument, batch, device and rank helpers:
 :mod:`robustness.defenses.training_utils`.
 
 Methods (see :mod:`robustness.defenses.methods`): ``"pgd"`` (Madry et al. 2018), ``"fgsm-rs"`` (Wong,
@@ -66,19 +68,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from robustness.defenses.checkpointing import restore_training_checkpoint, save_training_checkpoint
+from robustness.defenses.fit_run import FitRun
 from robustness.defenses.guard import OverfitGuard
 from robustness.defenses.history import EpochRecord, EvalResult, TrainingHistory, describe_epoch, epoch_postfix
 from robustness.defenses.loops import evaluate_accuracy, train_epoch
@@ -96,9 +98,6 @@ from robustness.defenses.training_utils import (
 from robustness.distributed import TrainingReplica, check_sharded
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import model_device, modes_restored
-
-if TYPE_CHECKING:
-    from robustness.distributed import ProcessGroup
 
 __all__ = ["AdversarialTrainer", "EpochRecord", "EvalResult", "TrainingHistory"]
 
@@ -233,25 +232,36 @@ class AdversarialTrainer(TrainingSettings):
                 if moved:
                     model.to(dev)
                     move_optimizer_state(optimizer, dev)
-                return self._fit(model, train_loader, epochs, optimizer, scheduler, scheduler_interval, val_loader,
-                                 Path(checkpoint) if checkpoint is not None else None, resume, dev, progress, group,
-                                 train_modes)
+                gen = torch.Generator(device=dev).manual_seed(rank_seed(self.seed, group))
+                run = FitRun(trainer=self, model=model, train_loader=train_loader, val_loader=val_loader,
+                             optimizer=optimizer, scheduler=scheduler, interval=scheduler_interval, epochs=epochs,
+                             checkpoint=Path(checkpoint) if checkpoint is not None else None, device=dev,
+                             group=group, modes=train_modes, progress=progress, generator=gen,
+                             generators=[gen, *loader_generators(train_loader)],
+                             history=TrainingHistory(settings=self.settings()),
+                             guard=OverfitGuard(self.guard_drop) if self.guarded else None)
+                return self._fit(run, resume)
             finally:
                 if moved:
                     model.to(original)
                     move_optimizer_state(optimizer, original)
 
-    def _fit(self, model: nn.Module, train_loader: Iterable[Any], epochs: int, optimizer: torch.optim.Optimizer,
-             scheduler: Any, interval: str, val_loader: Iterable[Any] | None, path: Path | None, resume: bool,
-             dev: torch.device, progress: bool, group: ProcessGroup | None = None,
-             train_modes: TrainingModes | None = None) -> TrainingHistory:
-        lead = group is None or group.rank == 0  # logs, validates and writes checkpoints
-        gen = torch.Generator(device=dev).manual_seed(rank_seed(self.seed, group))
-        generators = [gen, *loader_generators(train_loader)]
-        history = TrainingHistory(settings=self.settings())
-        guard = OverfitGuard(self.guard_drop) if self.guarded else None
-        guard_batch: dict[str, Tensor] | None = None
-        start = 0
+    def _fit(self, run: FitRun, resume: bool) -> TrainingHistory:
+        """Resume ``run`` if asked (and its checkpoint exists), then train it for the epochs left."""
+        if self._resume(run, resume):
+            return run.history
+        if run.guard is not None and run.val_loader is None and run.guard_batch is None:
+            run.guard_batch = draw_guard_batch(run.train_loader, self.guard_samples, self.bounds)
+        run.replica = TrainingReplica(run.model, run.device) if run.group is not None else None
+        try:
+            return self._epochs(run)
+        finally:
+            if run.replica is not None:
+                run.replica.release()
+
+    def _resume(self, run: FitRun, resume: bool) -> bool:
+        """Load ``run``'s checkpoint into it when ``resume`` and it exists; whether training had already finished."""
+        path, group = run.checkpoint, run.group
         exists = path is not None and path.exists()
         if group is not None and path is not None:
             here, exists = exists, bool(group.broadcast(exists))  # rank 0's file decides; every rank reads it
@@ -259,108 +269,81 @@ class AdversarialTrainer(TrainingSettings):
                 raise InputError(f"rank {group.rank} cannot see the training checkpoint {path} that rank 0 has: "
                                  "put it on a filesystem every rank shares (or copy it to every node)")
         if resume and path is not None and exists:
-            start, history, guard_batch = self._restore(path, model, optimizer, scheduler, interval, guard,
-                                                        generators, epochs, group)
-            if history.stopped_early or start >= epochs:
-                if lead:
-                    log.info("%s: training already finished (%d epochs%s)", path, start,
-                             ", stopped by the overfitting guard" if history.stopped_early else "")
-                return history
-            if lead:
-                log.info("resuming from %s after epoch %d", path, start)
-        elif resume and path is not None and lead:
+            restore_training_checkpoint(run)
+            if run.history.stopped_early or run.done >= run.epochs:
+                if run.lead:
+                    log.info("%s: training already finished (%d epochs%s)", path, run.done,
+                             ", stopped by the overfitting guard" if run.history.stopped_early else "")
+                return True
+            if run.lead:
+                log.info("resuming from %s after epoch %d", path, run.done)
+        elif resume and path is not None and run.lead:
             log.warning("no training checkpoint at %s yet: starting from scratch", path)
-        elif path is not None and exists and lead:
+        elif path is not None and exists and run.lead:
             log.warning("overwriting the training checkpoint %s (pass resume=True to continue it)", path)
-        if guard is not None and val_loader is None and guard_batch is None:
-            guard_batch = draw_guard_batch(train_loader, self.guard_samples, self.bounds)
+        return False
 
-        replica = TrainingReplica(model, dev) if group is not None else None
-        try:
-            return self._epochs(model, replica, train_loader, start, epochs, optimizer, scheduler, interval,
-                                val_loader, path, dev, progress and lead, group, gen, generators, history, guard,
-                                guard_batch, train_modes)
-        finally:
-            if replica is not None:
-                replica.release()
-
-    def _epochs(self, model: nn.Module, replica: TrainingReplica | None, train_loader: Iterable[Any], start: int,
-                epochs: int, optimizer: torch.optim.Optimizer, scheduler: Any, interval: str,
-                val_loader: Iterable[Any] | None, path: Path | None, dev: torch.device, progress: bool,
-                group: ProcessGroup | None, gen: torch.Generator, generators: list[torch.Generator],
-                history: TrainingHistory, guard: OverfitGuard | None,
-                guard_batch: dict[str, Tensor] | None, train_modes: TrainingModes | None = None) -> TrainingHistory:
-        """The epoch loop of :meth:`fit` (``replica``: the model under DDP, for the training steps)."""
-        lead = group is None or group.rank == 0
-        bars = progress and sys.stderr.isatty()
+    def _epochs(self, run: FitRun) -> TrainingHistory:
+        """The epoch loop of :meth:`fit`: train, measure, check the guard, record, save."""
+        bars = run.bars
         redirect = logging_to_tqdm() if bars else contextlib.nullcontext()
         with redirect:
-            epoch_bar = tqdm(range(start, epochs), initial=start, total=epochs, unit="epoch", disable=not bars,
-                             desc=f"{self.method} training")
+            epoch_bar = tqdm(range(run.done, run.epochs), initial=run.done, total=run.epochs, unit="epoch",
+                             disable=not bars, desc=f"{self.method} training")
             for epoch in epoch_bar:
-                record = train_epoch(self, replica or model, train_loader, epoch, epochs, optimizer, scheduler,
-                                     interval, gen, dev, bars, group, train_modes)
-                if group is not None:
-                    group.broadcast_buffers(model)  # BatchNorm statistics: rank 0's, as DDP uses them
+                record = train_epoch(run, epoch)
+                if run.group is not None:
+                    run.group.broadcast_buffers(run.model)  # BatchNorm statistics: rank 0's, as DDP uses them
                 t0 = time.perf_counter()
-                if val_loader is not None:
-                    result = self.evaluate(model, val_loader, device=dev, max_samples=self.eval_samples,
-                                           seed=self._eval_seed(epoch)) if lead else None
-                    if group is not None:  # every rank holds the same weights: rank 0 measures for all
-                        result = group.broadcast(result)
-                    record = replace(record, val_clean_accuracy=result.clean_accuracy,
-                                     val_robust_accuracy=result.robust_accuracy)
-                if guard is not None:
-                    if val_loader is not None:
-                        guard_acc = record.val_robust_accuracy
-                    else:
-                        fixed = guard_batch or {}
-                        guard_acc = self.evaluate(model, [(fixed["x"], fixed["y"])], device=dev,
-                                                  seed=self._eval_seed(epoch),
-                                                  steps=self.guard_steps).robust_accuracy if lead else None
-                        if group is not None:
-                            guard_acc = group.broadcast(guard_acc)
-                    record = replace(record, guard_accuracy=guard_acc)
-                    reason = guard.check(epoch + 1, pgd_acc=float(guard_acc or 0.0),
-                                         fgsm_acc=record.train_adversarial_accuracy, model=model)
-                    if reason is not None:
-                        restored = guard.restore(model)
-                        history.stopped_early, history.stop_reason, history.restored_epoch = True, reason, restored
-                        if lead:
-                            log.warning("epoch %d: %s; restored the weights of epoch %d and stopped training",
-                                        epoch + 1, reason, restored)
+                record = self._check_guard(run, epoch, self._validate(run, epoch, record))
                 record = replace(record, val_seconds=time.perf_counter() - t0)
-                history.records.append(record)
-                if lead:
-                    log.info("%s", describe_epoch(record, epochs))
+                run.history.records.append(record)
+                if run.lead:
+                    log.info("%s", describe_epoch(record, run.epochs))
                 epoch_bar.set_postfix_str(epoch_postfix(record))
-                if path is not None:
-                    finished = history.stopped_early or epoch + 1 == epochs
-                    self._save(path, epoch + 1, finished, epochs, model, optimizer, scheduler, interval, history,
-                               guard, guard_batch, generators, dev, group)
-                if history.stopped_early:
+                if run.checkpoint is not None:
+                    finished = run.history.stopped_early or epoch + 1 == run.epochs
+                    save_training_checkpoint(run, epoch=epoch + 1, finished=finished)
+                if run.history.stopped_early:
                     break
             epoch_bar.close()
-        return history
+        return run.history
+
+    def _validate(self, run: FitRun, epoch: int, record: EpochRecord) -> EpochRecord:
+        """``record`` with the clean and PGD accuracy on the validation data (rank 0 measures for all)."""
+        if run.val_loader is None:
+            return record
+        result = self.evaluate(run.model, run.val_loader, device=run.device, max_samples=self.eval_samples,
+                               seed=self._eval_seed(epoch)) if run.lead else None
+        if run.group is not None:  # every rank holds the same weights: rank 0 measures for all
+            result = run.group.broadcast(result)
+        return replace(record, val_clean_accuracy=result.clean_accuracy, val_robust_accuracy=result.robust_accuracy)
+
+    def _check_guard(self, run: FitRun, epoch: int, record: EpochRecord) -> EpochRecord:
+        """``record`` with the guard's PGD accuracy; on a collapse, restore the last good weights and stop."""
+        guard = run.guard
+        if guard is None:
+            return record
+        if run.val_loader is not None:
+            guard_acc = record.val_robust_accuracy
+        else:
+            fixed = run.guard_batch or {}
+            guard_acc = self.evaluate(run.model, [(fixed["x"], fixed["y"])], device=run.device,
+                                      seed=self._eval_seed(epoch),
+                                      steps=self.guard_steps).robust_accuracy if run.lead else None
+            if run.group is not None:
+                guard_acc = run.group.broadcast(guard_acc)
+        record = replace(record, guard_accuracy=guard_acc)
+        reason = guard.check(epoch + 1, pgd_acc=float(guard_acc or 0.0),
+                             fgsm_acc=record.train_adversarial_accuracy, model=run.model)
+        if reason is not None:
+            restored = guard.restore(run.model)
+            history = run.history
+            history.stopped_early, history.stop_reason, history.restored_epoch = True, reason, restored
+            if run.lead:
+                log.warning("epoch %d: %s; restored the weights of epoch %d and stopped training",
+                            epoch + 1, reason, restored)
+        return record
 
     def _eval_seed(self, epoch: int) -> int:
         return (self.seed * 1_000_003 + 7_919 * (epoch + 1)) % (2**62)
-
-    # ------------------------------------------------------------------ checkpoints (robustness.defenses.checkpointing)
-
-    def _save(self, path: Path, epoch: int, finished: bool, epochs: int, model: nn.Module,
-              optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, history: TrainingHistory,
-              guard: OverfitGuard | None, guard_batch: dict[str, Tensor] | None,
-              generators: list[torch.Generator], dev: torch.device, group: ProcessGroup | None = None) -> None:
-        save_training_checkpoint(path, settings=self.settings(), epoch=epoch, finished=finished, epochs=epochs,
-                                 model=model, optimizer=optimizer, scheduler=scheduler, interval=interval,
-                                 history=history, guard=guard, guard_batch=guard_batch, generators=generators,
-                                 dev=dev, group=group)
-
-    def _restore(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 interval: str, guard: OverfitGuard | None, generators: list[torch.Generator],
-                 epochs: int, group: ProcessGroup | None = None
-                 ) -> tuple[int, TrainingHistory, dict[str, Tensor] | None]:
-        return restore_training_checkpoint(path, settings=self.settings(), model=model, optimizer=optimizer,
-                                           scheduler=scheduler, interval=interval, guard=guard,
-                                           generators=generators, epochs=epochs, group=group)

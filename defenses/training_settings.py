@@ -3,8 +3,9 @@
 :class:`TrainingSettings` holds the method, its budget and the validation and guard settings,
 checks them (:class:`InputError` saying what to change) and derives what a training epoch needs
 (:attr:`~TrainingSettings.step_fraction`, :meth:`~TrainingSettings.eps_at`). It lives apart from
-:mod:`robustness.defenses.trainer` so that the training epoch (:mod:`robustness.defenses.loops`) can
-name the settings it reads without importing the trainer that calls it. Build :class:`robustness.defenses.AdversarialTrainer`, which
+:mod:`robustness.defenses.trainer` so that the training epoch (:mod:`robustness.defenses.loops`) and
+the per-fit state (:mod:`robustness.defenses.fit_run`) can name the settings they read without
+importing the trainer that calls them. Build :class:`robustness.defenses.AdversarialTrainer`, which
 adds ``fit`` and ``evaluate``; its docstring describes every field.
 
 Example::
