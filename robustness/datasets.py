@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from robustness.errors import InputError
+from robustness.integrity import pickled_global, read_torch_file
 from robustness.norms import check_bounds
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "DATA_DIR_ENV",
     "default_data_dir",
     "load_dataset",
+    "standard_input_shape",
+    "standard_normalization",
     "to_tensors",
 ]
 
@@ -146,6 +149,21 @@ class TensorPairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.x[index], int(self.y[index])
+
+
+def standard_input_shape(name: str) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` of one input of a named dataset (``digits``, ``mnist``, ..., ``svhn``); ``None``
+    for any other name."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    return (1, 8, 8) if key == "digits" else _SHAPES.get(key)  # type: ignore[arg-type]
+
+
+def standard_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel ``(mean, std)`` that models trained on a named dataset usually expect
+    (``mnist``, ..., ``svhn``, and ``imagenet``: torchvision's pretrained models); ``None`` for
+    others (``digits``: the statistics of its train split, see :func:`load_dataset`)."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    return _IMAGENET_STATS if key == "imagenet" else _STATS.get(key)  # type: ignore[arg-type]
 
 
 def default_data_dir() -> Path:
@@ -418,35 +436,45 @@ def _load_imagefolder(path_text: str) -> LoadedData:
     )
 
 
+_SAVE_ADVICE = "save a dict {'x': tensor, 'y': tensor} with torch.save, or arrays x and y with numpy.savez"
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"could not read dataset file {path}: {detail}. It may be corrupt or truncated, or hold "
+                         f"Python objects (never unpickled); {_SAVE_ADVICE}") from e
+
+
+def _read_pt(path: Path) -> dict[str, Any]:
+    """A ``.pt`` data file, its zip checksums verified, read with ``weights_only=True``."""
+    def corrupt(why: str) -> InputError:
+        return InputError(f"dataset file {path} is corrupt or truncated ({why}): {_SAVE_ADVICE} again")
+
+    try:
+        loaded = read_torch_file(path, what="dataset file", corrupt=corrupt,
+                                 objects_fix=f"a .pt data file holds tensors only; {_SAVE_ADVICE}")
+    except InputError as e:
+        if (pickled_global(e.__cause__ or e) or "").startswith("numpy"):
+            raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
+                             "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
+                             "as a .npz file") from e
+        raise
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path} holds a {type(loaded).__name__}, expected a dict with tensors 'x' and 'y'")
+    return loaded
+
+
 def _load_file(path: Path) -> LoadedData:
     if not path.is_file():
         raise InputError(f"dataset file {path} not found")
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".pt", ".pth"):
         raise InputError(f"unsupported dataset file {path}: use a .npz file (numpy.savez(x=..., y=...)) or a .pt file")
-    arrays: dict[str, Any]
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(loaded, dict):
-                raise InputError(f"{path} holds a {type(loaded).__name__}, expected a dict with tensors 'x' and 'y'")
-            arrays = loaded
-    except InputError:
-        raise
-    except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if suffix in (".pt", ".pth") and "numpy" in str(e):
-            raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
-                             "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
-                             "as a .npz file") from e
-        raise InputError(
-            f"could not read dataset file {path}: {detail}. It may be corrupt or truncated, or (for .pt) hold "
-            "Python objects other than tensors; save a dict {'x': tensor, 'y': tensor} with torch.save, "
-            "or arrays x and y with numpy.savez"
-        ) from e
+    arrays = _read_npz(path) if suffix == ".npz" else _read_pt(path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise InputError(f"{path} has no {' or '.join(missing)}: it must hold x (inputs) and y (labels); found {sorted(arrays)}")
