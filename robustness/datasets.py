@@ -41,6 +41,7 @@ from torch.utils.data import Dataset, Subset
 from robustness.errors import InputError
 from robustness.integrity import pickled_global, read_torch_file
 from robustness.norms import check_bounds
+from robustness.validation import check_not_boolean
 
 __all__ = [
     "LoadedData",
@@ -141,6 +142,7 @@ class TensorPairDataset(Dataset):
             raise InputError(
                 f"expected x of shape (N, C, H, W) and y of shape (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
             )
+        check_not_boolean(y, "the labels y")
         self.x = x
         self.y = y.long()
 
@@ -495,6 +497,7 @@ def _load_file(path: Path) -> LoadedData:
         raise InputError(f"y in {path} has shape {tuple(y.shape)}: expected ({x.shape[0]},), one label per input")
     if y.dtype.is_complex:
         raise InputError(f"y in {path} must hold integer class labels, got dtype {y.dtype}")
+    check_not_boolean(y, f"the labels y in {path}")
     if y.dtype.is_floating_point:
         if y.numel() and not torch.equal(y, y.round()):
             raise InputError(f"y in {path} must hold integer class labels, got dtype {y.dtype} with fractional values")

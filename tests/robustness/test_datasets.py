@@ -279,3 +279,5 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_tensor_pair_dataset_checks_shapes() -> None:
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         TensorPairDataset(torch.zeros(3, 2, 2), torch.zeros(3))
+    with pytest.raises(InputError, match="booleans, not class labels"):
+        TensorPairDataset(torch.zeros(3, 1, 2, 2), torch.tensor([True, False, True]))

@@ -202,6 +202,22 @@ def test_data_of_another_size_than_the_checkpoint_records_is_refused(digits, tmp
     assert "1x8x8" in err and "1x16x16" in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_boolean_labels_are_refused_not_taken_as_0_1(digits, tmp_path: Path, suffix: str, capsys) -> None:
+    x, y = digits
+    path = tmp_path / f"bool{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x[:6], y=y[:6] > 4)
+    else:
+        torch.save({"x": torch.from_numpy(x[:6]), "y": torch.from_numpy(y[:6] > 4)}, path)
+    with pytest.raises(InputError, match="booleans, not class labels.*integer class indices"):
+        load_dataset(str(path))
+    assert _evaluate(path, tmp_path / "out") == 2
+    assert "booleans" in _one_line_error(capsys)
+    with pytest.raises(InputError, match="labels of batch 0 are booleans"):
+        check_batch(torch.from_numpy(x[:2]), torch.tensor([True, False]), (0.0, 1.0), 0)
+
+
 def test_every_report_records_the_weights_and_normalization(digits, tmp_path: Path, capsys) -> None:
     x, y = digits
     np.savez(tmp_path / "d.npz", x=x[:6], y=y[:6])
