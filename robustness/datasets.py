@@ -343,6 +343,12 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
                 f"could not download or read {key} ({split} split) into {root}: {e}. "
                 "Check the network connection and free disk space, or download the files yourself into that directory"
             ) from e
+        damaged = _failed_checksum(cls, key, split, root)
+        if damaged is not None:
+            raise InputError(
+                f"{key} ({split} split): {damaged[0]} fails its MD5 checksum (torchvision expects {damaged[1]}, the "
+                f"file has {damaged[2]}): it is damaged or not the official file; delete it and pass download=True "
+                "(CLI: --download) to fetch it again, or put back a good copy") from e
         raise InputError(
             f"{key} ({split} split) was not found or is incomplete/corrupt in {looked} (data directory {root}). "
             f"Pass download=True (CLI: --download) to fetch it, or data_dir=... (CLI: --data-dir) "
@@ -358,6 +364,27 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
         std=std,
         split=split,
     )
+
+
+def _failed_checksum(cls: Any, key: str, split: str, root: Path) -> tuple[Path, str, str] | None:
+    """The first file torchvision checks for ``key`` that is there but fails its MD5 checksum, with the
+    expected and the actual checksum; ``None`` when every file present matches (or none is checked)."""
+    from torchvision.datasets.utils import calculate_md5
+
+    if key in ("cifar10", "cifar100"):  # torchvision checks the train and test files whichever split is asked
+        files = [(root / cls.base_folder / name, md5) for name, md5 in cls.train_list + cls.test_list]
+        files.append((root / cls.base_folder / cls.meta["filename"], cls.meta["md5"]))
+    elif key == "svhn":
+        _, name, md5 = cls.split_list[split]
+        files = [(root / name, md5)]
+    else:  # MNIST and Fashion-MNIST: torchvision checks only that the files exist
+        return None
+    for path, md5 in files:
+        if md5 and path.is_file():
+            actual = calculate_md5(str(path))
+            if actual != md5:
+                return path, md5, actual
+    return None
 
 
 def _open_image(path: str, mode: str, first: str) -> Any:
