@@ -96,7 +96,8 @@ class ModelInfo:
 
     def markdown_lines(self) -> list[str]:
         """The report.md lines that describe the model."""
-        about = ", ".join(x for x in (self.arch, f"trained on {self.dataset}" if self.dataset else None,
+        arch = self.arch if self.arch != self.source else None
+        about = ", ".join(x for x in (arch, f"trained on {self.dataset}" if self.dataset else None,
                                       f"inputs {'x'.join(map(str, self.input_shape))}" if self.input_shape else None)
                           if x)
         weights = f"SHA-256 {self.weights_sha256}" if self.weights_sha256 else "SHA-256 not recorded"
