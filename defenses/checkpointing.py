@@ -50,6 +50,7 @@ from robustness.defenses.fit_run import FitRun
 from robustness.defenses.history import TrainingHistory
 from robustness.defenses.resume_checks import optimizer_differences, scheduler_differences
 from robustness.errors import InputError
+from robustness.integrity import read_torch_file
 from robustness.io import atomic_open, json_text
 from robustness.model import random_modules
 
@@ -184,10 +185,12 @@ def _corrupt(path: Path, why: str) -> InputError:
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state written by :func:`save_training_state`, with ``weights_only=True``.
+    """Read a training state written by :func:`save_training_state`, with ``weights_only=True``, after
+    verifying the CRC-32 of every member of its zip file (:func:`robustness.integrity.read_torch_file`).
 
-    Raises :class:`InputError` for an empty, truncated, corrupt or foreign file, or one written
-    by a newer version; never returns something half-read.
+    Raises :class:`InputError` for an empty, truncated, corrupt (bytes changed) or foreign file, one
+    holding pickled Python objects (never unpickled), or one written by a newer version; never
+    returns something half-read.
     """
     path = Path(path)
     try:
@@ -196,11 +199,8 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise InputError(f"cannot read training checkpoint {path}: {e.strerror or e}") from e
     if size == 0:
         raise _corrupt(path, "the file is empty")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any parse failure: truncated zip, garbage bytes, pickled objects
-        text = str(e).strip().splitlines()
-        raise _corrupt(path, (text[0] if text else type(e).__name__)[:200]) from e
+    obj = read_torch_file(path, what="training checkpoint", corrupt=lambda why: _corrupt(path, why),
+                          objects_fix="the trainer writes tensors and plain values only; delete it to start over")
     if not isinstance(obj, dict) or obj.get("format") != TRAINING_STATE_FORMAT:
         raise InputError(
             f"{path} is not a training checkpoint (no format {TRAINING_STATE_FORMAT!r}): it may be a model file "

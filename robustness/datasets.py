@@ -39,7 +39,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from robustness.errors import InputError
+from robustness.integrity import pickled_global, read_torch_file
 from robustness.norms import check_bounds
+from robustness.validation import check_not_boolean
 
 __all__ = [
     "LoadedData",
@@ -48,6 +50,8 @@ __all__ = [
     "DATA_DIR_ENV",
     "default_data_dir",
     "load_dataset",
+    "standard_input_shape",
+    "standard_normalization",
     "to_tensors",
 ]
 
@@ -138,6 +142,7 @@ class TensorPairDataset(Dataset):
             raise InputError(
                 f"expected x of shape (N, C, H, W) and y of shape (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
             )
+        check_not_boolean(y, "the labels y")
         self.x = x
         self.y = y.long()
 
@@ -146,6 +151,21 @@ class TensorPairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.x[index], int(self.y[index])
+
+
+def standard_input_shape(name: str) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` of one input of a named dataset (``digits``, ``mnist``, ..., ``svhn``); ``None``
+    for any other name."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    return (1, 8, 8) if key == "digits" else _SHAPES.get(key)  # type: ignore[arg-type]
+
+
+def standard_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel ``(mean, std)`` that models trained on a named dataset usually expect
+    (``mnist``, ..., ``svhn``, and ``imagenet``: torchvision's pretrained models); ``None`` for
+    others (``digits``: the statistics of its train split, see :func:`load_dataset`)."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    return _IMAGENET_STATS if key == "imagenet" else _STATS.get(key)  # type: ignore[arg-type]
 
 
 def default_data_dir() -> Path:
@@ -323,6 +343,12 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
                 f"could not download or read {key} ({split} split) into {root}: {e}. "
                 "Check the network connection and free disk space, or download the files yourself into that directory"
             ) from e
+        damaged = _failed_checksum(cls, key, split, root)
+        if damaged is not None:
+            raise InputError(
+                f"{key} ({split} split): {damaged[0]} fails its MD5 checksum (torchvision expects {damaged[1]}, the "
+                f"file has {damaged[2]}): it is damaged or not the official file; delete it and pass download=True "
+                "(CLI: --download) to fetch it again, or put back a good copy") from e
         raise InputError(
             f"{key} ({split} split) was not found or is incomplete/corrupt in {looked} (data directory {root}). "
             f"Pass download=True (CLI: --download) to fetch it, or data_dir=... (CLI: --data-dir) "
@@ -338,6 +364,27 @@ def _load_torchvision(key: str, split: str, root: Path, download: bool) -> Loade
         std=std,
         split=split,
     )
+
+
+def _failed_checksum(cls: Any, key: str, split: str, root: Path) -> tuple[Path, str, str] | None:
+    """The first file torchvision checks for ``key`` that is there but fails its MD5 checksum, with the
+    expected and the actual checksum; ``None`` when every file present matches (or none is checked)."""
+    from torchvision.datasets.utils import calculate_md5
+
+    if key in ("cifar10", "cifar100"):  # torchvision checks the train and test files whichever split is asked
+        files = [(root / cls.base_folder / name, md5) for name, md5 in cls.train_list + cls.test_list]
+        files.append((root / cls.base_folder / cls.meta["filename"], cls.meta["md5"]))
+    elif key == "svhn":
+        _, name, md5 = cls.split_list[split]
+        files = [(root / name, md5)]
+    else:  # MNIST and Fashion-MNIST: torchvision checks only that the files exist
+        return None
+    for path, md5 in files:
+        if md5 and path.is_file():
+            actual = calculate_md5(str(path))
+            if actual != md5:
+                return path, md5, actual
+    return None
 
 
 def _open_image(path: str, mode: str, first: str) -> Any:
@@ -418,35 +465,45 @@ def _load_imagefolder(path_text: str) -> LoadedData:
     )
 
 
+_SAVE_ADVICE = "save a dict {'x': tensor, 'y': tensor} with torch.save, or arrays x and y with numpy.savez"
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"could not read dataset file {path}: {detail}. It may be corrupt or truncated, or hold "
+                         f"Python objects (never unpickled); {_SAVE_ADVICE}") from e
+
+
+def _read_pt(path: Path) -> dict[str, Any]:
+    """A ``.pt`` data file, its zip checksums verified, read with ``weights_only=True``."""
+    def corrupt(why: str) -> InputError:
+        return InputError(f"dataset file {path} is corrupt or truncated ({why}): {_SAVE_ADVICE} again")
+
+    try:
+        loaded = read_torch_file(path, what="dataset file", corrupt=corrupt,
+                                 objects_fix=f"a .pt data file holds tensors only; {_SAVE_ADVICE}")
+    except InputError as e:
+        if (pickled_global(e.__cause__ or e) or "").startswith("numpy"):
+            raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
+                             "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
+                             "as a .npz file") from e
+        raise
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path} holds a {type(loaded).__name__}, expected a dict with tensors 'x' and 'y'")
+    return loaded
+
+
 def _load_file(path: Path) -> LoadedData:
     if not path.is_file():
         raise InputError(f"dataset file {path} not found")
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".pt", ".pth"):
         raise InputError(f"unsupported dataset file {path}: use a .npz file (numpy.savez(x=..., y=...)) or a .pt file")
-    arrays: dict[str, Any]
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(loaded, dict):
-                raise InputError(f"{path} holds a {type(loaded).__name__}, expected a dict with tensors 'x' and 'y'")
-            arrays = loaded
-    except InputError:
-        raise
-    except Exception as e:  # any parse failure of a user file: corrupt, truncated, pickled objects
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if suffix in (".pt", ".pth") and "numpy" in str(e):
-            raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
-                             "torch tensors in a .pt file (torch.from_numpy), or the arrays with numpy.savez "
-                             "as a .npz file") from e
-        raise InputError(
-            f"could not read dataset file {path}: {detail}. It may be corrupt or truncated, or (for .pt) hold "
-            "Python objects other than tensors; save a dict {'x': tensor, 'y': tensor} with torch.save, "
-            "or arrays x and y with numpy.savez"
-        ) from e
+    arrays = _read_npz(path) if suffix == ".npz" else _read_pt(path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise InputError(f"{path} has no {' or '.join(missing)}: it must hold x (inputs) and y (labels); found {sorted(arrays)}")
@@ -467,6 +524,7 @@ def _load_file(path: Path) -> LoadedData:
         raise InputError(f"y in {path} has shape {tuple(y.shape)}: expected ({x.shape[0]},), one label per input")
     if y.dtype.is_complex:
         raise InputError(f"y in {path} must hold integer class labels, got dtype {y.dtype}")
+    check_not_boolean(y, f"the labels y in {path}")
     if y.dtype.is_floating_point:
         if y.numel() and not torch.equal(y, y.round()):
             raise InputError(f"y in {path} must hold integer class labels, got dtype {y.dtype} with fractional values")

@@ -6,14 +6,34 @@ unpickling arbitrary objects::
 
     {"format": "robustness-checkpoint", "version": 1,
      "arch": "small-cnn", "arch_kwargs": {"width": 16, ...},
-     "state_dict": {...}, "mean": [0.3], "std": [0.4], "dataset": "digits",
-     "bounds": [0.0, 1.0], "meta": {...}}
+     "state_dict": {...}, "weights_sha256": "3f1c...", "mean": [0.3], "std": [0.4],
+     "dataset": "digits", "input_shape": [1, 8, 8], "bounds": [0.0, 1.0], "meta": {...}}
 
-It records the architecture and the preprocessing, so :func:`load_model` rebuilds a
-model ready for pixel-space inputs with no extra arguments.
+It records the architecture, the preprocessing and the inputs it was trained on, so
+:func:`load_model` rebuilds a model ready for pixel-space inputs with no extra arguments,
+and the SHA-256 of its weights (:func:`robustness.integrity.weights_sha256`), which loading
+verifies.
 
-:func:`load_model` also reads plain ``state_dict`` files (with ``arch=``), TorchScript
-archives, ``torchvision:NAME`` and ``package.module:factory``.
+:func:`load_model` also reads plain ``state_dict`` files (with ``arch=``, including
+``torchvision:NAME``), TorchScript archives, ``torchvision:NAME`` (initial random weights)
+and ``package.module:factory``.
+
+What is verified and recorded (:class:`LoadedModel`, the report's model block):
+
+* every file: the CRC-32 of each member of a zip file (torch's format since 1.6, TorchScript;
+  torch does not check them), before anything is read; legacy (non-zip) files carry no
+  checksums and are read unverified (the report says so). Files are read with
+  ``weights_only=True``: pickled Python objects are refused, never unpickled;
+* our checkpoints: the recorded SHA-256 of the weights, and the recorded input shape against the
+  data's (``input_shape=``);
+* initial random weights: ``torchvision:NAME`` (built with ``weights=None``), a factory whose
+  weights change with the random seed (it is called a second time, under a forked random state,
+  to find out), and any network whose BatchNorm layers hold their initial statistics
+  (:func:`robustness.model_info.untouched_batchnorm`) warn and are recorded as such. A network
+  without BatchNorm that was never trained cannot be recognized by its weights;
+* normalization: a plain state dict (or ``--arch torchvision:NAME``) loaded without
+  ``mean``/``std`` warns, since networks of known architectures are usually trained on
+  normalized inputs; our checkpoints apply what they record.
 
 Example::
 
@@ -33,7 +53,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -42,9 +62,12 @@ import torch
 from torch import Tensor, nn
 
 from robustness.architectures import ARCHITECTURES, build_architecture
-from robustness.errors import InputError
+from robustness.datasets import standard_input_shape, standard_normalization
+from robustness.errors import InputError, RobustnessWarning
+from robustness.integrity import load_weights_only, verify_torch_file, weights_sha256
 from robustness.io import atomic_open
 from robustness.model import NormalizedModel
+from robustness.model_info import BATCHNORM_UNTOUCHED, ModelInfo, initial_weights_warning, untouched_batchnorm
 from robustness.norms import check_bounds
 
 __all__ = [
@@ -87,6 +110,13 @@ class LoadedModel:
         bounds: the input range it expects.
         mean, std: the normalization applied inside ``model`` (``None`` when none is).
         meta: free-form information recorded in the checkpoint (training command, accuracy...).
+        input_shape: the ``(C, H, W)`` inputs it was trained on, when its checkpoint says.
+        weights_sha256: :func:`robustness.integrity.weights_sha256` of the network's weights.
+        initial_weights: ``True`` when it holds the initial random weights of a freshly built
+            network, ``False`` when its weights were loaded from a file, ``None`` when unknown.
+        weights: where the weights come from (and why they are known to be initial).
+        integrity: how the file was verified, or why it could not be.
+        warnings: the warnings given while loading it (initial weights, missing normalization).
     """
 
     model: nn.Module
@@ -97,6 +127,23 @@ class LoadedModel:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    weights_sha256: str | None = None
+    initial_weights: bool | None = None
+    weights: str | None = None
+    integrity: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The report's model block for this model."""
+        return ModelInfo(
+            source=self.source, arch=self.arch, dataset=self.dataset,
+            input_shape=list(self.input_shape) if self.input_shape is not None else None,
+            weights_sha256=self.weights_sha256, initial_weights=self.initial_weights, weights=self.weights,
+            normalization={"mean": list(self.mean), "std": list(self.std)} if self.mean is not None else None,
+            integrity=self.integrity,
+        )
 
 
 # ----------------------------------------------------------------------------- saving
@@ -156,6 +203,7 @@ def save_checkpoint(
     dataset: str | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     meta: Mapping[str, Any] | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> None:
     """Write ``model`` as a robustness checkpoint at ``path``, atomically.
 
@@ -164,6 +212,11 @@ def save_checkpoint(
     written to a temporary file in the same directory, flushed and fsynced, then renamed
     over ``path``, so readers never see a half-written checkpoint. Before writing, the
     state dict is checked to load into ``build_architecture(arch, **arch_kwargs)``.
+
+    The checkpoint records the SHA-256 of the weights (:func:`load_model` verifies it) and
+    ``input_shape``, the ``(C, H, W)`` inputs the model was trained on (default: from
+    ``arch_kwargs``' ``in_channels`` and ``input_size``, else the shape of the named ``dataset``);
+    :func:`load_model` refuses data of another shape.
 
     Raises :class:`InputError` for an unknown ``arch``, a state dict that does not match
     it, mismatched ``mean``/``std``, or values that are not tensors or plain Python types.
@@ -195,6 +248,7 @@ def save_checkpoint(
     lo, hi = check_bounds(bounds)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _load_state(build_architecture(arch, **kwargs), state, arch, "the model given to save_checkpoint")
+    shape = _recorded_shape(input_shape, kwargs, dataset)
 
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
@@ -202,14 +256,34 @@ def save_checkpoint(
         "arch": arch,
         "arch_kwargs": kwargs,
         "state_dict": state,
+        "weights_sha256": weights_sha256(state),
         "mean": mean_l,
         "std": std_l,
         "dataset": dataset if dataset is None else str(dataset),
+        "input_shape": list(shape) if shape is not None else None,
         "bounds": [lo, hi],
         "meta": _check_plain(dict(meta or {}), "meta"),
     }
     _atomic_save(checkpoint, Path(path).expanduser())
     log.info("saved %s checkpoint to %s", arch, path)
+
+
+def _recorded_shape(given: Sequence[int] | None, kwargs: Mapping[str, Any],
+                    dataset: str | None) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` a checkpoint records: ``given``, else ``in_channels`` x ``input_size`` x
+    ``input_size`` from the architecture's arguments, else the named dataset's shape."""
+    if given is not None:
+        try:
+            shape = tuple(int(v) for v in given)
+        except (TypeError, ValueError):
+            raise InputError(f"input_shape must be (C, H, W) integers, got {given!r}") from None
+        if len(shape) != 3 or min(shape) < 1:
+            raise InputError(f"input_shape must be three positive integers (C, H, W), got {given!r}")
+        return shape
+    size, channels = kwargs.get("input_size"), kwargs.get("in_channels")
+    if isinstance(size, int) and isinstance(channels, int):
+        return (channels, size, size)
+    return standard_input_shape(dataset) if dataset is not None else None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -269,20 +343,21 @@ def _sniff(path: Path) -> str:
     raise _corrupt(path, "not a PyTorch file")
 
 
+def _verify(path: Path) -> str:
+    """The CRC-32 of every member of a zip file (:func:`robustness.integrity.verify_torch_file`), as the
+    report's ``integrity`` line."""
+    if verify_torch_file(path, lambda why: _corrupt(path, why)):
+        return "zip CRC-32 of every member verified"
+    log.info("%s is in torch's legacy (non-zip) format, which has no checksums: it is read unverified", path)
+    return "legacy torch format: no checksums, not verified"
+
+
 def _torch_load(path: Path, map_location: MapLocation) -> Any:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        message = str(e)
-        if "Unsupported global" in message:
-            raise InputError(
-                f"model file {path} holds pickled Python objects (e.g. a whole model saved with "
-                "torch.save(model)), which are never unpickled here because that can run arbitrary code. "
-                "Re-save it as weights: torch.save(model.state_dict(), path) (then pass --arch), "
-                "robustness.loading.save_checkpoint, or a TorchScript file (torch.jit.save)"
-            ) from e
-        first = message.strip().splitlines()[0] if message.strip() else type(e).__name__
-        raise _corrupt(path, first[:200]) from e
+    return load_weights_only(
+        path, what="model file", corrupt=lambda why: _corrupt(path, why), map_location=map_location,
+        objects_fix=("a whole model saved with torch.save(model) is such a file. Re-save the weights: "
+                     "torch.save(model.state_dict(), path) (then pass --arch), robustness.loading.save_checkpoint, "
+                     "or a TorchScript file (torch.jit.save)"))
 
 
 def _move(model: nn.Module, map_location: MapLocation) -> nn.Module:
@@ -291,21 +366,44 @@ def _move(model: nn.Module, map_location: MapLocation) -> nn.Module:
     return model
 
 
+@dataclass
+class _Origin:
+    """What the loader knows about a network's weights (see :class:`LoadedModel`)."""
+
+    weights: str  # where they come from
+    initial: bool | None = None  # True: built untrained; False: loaded from a file
+    reason: str | None = None  # how ``initial`` is known, when True
+    integrity: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    normalized_as: str | None = None  # the usual normalization, when a missing one deserves a warning
+
+
 def _finish(
     net: nn.Module,
+    origin: _Origin,
     *,
     arch: str | None,
     source: str,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
-    dataset: str | None,
-    bounds: tuple[float, float],
-    meta: Mapping[str, Any] | None,
     map_location: MapLocation,
+    dataset: str | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    meta: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
     if (mean_l is None) != (std_l is None):
         raise InputError("pass both mean and std (CLI: --mean and --std), or neither")
+    initial, reason, weights = origin.initial, origin.reason, origin.weights
+    if untouched_batchnorm(net):  # the runner says the same of the evaluated model: one warning text
+        initial, reason, weights = True, BATCHNORM_UNTOUCHED, f"{weights}; {BATCHNORM_UNTOUCHED}"
+    messages = [initial_weights_warning(reason or weights)] if initial else []
+    if mean_l is None and origin.normalized_as is not None and not initial:
+        messages.append(
+            f"{source} is a plain state dict of {arch}, evaluated without normalization (no --mean/--std, mean=/std=): "
+            f"networks like it are usually trained on normalized inputs ({origin.normalized_as}); if this one was, "
+            "pass the statistics of its training data, or the numbers are those of wrongly scaled inputs")
+    sha256 = weights_sha256(net)
     model = NormalizedModel(net, mean_l, std_l) if mean_l is not None and std_l is not None else net
     model = _move(model, map_location).eval()
     return LoadedModel(
@@ -317,7 +415,21 @@ def _finish(
         mean=tuple(mean_l) if mean_l is not None else None,
         std=tuple(std_l) if std_l is not None else None,
         meta=dict(meta or {}),
+        input_shape=origin.input_shape,
+        weights_sha256=sha256,
+        initial_weights=initial,
+        weights=weights,
+        integrity=origin.integrity,
+        warnings=messages,
     )
+
+
+def _usual_normalization(arch: str) -> str:
+    """The normalization networks of ``arch`` are usually trained with, as CLI flags (for a warning)."""
+    name = "imagenet" if arch.startswith("torchvision:") else "mnist" if arch == "small-cnn" else "cifar10"
+    mean, std = standard_normalization(name) or ((), ())
+    flags = f"--mean {','.join(f'{v:g}' for v in mean)} --std {','.join(f'{v:g}' for v in std)}"
+    return f"e.g. {'ImageNet' if name == 'imagenet' else name.upper()}: {flags}"
 
 
 def load_model(
@@ -330,33 +442,46 @@ def load_model(
     std: Sequence[float] | None = None,
     map_location: MapLocation = "cpu",
     min_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> LoadedModel:
     """Load a model for evaluation on pixel-space inputs, from any of:
 
     * a robustness checkpoint (:func:`save_checkpoint`): architecture, normalization,
-      dataset and bounds are read from it; arguments it records must match it;
+      dataset and bounds are read from it; arguments it records must match it, and so must the
+      recorded SHA-256 of its weights;
     * a plain ``state_dict`` file (also nested under ``"state_dict"``/``"model"``, with a
       ``module.`` prefix, or of a :class:`NormalizedModel`): needs ``arch`` (one of
-      :data:`robustness.architectures.ARCHITECTURES`); ``num_classes``/``in_channels``
-      default to what the weights' shapes say;
+      :data:`robustness.architectures.ARCHITECTURES`, or ``torchvision:NAME`` for a torchvision
+      architecture); ``num_classes``/``in_channels`` default to what the weights' shapes say.
+      Without ``mean``/``std`` (and no NormalizedModel's in the file) it warns: networks of
+      these architectures are usually trained on normalized inputs;
     * a TorchScript archive (``torch.jit.save``), detected from its zip contents;
-    * ``torchvision:NAME`` (e.g. ``torchvision:resnet18``), built untrained with
-      ``weights=None`` and ``num_classes`` if given;
+    * ``torchvision:NAME`` (e.g. ``torchvision:resnet18``), built with ``weights=None`` and
+      ``num_classes`` if given: its initial random weights, with a warning (to evaluate your
+      own trained weights of a torchvision architecture, give the state dict file with
+      ``arch="torchvision:NAME"``);
     * ``package.module:factory``: imported and called (with ``num_classes``/``in_channels``
-      when given and accepted).
+      when given and accepted). It is called a second time, under a forked random state, to
+      find out whether it builds the network untrained (its weights then change with the seed).
 
     ``min_classes``: the class count the data needs (its largest label + 1), a lower bound, not
     a requirement of equality: a checkpoint or state dict keeps its own class count when it is
     at least that (a data file holding a few classes of ten evaluates a ten-class model), and it
     is the class count of models built untrained (``torchvision:``, factories) when
-    ``num_classes`` is not given.
+    ``num_classes`` is not given. ``input_shape``: the data's ``(C, H, W)``; a checkpoint that
+    records other inputs is an error (the evaluation never resizes).
 
     Files are always read with ``torch.load(..., weights_only=True)``: no arbitrary objects
-    are unpickled. ``mean``/``std`` wrap the result in :class:`NormalizedModel`. The model is
-    returned in eval mode on ``map_location``.
+    are unpickled. The CRC-32 of every member of a zip file is verified first (torch does not
+    check them); files in torch's legacy format have none. ``mean``/``std`` wrap the result in
+    :class:`NormalizedModel`. The model is returned in eval mode on ``map_location``. A model
+    known to hold its initial random weights (see the module docstring) warns
+    (:class:`~robustness.errors.RobustnessWarning`); :attr:`LoadedModel.info` is the report's
+    model block.
 
-    Raises :class:`InputError` for a missing file, a corrupt/truncated/HTML file, a state
-    dict without ``arch`` or not matching it, or a spec that cannot be imported.
+    Raises :class:`InputError` for a missing file, a corrupt/truncated/HTML file, a file holding
+    pickled Python objects, a state dict without ``arch`` or not matching it, data of another
+    shape than the checkpoint's, or a spec that cannot be imported.
 
     Example::
 
@@ -366,17 +491,40 @@ def load_model(
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"model must be a file path, torchvision:NAME or package.module:factory, got {spec!r}")
-    spec = spec.strip()
+    loaded = _load(spec.strip(), arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+                   map_location=map_location, min_classes=min_classes)
+    data_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
+    if data_shape is not None and loaded.input_shape is not None and data_shape != tuple(loaded.input_shape):
+        raise InputError(
+            f"{loaded.source} was trained on inputs of shape {_shape_text(loaded.input_shape)} (C x H x W) but the "
+            f"data has shape {_shape_text(data_shape)}: the evaluation never resizes; give data of the model's "
+            "shape (resize the images first), or a model trained on this data")
+    for message in loaded.warnings:
+        warnings.warn(message, RobustnessWarning, stacklevel=2)
+    return loaded
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def _load(spec: str, *, arch: str | None, num_classes: int | None, in_channels: int | None,
+          mean: Sequence[float] | None, std: Sequence[float] | None, map_location: MapLocation,
+          min_classes: int | None) -> LoadedModel:
     path = Path(spec).expanduser()
     built_classes = num_classes if num_classes is not None else min_classes  # for untrained builds
     if spec.lower().startswith("torchvision:"):
-        net = _torchvision_model(spec[len("torchvision:"):], built_classes, in_channels)
-        return _finish(net, arch=f"torchvision:{spec.split(':', 1)[1]}", source=spec, mean=mean, std=std,
-                       dataset=None, bounds=(0.0, 1.0), meta=None, map_location=map_location)
+        name = spec.split(":", 1)[1].strip()
+        net = _torchvision_model(name, built_classes, in_channels)
+        origin = _Origin("built by torchvision with weights=None", initial=True,
+                         reason=f"torchvision builds {name} with weights=None: no pretrained weights are loaded")
+        return _finish(net, origin, arch=f"torchvision:{name}", source=spec, mean=mean, std=std,
+                       map_location=map_location)
     if not path.exists() and _FACTORY_SPEC.match(spec):
-        net = _factory_model(spec, built_classes, in_channels)
-        return _finish(net, arch=None, source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
-                       meta=None, map_location=map_location)
+        net, initial = _factory_model(spec, built_classes, in_channels)
+        origin = _Origin(f"returned by {spec}", initial=initial,
+                         reason=f"{spec} returns other weights under another random seed")
+        return _finish(net, origin, arch=None, source=spec, mean=mean, std=std, map_location=map_location)
     if not path.exists():
         raise InputError(
             f"model file {path} not found (expected a checkpoint/state_dict/TorchScript file, "
@@ -387,6 +535,7 @@ def load_model(
         raise InputError(f"model path {path} is {what}: give a checkpoint, state_dict or TorchScript file")
 
     kind = _sniff(path)
+    integrity = _verify(path)
     if kind == "torchscript":
         try:
             with warnings.catch_warnings():
@@ -394,13 +543,14 @@ def load_model(
                 net = torch.jit.load(str(path), map_location=map_location)
         except Exception as e:  # torch.jit raises RuntimeError and friends for damaged archives
             raise _corrupt(path, str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__) from e
-        return _finish(net, arch=None, source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
-                       meta=None, map_location=map_location)
+        origin = _Origin("TorchScript file", initial=False, integrity=integrity)
+        return _finish(net, origin, arch=None, source=spec, mean=mean, std=std, map_location=map_location)
 
     obj = _torch_load(path, map_location)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return _from_checkpoint(obj, path, spec, arch=arch, num_classes=num_classes, in_channels=in_channels,
-                                mean=mean, std=std, map_location=map_location, min_classes=min_classes)
+                                mean=mean, std=std, map_location=map_location, min_classes=min_classes,
+                                integrity=integrity)
     state = _find_state_dict(obj, path)
     state, found_mean, found_std = _unwrap_state(state)
     if found_mean is not None and mean is None and std is None:
@@ -408,17 +558,22 @@ def load_model(
     if arch is None:
         raise InputError(
             f"{path} is a plain state_dict, which does not say which network it belongs to: pass the architecture "
-            f"(--arch / arch=), one of {', '.join(ARCHITECTURES)}; or re-save it with save_checkpoint"
+            f"(--arch / arch=), one of {', '.join(ARCHITECTURES)} or torchvision:NAME; or re-save it with "
+            "save_checkpoint"
         )
-    if arch.lower() not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    key = arch.strip().lower()
+    if not key.startswith("torchvision:") and key not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)} or torchvision:NAME")
     kwargs = _shape_kwargs(path, {}, state, num_classes=num_classes, in_channels=in_channels,
                            min_classes=min_classes, what="state_dict")
-    kwargs.update(_infer_widths(arch.lower(), state))
-    net = build_architecture(arch, **kwargs)
-    _load_state(net, state, arch.lower(), f"state_dict {path}")
-    return _finish(net, arch=arch.lower(), source=spec, mean=mean, std=std, dataset=None, bounds=(0.0, 1.0),
-                   meta=None, map_location=map_location)
+    if key.startswith("torchvision:"):
+        key = f"torchvision:{arch.strip().split(':', 1)[1].strip()}"  # torchvision's names are case-sensitive
+        net = _torchvision_model(key.split(":", 1)[1], kwargs.get("num_classes"), kwargs.get("in_channels"))
+    else:
+        net = build_architecture(key, **{**kwargs, **_infer_widths(key, state)})
+    _load_state(net, state, key, f"state_dict {path}")
+    origin = _Origin("state dict file", initial=False, integrity=integrity, normalized_as=_usual_normalization(key))
+    return _finish(net, origin, arch=key, source=spec, mean=mean, std=std, map_location=map_location)
 
 
 def _from_checkpoint(
@@ -433,6 +588,7 @@ def _from_checkpoint(
     std: Sequence[float] | None,
     map_location: MapLocation,
     min_classes: int | None = None,
+    integrity: str | None = None,
 ) -> LoadedModel:
     version = ckpt.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
@@ -450,6 +606,7 @@ def _from_checkpoint(
         raise InputError(f"{path} is a {ck_arch!r} checkpoint but arch={arch!r} was requested: drop --arch")
     if not isinstance(state, Mapping):
         raise _corrupt(path, "state_dict is not a dict of tensors")
+    weights = _check_recorded_sha256(ckpt.get("weights_sha256"), state, path)
     ck_kwargs.update(_shape_kwargs(path, ck_kwargs, state, num_classes=num_classes, in_channels=in_channels,
                                    min_classes=min_classes, what="checkpoint"))
     ck_mean, ck_std = ckpt.get("mean"), ckpt.get("std")
@@ -463,8 +620,23 @@ def _from_checkpoint(
     net = build_architecture(ck_arch, **ck_kwargs)
     _load_state(net, state, ck_arch, f"checkpoint {path}")
     bounds = ckpt.get("bounds") or (0.0, 1.0)
-    return _finish(net, arch=ck_arch, source=spec, mean=ck_mean, std=ck_std, dataset=ckpt.get("dataset"),
+    dataset = ckpt.get("dataset")
+    shape = _recorded_shape(ckpt.get("input_shape"), ck_kwargs, dataset)
+    origin = _Origin(weights, initial=False, integrity=integrity, input_shape=shape)
+    return _finish(net, origin, arch=ck_arch, source=spec, mean=ck_mean, std=ck_std, dataset=dataset,
                    bounds=(float(bounds[0]), float(bounds[1])), meta=ckpt.get("meta"), map_location=map_location)
+
+
+def _check_recorded_sha256(recorded: Any, state: Mapping[str, Any], path: Path) -> str:
+    """The checkpoint's weights must have the SHA-256 it records; returns the report's ``weights`` line."""
+    if recorded is None:
+        return "robustness checkpoint (it records no SHA-256 of its weights: written by an older version)"
+    actual = weights_sha256(state)
+    if actual != recorded:
+        raise InputError(
+            f"checkpoint {path} does not hold the weights it was saved with: their SHA-256 is {actual}, the "
+            f"checkpoint records {recorded} (the file was altered after it was written): re-download it or re-save it")
+    return "robustness checkpoint (its recorded SHA-256 verified)"
 
 
 def _shape_kwargs(
@@ -617,7 +789,14 @@ def _import_from_here(module_name: str) -> Any:
             sys.path.remove(here)
 
 
-def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
+def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) -> tuple[nn.Module, bool | None]:
+    """The module ``spec`` names or builds, and whether it holds initial random weights (``None``: unknown).
+
+    A factory is called a second time under a forked random state (the caller's random stream is
+    left as one call leaves it): weights that differ between the calls depend on the seed, so the
+    factory builds the network untrained. Equal weights were loaded (or initialized without
+    randomness): unknown, and then only BatchNorm statistics can tell.
+    """
     module_name, attr = spec.split(":", 1)
     try:
         module = _import_from_here(module_name)
@@ -633,7 +812,7 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
             raise InputError(f"module {module_name!r} has no attribute {attr!r} (model spec {spec!r})")
         factory = getattr(factory, part)
     if isinstance(factory, nn.Module):
-        net = factory
+        net, initial = factory, None
     elif callable(factory):
         kwargs: dict[str, Any] = {}
         try:
@@ -648,18 +827,39 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
                 kwargs[name] = value
             else:
                 log.info("%s does not take %s; not passing %s=%s", spec, name, name, value)
-        try:
-            net = factory(**kwargs)
-        except InputError:
-            raise
-        except Exception as e:  # the user's factory failed: name it, one line, no traceback
-            raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-                             f"{type(e).__name__}: {e}") from e
+        net = _call_factory(spec, factory, kwargs)
+        initial = _depends_on_seed(spec, factory, kwargs, net) if isinstance(net, nn.Module) else None
     else:
         raise InputError(f"{spec} is neither a callable nor an nn.Module")
     if not isinstance(net, nn.Module):
         raise InputError(f"{spec} returned a {type(net).__name__}, expected a torch.nn.Module")
-    return net
+    return net, initial
+
+
+def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return factory(**kwargs)
+    except InputError:
+        raise
+    except Exception as e:  # the user's factory failed: name it, one line, no traceback
+        raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def _depends_on_seed(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any], net: nn.Module) -> bool | None:
+    """``True`` when ``factory`` builds other weights from another random state (a second call, under
+    a forked random state, which has moved on since the first); ``None`` when it cannot tell."""
+    if untouched_batchnorm(net):
+        return True  # known without a second call
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        again = _call_factory(spec, factory, kwargs)
+    if again is net or not isinstance(again, nn.Module):
+        return None
+    first, second = net.state_dict(), again.state_dict()
+    if first.keys() != second.keys():
+        return None
+    return True if any(not torch.equal(first[k].cpu(), second[k].cpu()) for k in first) else None
 
 
 def default_model() -> LoadedModel:

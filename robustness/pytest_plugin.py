@@ -365,8 +365,8 @@ class RobustnessEvaluator:
         kwargs.setdefault("progress", False)
         report = runner.evaluate(model, data, attacks=attacks, epsilons=runner.check_epsilons(eps), norm=norm,
                                  **kwargs)
-        if report.model is None:
-            report.model = f"{type(model).__name__} in {self._item.nodeid}"
+        if report.model is not None and report.model.source is None:
+            report.model.source = f"{type(model).__name__} in {self._item.nodeid}"
         self.reports.append(report)
         saved = self._save(report)
         try:

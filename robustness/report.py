@@ -2,7 +2,9 @@
 
 ``Report.save(directory)`` writes, each atomically:
 
-* ``report.json``: everything, machine-readable (budgets as exact float strings);
+* ``report.json``: everything, machine-readable (budgets as exact float strings), with the
+  model block (:class:`~robustness.model_info.ModelInfo`: the SHA-256 of the weights measured,
+  their normalization, whether they are a network's initial random weights);
 * ``report.md``: for humans, the checks that did not pass first;
 * ``samples.csv``: one row per example (label, clean prediction, smallest budget that broke it,
   which attack, its adversarial prediction and perturbation size), to look at the hardest ones;
@@ -22,6 +24,7 @@ from typing import Any
 
 from robustness import plots
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
+from robustness.model_info import ModelInfo
 
 __all__ = ["Check", "CHECK_STATUSES", "Report", "eps_labels", "format_eps"]
 
@@ -100,6 +103,10 @@ class Report:
     ``gradient_mode`` is the mode ``evaluate`` set on the model's preprocessing defenses
     (``None``: each left in its own mode) and ``defenses`` lists them, as
     :func:`robustness.defenses.describe_defenses` gives (empty for an undefended model).
+
+    ``model`` (:class:`~robustness.model_info.ModelInfo`) names the weights measured (their SHA-256),
+    the normalization inside the model, and whether they are a network's initial random weights;
+    ``from_dict`` also reads older reports, whose ``"model"`` was the source as a string.
     """
 
     clean_accuracy: float
@@ -118,7 +125,7 @@ class Report:
     max_perturbation: dict[float, float]
     num_classes: int
     warnings: list[str] = field(default_factory=list)
-    model: str | None = None
+    model: ModelInfo | None = None
     data: str | None = None
     gradient_mode: str | None = None
     defenses: list[dict[str, Any]] = field(default_factory=list)
@@ -182,7 +189,7 @@ class Report:
             "max_perturbation": _keyed(self.max_perturbation),
             "num_classes": self.num_classes,
             "warnings": self.warnings,
-            "model": self.model,
+            "model": self.model.to_dict() if self.model is not None else None,
             "data": self.data,
             "gradient_mode": self.gradient_mode,
             "defenses": self.defenses,
@@ -213,7 +220,7 @@ class Report:
             max_perturbation=_unkeyed(data["max_perturbation"]),
             num_classes=data["num_classes"],
             warnings=list(data.get("warnings", [])),
-            model=data.get("model"),
+            model=ModelInfo.from_dict(data.get("model")),
             data=data.get("data"),
             gradient_mode=data.get("gradient_mode"),
             defenses=list(data.get("defenses", [])),
@@ -249,7 +256,7 @@ class Report:
         lines = [
             "# Robustness report",
             "",
-            f"- model: {self.model or 'in-memory model'}",
+            *(self.model or ModelInfo()).markdown_lines(),
             f"- data: {self.data or 'in-memory data'} ({self.n_examples} examples, {self.num_classes} classes)",
             f"- norm: {self.norm}, bounds: {list(self.bounds)}, seed: {self.seed}, device: {self.device}, "
             f"budget schedule: {self.schedule}",

@@ -42,6 +42,7 @@ from robustness.defenses.preprocessing import gradient_mode as defense_gradient_
 from robustness.data import DataLike, as_loader, iterate_batches
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import CallCounter, evaluation_mode, model_device, model_dtype, reseed_random_modules
+from robustness.model_info import describe_model, warn_if_initial
 from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
 from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples, digest
@@ -279,6 +280,8 @@ def evaluate(
                 device=str(run_device), notes=notes, defenses=defenses_used, speedups=speedups,
                 **{k: v for k, v in config.items() if k != "epsilons"},
             )
+            report.model = describe_model(model)  # weights SHA-256, normalization, untrained BatchNorm
+            report.warnings += warn_if_initial(report.model)
             if checks and budgets and assembled.subset is not None:
                 t0 = time.perf_counter()
                 report.checks = _run_checks(model, assembled.subset, attack_map, report, run_device, seed, strict)

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from robustness.errors import InputError, RobustnessWarning
+from robustness.integrity import read_torch_file, tensor_bytes
 from robustness.io import atomic_open, atomic_write_text
 from robustness.records import BatchRecord
 
@@ -98,26 +99,11 @@ def model_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha256(f"robustness-model-fingerprint {STATE_FORMAT} {type(model).__qualname__}\n".encode())
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
-            data = _tensor_bytes(name, tensor)
+            data = tensor_bytes(name, tensor)
             header = [kind, name, str(tensor.dtype), list(tensor.shape), data.nbytes]
             digest.update(json.dumps(header).encode() + b"\n")
             digest.update(data)
     return digest.hexdigest()
-
-
-def _tensor_bytes(name: str, tensor: Tensor) -> memoryview:
-    """The values of ``tensor`` as raw bytes on the CPU (no copy for a contiguous CPU tensor)."""
-    if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
-        raise InputError(f"the model's {name} is not initialized yet (a lazy module): run one forward pass first")
-    t = tensor.detach()
-    if t.is_meta:
-        raise InputError(f"the model's {name} is on the meta device (no values): load its weights first")
-    if t.is_quantized:
-        t = t.dequantize()
-    if t.layout != torch.strided:
-        t = t.to_dense()
-    t = t.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    return memoryview(t.view(torch.uint8).numpy())
 
 
 class EvaluationState:
@@ -282,11 +268,8 @@ def _load_records(path: Path, fingerprint: dict[str, Any]) -> dict[int, BatchRec
 
 
 def _load_record(p: Path, fingerprint: dict[str, Any]) -> BatchRecord:
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise _corrupt(p, first) from None
+    state = read_torch_file(p, what="evaluation state file", corrupt=lambda why: _corrupt(p, why),
+                            objects_fix=f"delete it (the harness writes tensors only), or delete {p.parent}")
     names = {f.name for f in dataclasses.fields(BatchRecord)}
     if not isinstance(state, dict) or set(state) != names:
         raise _corrupt(p, "not a batch record of this version")

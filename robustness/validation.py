@@ -16,7 +16,8 @@ from torch import Tensor
 
 from robustness.errors import InputError
 
-__all__ = ["check_epsilons", "check_batch", "check_logits", "looks_like_probabilities", "check_seed"]
+__all__ = ["check_epsilons", "check_batch", "check_not_boolean", "check_logits", "looks_like_probabilities",
+           "check_seed"]
 
 _BOUNDS_TOL = 1e-6
 
@@ -44,8 +45,15 @@ def check_seed(seed: object) -> int:
     return int(seed)
 
 
+def check_not_boolean(labels: Tensor, what: str) -> None:
+    """Boolean labels are refused, not read as 0/1: ``what`` (``"y in data.npz"``) names them."""
+    if labels.dtype == torch.bool:
+        raise InputError(f"{what} are booleans, not class labels: store integer class indices (y.long(), or "
+                         "y.astype(int) in NumPy: False -> 0, True -> 1) if that is what they mean")
+
+
 def check_batch(x: Tensor, y: Tensor, bounds: tuple[float, float], index: int) -> None:
-    """Inputs are finite floats inside ``bounds``; labels are integers, one per input."""
+    """Inputs are finite floats inside ``bounds``; labels are integers (not booleans), one per input."""
     if not x.is_floating_point():
         raise InputError(
             f"inputs of batch {index} have dtype {x.dtype}: convert them to float in pixel space "
@@ -53,6 +61,7 @@ def check_batch(x: Tensor, y: Tensor, bounds: tuple[float, float], index: int) -
         )
     if x.dim() < 2:
         raise InputError(f"inputs must have shape (N, ...), got {tuple(x.shape)}")
+    check_not_boolean(y, f"labels of batch {index}")
     if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
         raise InputError(f"labels must be integers of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
     if x.numel() == 0:

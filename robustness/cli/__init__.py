@@ -148,9 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     ev = sub.add_parser("evaluate", help="robust accuracy per budget (the default command)")
     ev.add_argument("--model", default=None,
-                    help="checkpoint, TorchScript file, torchvision:NAME or package.module:factory "
-                         "(default: both shipped digits CNNs, standard and adversarially trained, side by side)")
-    ev.add_argument("--arch", default=None, help="architecture of a plain state-dict checkpoint")
+                    help="checkpoint, TorchScript file, torchvision:NAME (its initial random weights: untrained) or "
+                         "package.module:factory (default: both shipped digits CNNs, standard and adversarially "
+                         "trained, side by side)")
+    ev.add_argument("--arch", default=None,
+                    help="architecture of a plain state-dict checkpoint: small-cnn, preact-resnet18, wrn-28-10 or "
+                         "torchvision:NAME")
     ev.add_argument("--mean", default=None,
                     help="per-channel normalization mean the model expects, e.g. 0.4914,0.4822,0.4465 "
                          "(our checkpoints record it; needed for plain state dicts and torchvision models)")
@@ -323,7 +326,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         else:
             models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
                                                 in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
-                                                std=_floats(args.std, "--std")))]
+                                                std=_floats(args.std, "--std"), input_shape=data.input_shape))]
         try:
             return _run_sweeps(args, data, models, device, rank=None if group is None else group.rank)
         finally:
@@ -360,7 +363,8 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 state=_state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1), amp=args.amp,
                 channels_last=args.channels_last, compile=args.compile, distributed=rank is not None,
             )
-            report.model = loaded.source
+            report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
+            report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
             report.data = data.name if is_file else f"{data.name}, {args.split} split"
             if label is not None:
@@ -410,6 +414,8 @@ def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: boo
     line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
             f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
             f"{report.timings['total']:.1f} s) -> {out}")
+    if report.model is not None and report.model.initial_weights:
+        line += "  UNTRAINED: initial random weights"
     if gate:
         line += f"  FAILED --min-accuracy {args.min_accuracy}"
     if report.failed_checks:
@@ -423,7 +429,7 @@ def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: boo
 def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> None:
     line = _summary_line(report, out, args, gate)
     if not args.quiet:
-        print(f"\n{report.model} on {report.data}, {report.norm} sweep")
+        print(f"\n{report.model.label if report.model else 'model'} on {report.data}, {report.norm} sweep")
         _print_checks(report, None)
         for w in report.warnings:
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised

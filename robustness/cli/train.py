@@ -193,6 +193,7 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
     command = "robustness " + shlex.join(argv) if argv is not None else None
     loading.save_checkpoint(
         out, model, arch=arch, arch_kwargs=arch_kwargs, dataset=train.name, bounds=train.bounds,
+        input_shape=train.input_shape,
         meta={
             "command": command,
             "training": f"adversarial ({args.method})" if args.method != "standard" else "standard (non-adversarial)",

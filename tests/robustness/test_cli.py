@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from robustness import cli
+from robustness.model_info import ModelInfo
 from robustness.report import Report
 
 
@@ -29,7 +30,7 @@ def spy(monkeypatch):
     calls: dict[str, list] = {"data": [], "model": [], "evaluate": []}
     fake_data = SimpleNamespace(name="digits", dataset="DATASET", num_classes=10, input_shape=(1, 8, 8),
                                 bounds=(0.0, 1.0), mean=(0.5,), std=(0.3,))
-    fake_model = SimpleNamespace(model="MODEL", source="spec")
+    fake_model = SimpleNamespace(model="MODEL", source="spec", info=ModelInfo(source="spec"), warnings=[])
 
     def load_dataset(name, **kw):
         calls["data"].append((name, kw))
@@ -63,6 +64,7 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     assert (name, dkw) == ("mnist", {"split": "train", "data_dir": "/d", "download": True, "n": 17, "seed": 5})
     (spec, mkw), = spy["model"]
     assert spec == "m.pt" and mkw["arch"] == "small-cnn" and mkw["mean"] == [0.5] and mkw["std"] == [0.25]
+    assert mkw["input_shape"] == (1, 8, 8)  # the data's: a checkpoint recording another shape refuses it
     (model, data, kw), = spy["evaluate"]
     assert model == "MODEL" and data == "DATASET"
     assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33

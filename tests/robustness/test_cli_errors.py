@@ -18,6 +18,7 @@ import pytest
 from robustness import cli
 from robustness.distributed import CollectiveError
 from robustness.errors import RobustnessWarning
+from robustness.model_info import ModelInfo
 from robustness.report import Check, Report, eps_labels
 
 
@@ -36,7 +37,7 @@ def stub(monkeypatch):
     """The CLI with the library stubbed: records what it is asked to load, evaluate and launch."""
     calls: dict[str, list] = {"model": [], "evaluate": [], "relaunch": []}
     data = SimpleNamespace(name="digits", dataset="DATA", num_classes=10, input_shape=(1, 8, 8), bounds=(0.0, 1.0))
-    model = SimpleNamespace(model="MODEL", source="m.pt")
+    model = SimpleNamespace(model="MODEL", source="m.pt", info=ModelInfo(source="m.pt"), warnings=[])
 
     def load_model(spec, **kw):
         calls["model"].append(spec)

@@ -175,6 +175,7 @@ def test_default_evaluate_compares_both_shipped_models(tmp_path, capsys) -> None
 
 
 def test_min_accuracy_gates_every_shipped_model(monkeypatch, tmp_path, capsys) -> None:
+    from robustness.model_info import ModelInfo
     from robustness.report import Report
 
     worst = {"S": 0.2, "A": 0.7}
@@ -187,8 +188,9 @@ def test_min_accuracy_gates_every_shipped_model(monkeypatch, tmp_path, capsys) -
 
     data = SimpleNamespace(name="digits", dataset="D", num_classes=10, input_shape=(1, 8, 8), bounds=(0.0, 1.0))
     monkeypatch.setattr(cli.datasets, "load_dataset", lambda name, **kw: data)
-    monkeypatch.setattr(cli, "_shipped_models", lambda: [("standard", SimpleNamespace(model="S", source="s")),
-                                                         ("adv-trained", SimpleNamespace(model="A", source="a"))])
+    monkeypatch.setattr(cli, "_shipped_models", lambda: [
+        ("standard", SimpleNamespace(model="S", source="s", info=ModelInfo(source="s"), warnings=[])),
+        ("adv-trained", SimpleNamespace(model="A", source="a", info=ModelInfo(source="a"), warnings=[]))])
     monkeypatch.setattr(cli.runner, "evaluate", evaluate)
     assert cli.main(["--eps", "0.1", "--attacks", "fgsm", "--min-accuracy", "0.5", "--out", str(tmp_path),
                      "--quiet"]) == 1

@@ -150,6 +150,27 @@ def test_cifar_from_pickled_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(train) == (4 if hundred else 20)  # CIFAR-10 has 5 train batches, CIFAR-100 one file
 
 
+def test_cifar_file_failing_its_checksum_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision import datasets as tvd
+    from torchvision.datasets.utils import calculate_md5
+
+    _write_cifar(tmp_path, monkeypatch, hundred=False)
+    folder = tmp_path / tvd.CIFAR10.base_folder
+    written = {n: calculate_md5(str(folder / n)) for n, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list}
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[n, written[n]] for n, _ in tvd.CIFAR10.train_list])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [[n, written[n]] for n, _ in tvd.CIFAR10.test_list])
+    assert len(load_dataset("cifar10", split="test", data_dir=tmp_path)) == 6  # every checksum matches
+    damaged = folder / "data_batch_3"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(InputError) as info:
+        load_dataset("cifar10", split="test", data_dir=tmp_path)  # torchvision checks every file, whatever the split
+    message = str(info.value)
+    assert str(damaged) in message and "MD5 checksum" in message and "--download" in message
+    assert "not found" not in message and "\n" not in message
+
+
 def test_svhn_from_mat_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scipy_io = pytest.importorskip("scipy.io")
     from torchvision import datasets as tvd
@@ -279,3 +300,5 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_tensor_pair_dataset_checks_shapes() -> None:
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         TensorPairDataset(torch.zeros(3, 2, 2), torch.zeros(3))
+    with pytest.raises(InputError, match="booleans, not class labels"):
+        TensorPairDataset(torch.zeros(3, 1, 2, 2), torch.tensor([True, False, True]))

@@ -13,7 +13,8 @@ from torch import nn
 
 from robustness.architectures import build_architecture
 from robustness.datasets import load_dataset, to_tensors
-from robustness.errors import InputError
+from robustness.errors import InputError, RobustnessWarning
+from robustness.integrity import weights_sha256
 from robustness.loading import (
     CHECKPOINT_FORMAT,
     DEFAULT_MODEL_PATH,
@@ -91,8 +92,9 @@ def test_checkpoint_round_trip(tmp_path: Path, arch: str, kwargs: dict[str, Any]
         expected = net((x - 0.5) / 0.25)
         assert torch.allclose(loaded.model(x), expected, atol=1e-5)
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"format", "version", "arch", "arch_kwargs", "state_dict", "mean", "std", "dataset",
-                        "bounds", "meta"}
+    assert set(raw) == {"format", "version", "arch", "arch_kwargs", "state_dict", "weights_sha256", "mean", "std",
+                        "dataset", "input_shape", "bounds", "meta"}
+    assert raw["weights_sha256"] == weights_sha256(net) == loaded.weights_sha256  # the weights, not the wrapper
 
 
 def test_save_unwraps_normalized_model_and_overwrites_atomically(tmp_path: Path) -> None:
@@ -171,11 +173,46 @@ def test_torchscript(tmp_path: Path) -> None:
         assert torch.allclose(loaded.model(x), net((x - 0.5) / 0.5), atol=1e-5)
 
 
-def test_torchvision_spec() -> None:
-    loaded = load_model("torchvision:resnet18", num_classes=7)
+def test_torchvision_spec_is_untrained_and_says_so() -> None:
+    with pytest.warns(RobustnessWarning, match="initial random weights"):
+        loaded = load_model("torchvision:resnet18", num_classes=7)
     assert loaded.arch == "torchvision:resnet18" and loaded.model.fc.out_features == 7
+    assert loaded.initial_weights is True and "weights=None" in loaded.weights  # type: ignore[operator]
+    assert loaded.info.initial_weights is True and loaded.warnings
+    with pytest.warns(RobustnessWarning, match=r"initial random weights \(torchvision builds alexnet with weights="):
+        assert load_model("torchvision:alexnet", num_classes=3).initial_weights is True  # no BatchNorm to tell
     with pytest.raises(InputError, match="unknown torchvision model"):
         load_model("torchvision:resnet_does_not_exist")
+
+
+def _trained_like(net: nn.Module) -> nn.Module:
+    """``net`` with its BatchNorm statistics updated by one batch in train mode, as training leaves them."""
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(4, 3, 32, 32))
+    return net.eval()
+
+
+def test_a_torchvision_architecture_state_dict_loads_with_arch(tmp_path: Path) -> None:
+    from torchvision import models
+
+    torch.manual_seed(0)
+    net = _trained_like(models.shufflenet_v2_x0_5(num_classes=10))
+    path = tmp_path / "tv.pt"
+    torch.save(net.state_dict(), path)
+    with pytest.warns(RobustnessWarning, match=r"without normalization.*ImageNet: --mean 0.485,0.456,0.406"):
+        loaded = load_model(str(path), arch="torchvision:shufflenet_v2_x0_5")
+    assert loaded.arch == "torchvision:shufflenet_v2_x0_5" and loaded.initial_weights is False
+    assert loaded.weights_sha256 == weights_sha256(net)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), net(x), atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RobustnessWarning)  # normalized: nothing to warn about
+        normalized = load_model(str(path), arch="torchvision:shufflenet_v2_x0_5", mean=[0.5] * 3, std=[0.2] * 3)
+    assert normalized.info.normalization == {"mean": [0.5] * 3, "std": [0.2] * 3}
+    with pytest.raises(InputError, match="unknown torchvision model"):
+        load_model(str(path), arch="torchvision:shufflenet_v9")
 
 
 def test_package_module_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,11 +224,25 @@ def test_package_module_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 2))\n"
         "def not_a_model():\n"
         "    return 3\n"
+        "def fixed():\n"
+        "    net = nn.Linear(64, 2)\n"
+        "    nn.init.constant_(net.weight, 0.5)\n"
+        "    nn.init.zeros_(net.bias)\n"
+        "    return net\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    loaded = load_model("my_models_for_test:make", num_classes=5, mean=[0.5], std=[0.5])
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    with pytest.warns(RobustnessWarning, match="initial random weights.*returns other weights"):
+        loaded = load_model("my_models_for_test:make", num_classes=5, mean=[0.5], std=[0.5])
     assert loaded.model(torch.rand(2, 1, 8, 8)).shape == (2, 5) and loaded.source == "my_models_for_test:make"
+    assert loaded.initial_weights is True
+    torch.set_rng_state(before)  # the second call ran under a forked random state: one call's draws, as without it
+    assert torch.equal(torch.nn.Linear(64, 5).weight, loaded.model.model[1].weight)
     assert load_model("my_models_for_test:no_args", num_classes=5).model(torch.rand(1, 64)).shape == (1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RobustnessWarning)
+        assert load_model("my_models_for_test:fixed").initial_weights is None  # deterministic: cannot tell
     with pytest.raises(InputError, match="expected a torch.nn.Module"):
         load_model("my_models_for_test:not_a_model")
     with pytest.raises(InputError, match="has no attribute"):
@@ -244,6 +295,34 @@ def test_corrupt_files(tmp_path: Path, content: bytes) -> None:
         load_model(str(path), arch="small-cnn")
     if b"html" in content:
         assert "HTML" in str(info.value) and "download" in str(info.value)
+
+
+def test_checkpoint_weights_must_match_their_recorded_sha256(tmp_path: Path) -> None:
+    path = _reference_checkpoint(tmp_path)
+    raw = torch.load(path, weights_only=True)
+    assert load_model(str(path)).weights_sha256 == raw["weights_sha256"]
+    assert "recorded SHA-256 verified" in load_model(str(path)).weights  # type: ignore[operator]
+    raw["state_dict"]["head.3.bias"] = raw["state_dict"]["head.3.bias"] + 0.01  # a valid file, other weights
+    torch.save(raw, path)
+    with pytest.raises(InputError, match="does not hold the weights it was saved with.*SHA-256") as info:
+        load_model(str(path))
+    assert raw["weights_sha256"] in str(info.value) and "\n" not in str(info.value)
+
+
+def test_checkpoint_input_shape_is_recorded_and_checked(tmp_path: Path) -> None:
+    path = _reference_checkpoint(tmp_path)
+    assert torch.load(path, weights_only=True)["input_shape"] == [1, 8, 8]
+    assert load_model(str(path), input_shape=(1, 8, 8)).input_shape == (1, 8, 8)
+    with pytest.raises(InputError, match=r"inputs of shape 1x8x8 .* data has shape 1x16x16"):
+        load_model(str(path), input_shape=(1, 16, 16))
+    older = torch.load(DEFAULT_MODEL_PATH, weights_only=True)
+    del older["input_shape"], older["weights_sha256"]  # as written before these fields
+    older["arch_kwargs"]["input_size"] = 6
+    torch.save(older, tmp_path / "older.pt")
+    assert load_model(str(tmp_path / "older.pt")).input_shape == (1, 6, 6)  # from the architecture's arguments
+    net = build_architecture("preact-resnet18", num_classes=10)
+    save_checkpoint(tmp_path / "c.pt", net, arch="preact-resnet18", arch_kwargs={}, dataset="cifar10")
+    assert load_model(str(tmp_path / "c.pt")).input_shape == (3, 32, 32)  # the named dataset's shape
 
 
 def test_pickled_whole_model_is_refused(tmp_path: Path) -> None:

@@ -184,3 +184,82 @@ def test_image_folder_of_mixed_sizes_names_two_sizes(digits, tmp_path: Path, cap
     assert _evaluate(f"imagefolder:{root}", tmp_path / "out") == 2
     err = _one_line_error(capsys)
     assert "differ in size" in err and "8x8" in err and "9x8" in err
+
+
+# ----------------------------------------------------------------------------- 5. silent wrong answers
+
+
+def _report_model(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())["model"]
+
+
+def test_data_of_another_size_than_the_checkpoint_records_is_refused(digits, tmp_path: Path, capsys) -> None:
+    x, y = digits
+    big = np.repeat(np.repeat(x[:6], 2, axis=2), 2, axis=3)  # 16x16: the shipped CNN would run on it
+    np.savez(tmp_path / "big.npz", x=big, y=y[:6])
+    assert _evaluate(tmp_path / "big.npz", tmp_path / "out") == 2
+    err = _one_line_error(capsys)
+    assert "1x8x8" in err and "1x16x16" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_boolean_labels_are_refused_not_taken_as_0_1(digits, tmp_path: Path, suffix: str, capsys) -> None:
+    x, y = digits
+    path = tmp_path / f"bool{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x[:6], y=y[:6] > 4)
+    else:
+        torch.save({"x": torch.from_numpy(x[:6]), "y": torch.from_numpy(y[:6] > 4)}, path)
+    with pytest.raises(InputError, match="booleans, not class labels.*integer class indices"):
+        load_dataset(str(path))
+    assert _evaluate(path, tmp_path / "out") == 2
+    assert "booleans" in _one_line_error(capsys)
+    with pytest.raises(InputError, match="labels of batch 0 are booleans"):
+        check_batch(torch.from_numpy(x[:2]), torch.tensor([True, False]), (0.0, 1.0), 0)
+
+
+def test_every_report_records_the_weights_and_normalization(digits, tmp_path: Path, capsys) -> None:
+    x, y = digits
+    np.savez(tmp_path / "d.npz", x=x[:6], y=y[:6])
+    assert _evaluate(tmp_path / "d.npz", tmp_path / "shipped") == 0
+    shipped = _report_model(tmp_path / "shipped")
+    recorded = torch.load(DEFAULT_MODEL_PATH, weights_only=True)
+    assert shipped["normalization"] == {"mean": recorded["mean"], "std": recorded["std"]}
+    assert shipped["weights_sha256"] == recorded["weights_sha256"] and shipped["initial_weights"] is False
+    md = (tmp_path / "shipped" / "report.md").read_text()
+    assert f"SHA-256 {recorded['weights_sha256']}" in md and f"normalization: mean {recorded['mean']}" in md
+    # the same weights as a plain state dict, without --mean/--std: a visible warning, and "none" recorded
+    torch.save(recorded["state_dict"], tmp_path / "sd.pt")
+    capsys.readouterr()
+    assert _evaluate(tmp_path / "d.npz", tmp_path / "plain", "--arch", "small-cnn", model=str(tmp_path / "sd.pt")) == 0
+    assert "warning: " in capsys.readouterr().err and "without normalization" in (
+        tmp_path / "plain" / "report.md").read_text()
+    plain = _report_model(tmp_path / "plain")
+    assert plain["normalization"] is None and plain["weights_sha256"] == shipped["weights_sha256"]
+    assert "normalization: none" in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_an_untrained_torchvision_model_is_flagged_and_its_trained_state_dict_loads(tmp_path: Path, capsys) -> None:
+    from torchvision import models
+
+    torch.save({"x": torch.rand(6, 3, 32, 32), "y": torch.arange(6)}, tmp_path / "rgb.pt")
+    spec = "torchvision:shufflenet_v2_x0_5"
+    assert _evaluate(tmp_path / "rgb.pt", tmp_path / "untrained", model=spec) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" in captured.out and "warning: the model has its initial random weights" in captured.err
+    block = _report_model(tmp_path / "untrained")
+    assert block["initial_weights"] is True and block["source"] == spec
+    assert "initial random weights: **yes**" in (tmp_path / "untrained" / "report.md").read_text()
+
+    torch.manual_seed(0)
+    net = models.shufflenet_v2_x0_5(num_classes=10).train()
+    with torch.no_grad():
+        net(torch.rand(4, 3, 32, 32))  # BatchNorm statistics move, as in training
+    torch.save(net.state_dict(), tmp_path / "tv.pt")
+    assert _evaluate(tmp_path / "rgb.pt", tmp_path / "trained", "--arch", spec, "--mean", "0.5,0.5,0.5", "--std",
+                     "0.25,0.25,0.25", model=str(tmp_path / "tv.pt")) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" not in captured.out and "warning" not in captured.err
+    block = _report_model(tmp_path / "trained")
+    assert block["initial_weights"] is False and block["arch"] == spec
+    assert block["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}

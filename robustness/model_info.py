@@ -1,0 +1,167 @@
+"""What a report says about the model it measured: which weights, which normalization, trained or not.
+
+:class:`ModelInfo` is the ``"model"`` block of ``report.json`` (and the model lines of
+``report.md``)::
+
+    "model": {"source": "model.pt", "arch": "small-cnn", "dataset": "digits", "input_shape": [1, 8, 8],
+              "weights_sha256": "3f1c...", "initial_weights": false,
+              "weights": "robustness checkpoint (recorded SHA-256 verified)",
+              "normalization": {"mean": [0.305], "std": [0.376]},
+              "integrity": "zip CRC-32 of every member verified"}
+
+:func:`describe_model` fills what the model object itself tells, for any ``evaluate()`` call: the
+SHA-256 of its weights (:func:`robustness.integrity.weights_sha256`, without the outermost
+:class:`~robustness.model.NormalizedModel`'s statistics, which are ``normalization``), and whether it
+still has its initial random weights, which is detectable in general only through BatchNorm: a
+network trained in train mode has updated its BatchNorm running statistics, a freshly built one
+still holds their initial values (mean 0, variance 1, no batch tracked). A network without
+BatchNorm that was never trained cannot be told from a trained one by its weights;
+:func:`robustness.loading.load_model` knows more about the models it builds (``torchvision:NAME``
+without weights, factories whose weights change with the random seed) and records it.
+
+Example::
+
+    info = describe_model(model)
+    info.weights_sha256, info.normalization, info.initial_weights     # ('3f1c...', None, None)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from robustness.errors import RobustnessWarning
+
+# torch is imported where a model is described, not with this module: reports (which hold a
+# ModelInfo) load without it
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["BATCHNORM_UNTOUCHED", "ModelInfo", "describe_model", "initial_weights_warning", "untouched_batchnorm",
+           "warn_if_initial"]
+
+#: why a network with BatchNorm is known to hold its initial random weights
+BATCHNORM_UNTOUCHED = "every BatchNorm layer still holds its initial running statistics: it was never trained"
+
+
+@dataclass
+class ModelInfo:
+    """The report's description of the evaluated model (``None`` where unknown).
+
+    Attributes:
+        source: where it was loaded from (a file, ``torchvision:NAME``, ``package.module:factory``);
+            ``None`` for an in-memory model.
+        arch: the architecture name, when known.
+        dataset: the dataset it was trained on, when its checkpoint records it.
+        input_shape: the ``(C, H, W)`` inputs it was trained on, when recorded.
+        weights_sha256: :func:`robustness.integrity.weights_sha256` of the weights evaluated.
+        initial_weights: ``True``: it holds the initial random weights of a freshly built network;
+            ``False``: its weights were loaded from a file; ``None``: unknown.
+        weights: where the weights come from, or why they are known to be initial.
+        normalization: ``{"mean": [...], "std": [...]}`` applied inside the model by a
+            :class:`~robustness.model.NormalizedModel`; ``None``: none (inputs reach the network as
+            they are, unless its own ``forward`` normalizes them).
+        integrity: how the file was verified (zip checksums), or why it could not be.
+    """
+
+    source: str | None = None
+    arch: str | None = None
+    dataset: str | None = None
+    input_shape: list[int] | None = None
+    weights_sha256: str | None = None
+    initial_weights: bool | None = None
+    weights: str | None = None
+    normalization: dict[str, list[float]] | None = None
+    integrity: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``source``, or ``"in-memory model"``."""
+        return self.source or "in-memory model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str | None) -> ModelInfo | None:
+        """Read :meth:`to_dict` output; an older report's ``"model"`` (the source as a string) too."""
+        if data is None:
+            return None
+        if isinstance(data, str):
+            return cls(source=data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def markdown_lines(self) -> list[str]:
+        """The report.md lines that describe the model."""
+        arch = self.arch if self.arch != self.source else None
+        about = ", ".join(x for x in (arch, f"trained on {self.dataset}" if self.dataset else None,
+                                      f"inputs {'x'.join(map(str, self.input_shape))}" if self.input_shape else None)
+                          if x)
+        weights = f"SHA-256 {self.weights_sha256}" if self.weights_sha256 else "SHA-256 not recorded"
+        weights += "".join(f"; {x}" for x in (self.weights, self.integrity) if x)
+        initial = {True: "**yes**: its numbers say nothing about a trained network", False: "no",
+                   None: "unknown"}[self.initial_weights]
+        if self.normalization:
+            norm = f"mean {self.normalization['mean']}, std {self.normalization['std']} (inside the model)"
+        else:
+            norm = "none (no NormalizedModel: inputs reach the network as they are)"
+        return [f"- model: {self.label}{f' ({about})' if about else ''}", f"- weights: {weights}",
+                f"- initial random weights: {initial}", f"- normalization: {norm}"]
+
+
+def untouched_batchnorm(model: nn.Module) -> bool:
+    """True when ``model`` has BatchNorm layers with running statistics and every one still holds
+    their initial values (running mean 0, running variance 1, no batch tracked): it never ran a
+    training step in train mode."""
+    import torch
+    from torch import nn
+
+    batchnorms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # and their lazy variants
+    layers = [m for m in model.modules() if isinstance(m, batchnorms)
+              and m.running_mean is not None and m.running_var is not None]
+    if not layers:
+        return False
+    with torch.no_grad():
+        return all((m.num_batches_tracked is None or int(m.num_batches_tracked) == 0)
+                   and bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all()) for m in layers)
+
+
+def initial_weights_warning(reason: str) -> str:
+    """The warning for a model that holds its initial random weights, ``reason`` saying how that is known."""
+    return (f"the model has its initial random weights ({reason}): its accuracy and robustness say nothing about "
+            "a trained network; evaluate trained weights (a checkpoint, or a state dict with --arch / arch=)")
+
+
+def warn_if_initial(info: ModelInfo, stacklevel: int = 3) -> list[str]:
+    """Warn (:class:`~robustness.errors.RobustnessWarning`) when ``info`` says the model holds its
+    initial random weights; returns the warnings given (none or one), for the report."""
+    if not info.initial_weights:
+        return []
+    message = initial_weights_warning(info.weights or "it was built and never loaded")
+    warnings.warn(message, RobustnessWarning, stacklevel=stacklevel)
+    return [message]
+
+
+def describe_model(model: nn.Module) -> ModelInfo:
+    """What ``model`` itself tells about its weights: their SHA-256, its normalization and, through
+    BatchNorm, whether it was ever trained (see the module docstring).
+
+    The hash covers the network inside ``model`` when ``model`` is a :class:`NormalizedModel`
+    (whose mean and std are ``normalization``), else ``model``'s whole state dict; normalization
+    is that of the first :class:`NormalizedModel` among ``model``'s modules.
+    """
+    from robustness.integrity import weights_sha256
+    from robustness.model import NormalizedModel
+
+    net = model.model if isinstance(model, NormalizedModel) else model
+    wrapper = next((m for m in model.modules() if isinstance(m, NormalizedModel)), None)
+    normalization = None
+    if wrapper is not None:
+        normalization = {"mean": [float(v) for v in wrapper.mean.tolist()],
+                         "std": [float(v) for v in wrapper.std.tolist()]}
+    untrained = untouched_batchnorm(model)
+    return ModelInfo(weights_sha256=weights_sha256(net), normalization=normalization,
+                     initial_weights=True if untrained else None, weights=BATCHNORM_UNTOUCHED if untrained else None)
