@@ -328,7 +328,7 @@ def _resumable_run(digits, tmp_path: Path, epochs: int, *, resume: bool, total: 
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=total * len(loader))
     trainer = AdversarialTrainer(method="pgd", eps=0.1, steps=2, seed=3)
-    history = trainer.fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched,
+    history = trainer.fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, scheduler_interval="batch",
                           checkpoint=tmp_path / "run.state", resume=resume, progress=False)
     return model, history
 
@@ -380,8 +380,8 @@ _CHILD = textwrap.dedent("""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=5 * len(loader))
     trainer = AdversarialTrainer(method="pgd", eps=0.1, steps=2, seed=1)
-    trainer.fit(model, loader, epochs=5, optimizer=opt, scheduler=sched, checkpoint=ckpt,
-                resume=(mode == "resume"), progress=False)
+    trainer.fit(model, loader, epochs=5, optimizer=opt, scheduler=sched, scheduler_interval="batch",
+                checkpoint=ckpt, resume=(mode == "resume"), progress=False)
     torch.save(model.state_dict(), out)
 """)
 
@@ -481,8 +481,8 @@ def test_checkpoint_of_another_architecture_or_settings_is_refused(digits, tmp_p
     opt = torch.optim.SGD(other.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=10)
     with pytest.raises(InputError, match="different model architecture.*wrong shapes"):
-        trainer.fit(other, loader, epochs=2, optimizer=opt, scheduler=sched, checkpoint=path, resume=True,
-                    progress=False)
+        trainer.fit(other, loader, epochs=2, optimizer=opt, scheduler=sched, scheduler_interval="batch",
+                    checkpoint=path, resume=True, progress=False)
     assert _states_equal(before, other.state_dict())  # nothing half-loaded
     model = _net(4)
     with pytest.raises(InputError, match="different trainer settings.*eps=0.1 there, 0.2 here"):

@@ -97,6 +97,7 @@ def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> 
     assert fit_kw["device"] == torch.device("cpu") and fit_kw["checkpoint"] == tmp_path / "m.pt.state"
     opt = fit_kw["optimizer"]
     assert opt.param_groups[0]["weight_decay"] == 0.001 and fit_kw["scheduler"].state_dict()["total_steps"] == 7 * 4
+    assert fit_kw["scheduler_interval"] == "batch"  # the one-cycle schedule counts batches
     assert fit_kw["scheduler"].optimizer.param_groups[0]["max_lr"] == 0.02
     assert calls["loader"].batch_size == 33 and len(calls["loader"].dataset) == 100
     assert torch.get_num_threads() == 1
