@@ -29,10 +29,10 @@ by other settings or for another architecture, raises :class:`InputError` and is
 silently replaced.
 
 **Schedules.** A ``scheduler`` steps once per epoch by default (PyTorch's convention; milestones
-and ``T_max`` count epochs); ``scheduler_interval="batch"`` steps it after every batch instead (a
-``OneCycleLR`` over ``epochs * len(train_loader)`` steps, as ``robustness train`` builds). Left to the default, a
-schedule whose length counts batches is refused before training, as is a ``OneCycleLR`` too short
-for the run.
+and ``T_max`` count epochs); ``scheduler_interval="batch"`` steps it after every batch instead
+(a ``OneCycleLR`` over ``epochs * len(train_loader)`` steps, as ``robustness train`` builds).
+Left to the default, a schedule whose length counts batches is refused before training, as is a
+``OneCycleLR`` too short for the run.
 
 **What is measured** per epoch (:class:`EpochRecord`): mean training loss; accuracy on the
 adversarial training inputs; clean training accuracy where the method computes clean logits

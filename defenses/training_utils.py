@@ -104,13 +104,13 @@ def check_schedule_length(scheduler: Any, interval: str, epochs: int, train_load
     explicitly is trusted). Other schedulers, and loaders without a length, pass.
     """
     attr = next((a for kind, a in SCHEDULE_LENGTHS.items() if isinstance(scheduler, kind)), None)
+    if attr is None:
+        return
     try:
         batches = len(train_loader)
     except TypeError:  # an iterable without a length (IterableDataset): nothing to compare
         return
-    if attr is None:
-        return
-    name, length = type(scheduler).__name__, getattr(scheduler, attr, None)
+    name, length = type(scheduler).__name__, getattr(scheduler, attr)
     per_batch = epochs * batches
     steps, other, other_steps = (per_batch, "epoch", epochs) if interval == "batch" else (epochs, "batch", per_batch)
     if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and length < steps:

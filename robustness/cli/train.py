@@ -7,8 +7,7 @@ history in ``OUT.history.json``), and writes ``OUT`` with :func:`robustness.load
 so ``robustness evaluate --model OUT`` needs no other flag. An existing ``OUT`` or ``OUT.state``
 (an earlier run) is never replaced silently: ``--resume`` continues it, ``--overwrite`` removes
 both (and the history) before training, and without either the command exits 2 saying which.
-Exit codes (set by
-:func:`robustness.cli.main`): 0 ok, 2 usage or input error. Under torchrun (or ``--nproc K``) it
+Exit codes (set by :func:`robustness.cli.main`): 0 ok, 2 usage or input error. Under torchrun (or ``--nproc K``) it
 trains with DistributedDataParallel, ``--batch-size`` being the global batch; rank 0 writes and prints.
 
 :mod:`robustness.cli` adds the subcommand with :func:`_add_train_parser` and runs it with

@@ -87,8 +87,9 @@ def test_an_earlier_run_is_replaced_only_with_overwrite(tmp_path, capsys) -> Non
     # a run killed before writing its model left only the state: refused the same way
     out.unlink()
     assert cli.main(one_epoch) == 2
-    assert capsys.readouterr().err.strip().endswith(f"{out}.state exists (the training state of a run after 2 of 2 "
-                                                    "epochs); pass --resume to continue it or --overwrite to replace it")
+    assert capsys.readouterr().err.strip().endswith(
+        f"{out}.state exists (the training state of a run after 2 of 2 epochs); pass --resume to continue it or "
+        "--overwrite to replace it")
     # --resume with a model whose state is gone would silently start over: refused
     (tmp_path / "m.pt.state").rename(tmp_path / "kept")
     out.write_bytes(first["m.pt"])
