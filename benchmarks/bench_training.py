@@ -242,7 +242,8 @@ def _versus_art_once(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, mean:
                                                     pct_start=0.4, anneal_strategy="linear", cycle_momentum=False,
                                                     div_factor=1e4, final_div_factor=1e4)
         AdversarialTrainer(method="fgsm-rs", eps=eps, seed=seed).fit(
-            model, loader, epochs=epochs, optimizer=opt, scheduler=sched, progress=False)
+            model, loader, epochs=epochs, optimizer=opt, scheduler=sched, scheduler_interval="batch",
+            progress=False)
 
     def art_fbf(model: nn.Module) -> None:
         trainer = AdversarialTrainerFBFPyTorch(art_classifier(model, FBF_PEAK_LR), eps=eps)

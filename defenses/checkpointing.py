@@ -8,6 +8,7 @@ so ``torch.load(path, weights_only=True)`` reads it without unpickling objects):
      "finished": False,               # True once training ended (all epochs, or the guard stopped it)
      "trainer": {...},                # the AdversarialTrainer settings that wrote it
      "optimizer_type": "SGD", "scheduler_type": "OneCycleLR" | None,
+     "scheduler_interval": "epoch" | "batch",   # when the scheduler stepped; absent (old files): "batch"
      "model": {...}, "optimizer": {...}, "scheduler": {...} | None,
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...] | None,
              "numpy": {...}, "python": {...}, "generators": [ByteTensor, ...]},
@@ -360,9 +361,13 @@ def restore_training_checkpoint(run: FitRun) -> None:
         if ckpt_type != ours:
             raise InputError(f"{path} was written with {what} {ckpt_type}, but this run uses {ours}: resume with "
                              f"the same {what}")
-    if state.get("scheduler_interval", interval) != interval:
-        raise InputError(f"{path} stepped its scheduler per {state.get('scheduler_interval')}, this run per "
-                         f"{interval}: use the same scheduler_interval")
+    # A checkpoint without the entry was written when fit stepped schedulers per batch by default (the
+    # default is now per epoch): compare it as "batch". Without a scheduler the interval changes nothing.
+    saved_interval = state.get("scheduler_interval", "batch")
+    if scheduler is not None and saved_interval != interval:
+        raise InputError(f"{path} stepped its scheduler per {saved_interval}, this run per {interval}: resume "
+                         f"with scheduler_interval={saved_interval!r} (fit's default is 'epoch'), or start over "
+                         "without resume")
     done = int(state["epoch"])
     if done > epochs:
         raise InputError(f"{path} has already completed {done} epochs, more than epochs={epochs}")

@@ -28,6 +28,12 @@ order of a ``DataLoader(shuffle=True)``: it draws from the global torch RNG (or 
 by other settings or for another architecture, raises :class:`InputError` and is never
 silently replaced.
 
+**Schedules.** A ``scheduler`` steps once per epoch by default (PyTorch's convention; milestones
+and ``T_max`` count epochs); ``scheduler_interval="batch"`` steps it after every batch instead
+(a ``OneCycleLR`` over ``epochs * len(train_loader)`` steps, as ``robustness train`` builds).
+Left to the default, a schedule whose length counts batches is refused before training, as is a
+``OneCycleLR`` too short for the run.
+
 **What is measured** per epoch (:class:`EpochRecord`): mean training loss; accuracy on the
 adversarial training inputs; clean training accuracy where the method computes clean logits
 anyway (TRADES, standard) or with ``track_clean=True`` (one more forward pass per batch, about
@@ -174,7 +180,7 @@ class AdversarialTrainer(TrainingSettings):
         epochs: int,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        scheduler_interval: SchedulerInterval = "batch",
+        scheduler_interval: SchedulerInterval | None = None,
         val_loader: Iterable[Any] | None = None,
         checkpoint: str | Path | None = None,
         resume: bool = False,
@@ -189,9 +195,15 @@ class AdversarialTrainer(TrainingSettings):
             train_loader: yields ``(x, y)`` batches (e.g. a ``DataLoader``).
             epochs: total epochs (a resumed run continues up to this number).
             optimizer: any optimizer over ``model``'s parameters.
-            scheduler: any learning-rate scheduler of ``optimizer`` (not ``ReduceLROnPlateau``),
-                stepped after every batch (``scheduler_interval="batch"``, e.g. ``OneCycleLR``)
-                or every epoch (``"epoch"``, e.g. ``MultiStepLR``).
+            scheduler: any learning-rate scheduler of ``optimizer`` (not ``ReduceLROnPlateau``).
+            scheduler_interval: when ``scheduler`` steps: ``"epoch"`` (PyTorch's convention: once
+                after every epoch, e.g. ``MultiStepLR(milestones=[5, 8])`` in epochs) or ``"batch"``
+                (after every optimizer step, e.g. ``OneCycleLR`` with ``total_steps=epochs *
+                len(train_loader)``). ``None`` (default): ``"epoch"``, refusing a ``OneCycleLR``,
+                ``CosineAnnealingLR`` or ``PolynomialLR`` whose length is epochs x batches per
+                epoch (a per-batch schedule that per epoch would stay near its start); pass the
+                interval to say which is meant. A ``OneCycleLR`` shorter than the steps it would
+                get (it would fail mid-run) is always refused.
             val_loader: validation data for the per-epoch clean and PGD accuracy (and the guard).
             checkpoint: path of the training state written after every epoch (atomically).
             resume: continue from ``checkpoint`` if it exists.
@@ -204,7 +216,8 @@ class AdversarialTrainer(TrainingSettings):
                 ``DistributedSampler``. ``None`` (default): when a group of more than one process
                 is initialized; ``True`` initializes one from the torchrun environment if needed.
 
-        Raises :class:`InputError` for bad arguments, loader batches of the wrong shape or type
+        Raises :class:`InputError` for bad arguments (a schedule whose length does not fit its
+        ``scheduler_interval`` included), loader batches of the wrong shape or type
         (float labels, inputs outside ``bounds``), a loss that became NaN, a checkpoint that
         is corrupt, foreign, from other settings or another architecture, or one that cannot
         be written (the previous one then survives).
@@ -234,8 +247,8 @@ class AdversarialTrainer(TrainingSettings):
                     move_optimizer_state(optimizer, dev)
                 gen = torch.Generator(device=dev).manual_seed(rank_seed(self.seed, group))
                 run = FitRun(trainer=self, model=model, train_loader=train_loader, val_loader=val_loader,
-                             optimizer=optimizer, scheduler=scheduler, interval=scheduler_interval, epochs=epochs,
-                             checkpoint=Path(checkpoint) if checkpoint is not None else None, device=dev,
+                             optimizer=optimizer, scheduler=scheduler, interval=scheduler_interval or "epoch",
+                             epochs=epochs, checkpoint=Path(checkpoint) if checkpoint is not None else None, device=dev,
                              group=group, modes=train_modes, progress=progress, generator=gen,
                              generators=[gen, *loader_generators(train_loader)],
                              history=TrainingHistory(settings=self.settings()),

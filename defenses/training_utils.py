@@ -1,7 +1,7 @@
 """The plumbing of :meth:`robustness.defenses.AdversarialTrainer.fit`: argument and batch checks, loaders, devices, ranks.
 
-* Arguments: :func:`check_int`, :func:`check_number`, :func:`check_fit_arguments`
-  (:class:`InputError` saying what is wrong).
+* Arguments: :func:`check_int`, :func:`check_number`, :func:`check_fit_arguments`,
+  :func:`check_schedule_length` (:class:`InputError` saying what is wrong).
 * Data: :func:`check_batch` validates one ``(x, y)`` batch of a loader (``x`` float ``(N, ...)``
   inside ``bounds``, ``y`` integer labels ``(N,)``) and moves it to the device;
   :func:`check_logits` and :func:`check_l2_budget` look at the first batch of an epoch;
@@ -73,8 +73,11 @@ def check_fit_arguments(model: Any, train_loader: Any, *, epochs: Any, optimizer
         raise InputError("the optimizer holds none of the model's trainable parameters, so training would not "
                          "change the model: build it from this model's parameters (e.g. "
                          "torch.optim.SGD(model.parameters(), ...))")
-    if scheduler_interval not in ("batch", "epoch"):
+    if scheduler_interval not in (None, "batch", "epoch"):
         raise InputError(f"scheduler_interval must be 'batch' or 'epoch', got {scheduler_interval!r}")
+    if scheduler is not None:
+        check_schedule_length(scheduler, scheduler_interval or "epoch", epochs, train_loader,
+                              chosen=scheduler_interval is not None)
     if resume and checkpoint is None:
         raise InputError("resume=True needs checkpoint=PATH (the file to resume from)")
     if checkpoint is not None and Path(checkpoint).is_dir():
@@ -83,6 +86,43 @@ def check_fit_arguments(model: Any, train_loader: Any, *, epochs: Any, optimizer
     if not isinstance(train_loader, Iterable):
         raise InputError(f"train_loader must be an iterable of (inputs, labels) batches, got "
                          f"{type(train_loader).__name__}")
+
+
+#: schedulers with a set length, and the attribute that holds it
+SCHEDULE_LENGTHS = {torch.optim.lr_scheduler.OneCycleLR: "total_steps",
+                    torch.optim.lr_scheduler.CosineAnnealingLR: "T_max",
+                    torch.optim.lr_scheduler.PolynomialLR: "total_iters"}
+
+
+def check_schedule_length(scheduler: Any, interval: str, epochs: int, train_loader: Any, *, chosen: bool) -> None:
+    """Refuse a schedule of set length that would fail, or whose length says the other ``interval`` was meant.
+
+    A ``OneCycleLR`` shorter than the steps the run gives it (``epochs`` x batches per epoch per
+    ``"batch"``, ``epochs`` per ``"epoch"``) would raise mid-run: always refused. When the caller
+    left the interval to the default (not ``chosen``), a length of ``epochs`` x batches stepped per
+    epoch would stay near its start for the whole run: refused as ambiguous (an interval given
+    explicitly is trusted). Other schedulers, and loaders without a length, pass.
+    """
+    attr = next((a for kind, a in SCHEDULE_LENGTHS.items() if isinstance(scheduler, kind)), None)
+    if attr is None:
+        return
+    try:
+        batches = len(train_loader)
+    except TypeError:  # an iterable without a length (IterableDataset): nothing to compare
+        return
+    name, length = type(scheduler).__name__, getattr(scheduler, attr)
+    per_batch = epochs * batches
+    steps, other, other_steps = (per_batch, "epoch", epochs) if interval == "batch" else (epochs, "batch", per_batch)
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and length < steps:
+        how = f"{epochs} epochs x {batches} batches" if interval == "batch" else f"{epochs} epochs, once per epoch"
+        hint = f", or pass scheduler_interval={other!r}" if length == other_steps else ""
+        raise InputError(f"OneCycleLR's total_steps={length} is fewer than the {steps} steps this run gives it "
+                         f"({how}), so it would fail at step {length + 1}: build it with total_steps={steps}{hint}")
+    if not chosen and batches > 1 and length == per_batch:
+        raise InputError(f"{name}'s {attr}={length} is epochs x batches per epoch ({epochs} x {batches}), a "
+                         "per-batch schedule, but fit steps a scheduler once per epoch by default: pass "
+                         "scheduler_interval='batch' to step it per batch (or scheduler_interval='epoch' if "
+                         f"{length} epochs is meant)")
 
 
 def check_batch(batch: Any, index: int, what: str, dev: torch.device, bounds: tuple[float, float], *,

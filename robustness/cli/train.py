@@ -4,8 +4,10 @@ It builds the architecture, the data loaders, the optimizer (SGD, Nesterov momen
 one-cycle learning rate (linear up to ``--lr`` over the first 40% of the steps, then down to about
 0, as in Wong et al. 2020), trains with a resumable per-epoch state in ``OUT.state`` (and its
 history in ``OUT.history.json``), and writes ``OUT`` with :func:`robustness.loading.save_checkpoint`,
-so ``robustness evaluate --model OUT`` needs no other flag. Exit codes (set by
-:func:`robustness.cli.main`): 0 ok, 2 usage or input error. Under torchrun (or ``--nproc K``) it
+so ``robustness evaluate --model OUT`` needs no other flag. An existing ``OUT`` or ``OUT.state``
+(an earlier run) is never replaced silently: ``--resume`` continues it, ``--overwrite`` removes
+both (and the history) before training, and without either the command exits 2 saying which.
+Exit codes (set by :func:`robustness.cli.main`): 0 ok, 2 usage or input error. Under torchrun (or ``--nproc K``) it
 trains with DistributedDataParallel, ``--batch-size`` being the global batch; rank 0 writes and prints.
 
 :mod:`robustness.cli` adds the subcommand with :func:`_add_train_parser` and runs it with
@@ -80,7 +82,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--eval-steps", type=int, default=10, help="PGD steps of the per-epoch validation attack")
     tr.add_argument("--eval-samples", type=int, default=512, help="validation examples attacked per epoch")
     tr.add_argument("--out", required=True, help="the model checkpoint to write (its training state goes to OUT.state)")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
+    again = tr.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace an existing OUT and its training state (without it, or --resume, an existing "
+                            "OUT or OUT.state is an error)")
     tr.add_argument("--seed", type=parse_seed, default=0)
     tr.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     tr.add_argument("--threads", type=int, default=None,
@@ -110,6 +116,45 @@ def _parse_kwargs(text: str | None) -> dict[str, int | float | str]:
                 continue
         out[key.strip()] = parsed
     return out
+
+
+def _check_earlier_run(out: Path, state: Path, resume: bool, overwrite: bool, *, lead: bool) -> None:
+    """Refuse to replace an earlier run's ``out`` or ``state`` unless ``overwrite`` (then the ``lead`` rank
+    removes them, and the history log, before training); with ``resume``, refuse a model without a state."""
+    from robustness.defenses.checkpointing import history_log_path
+
+    if overwrite:
+        if lead:
+            for path in (out, state, history_log_path(state)):
+                path.unlink(missing_ok=True)
+        return
+    if resume:
+        if out.exists() and not state.exists():
+            raise InputError(f"{out} exists but its training state {state} does not, so there is nothing to resume: "
+                             "pass --overwrite to train a new model in its place, or choose another --out")
+        return
+    if out.exists() or state.exists():
+        raise InputError(f"{_describe_earlier_run(out, state)}; pass --resume to continue it or --overwrite to "
+                         "replace it")
+
+
+def _describe_earlier_run(out: Path, state: Path) -> str:
+    """``"<out> exists (a model trained for N epochs)"``, or what else of an earlier run is at ``out``/``state``."""
+    from robustness.defenses.checkpointing import load_training_state
+
+    if out.exists():
+        try:
+            meta = torch.load(out, map_location="cpu", weights_only=True).get("meta", {})
+            epochs = int(meta["epochs_completed"])
+        except Exception:  # noqa: BLE001 - not a model this command wrote: say only that it exists
+            return f"{out} exists"
+        return f"{out} exists (a model trained for {epochs} epoch{'s' if epochs != 1 else ''})"
+    try:
+        saved = load_training_state(state)
+    except InputError:
+        return f"{state} exists"
+    done, total = int(saved["epoch"]), saved.get("epochs")
+    return f"{state} exists (the training state of a run after {done}{f' of {total}' if total else ''} epochs)"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -181,6 +226,7 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * len(loader),
                                                     pct_start=0.4, anneal_strategy="linear", cycle_momentum=False)
     state = out.with_name(out.name + ".state")
+    _check_earlier_run(out, state, args.resume, args.overwrite, lead=rank == 0)
     start = time.perf_counter()
     history = trainer.fit(model, loader, epochs=args.epochs, optimizer=optimizer, scheduler=scheduler,
                           scheduler_interval="batch", val_loader=val_loader, checkpoint=state, resume=args.resume,

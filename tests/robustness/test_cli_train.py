@@ -67,6 +67,47 @@ def test_resume_of_a_finished_run_trains_nothing_and_writes_the_same_model(tmp_p
     assert "total_steps=" in err and "resume with epochs=2" in err and "CLI: --epochs 2" in err
 
 
+def _run_files(out) -> dict[str, bytes]:
+    """The bytes of a run's model, training state and history (what a replacement would change)."""
+    return {p.name: p.read_bytes() for p in (out, out.with_name(out.name + ".state"),
+                                            out.with_name(out.name + ".history.json")) if p.exists()}
+
+
+def test_an_earlier_run_is_replaced_only_with_overwrite(tmp_path, capsys) -> None:
+    out = tmp_path / "m.pt"
+    argv = ["train", "--method", "standard", "--out", str(out), *TINY]
+    assert cli.main(argv) == 0
+    first = _run_files(out)
+    one_epoch = [*argv, "--epochs", "1"]  # the last --epochs wins
+    capsys.readouterr()
+    assert cli.main(one_epoch) == 2
+    assert capsys.readouterr().err == (f"robustness: error: {out} exists (a model trained for 2 epochs); pass "
+                                       "--resume to continue it or --overwrite to replace it\n")
+    assert _run_files(out) == first
+    # a run killed before writing its model left only the state: refused the same way
+    out.unlink()
+    assert cli.main(one_epoch) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{out}.state exists (the training state of a run after 2 of 2 epochs); pass --resume to continue it or "
+        "--overwrite to replace it")
+    # --resume with a model whose state is gone would silently start over: refused
+    (tmp_path / "m.pt.state").rename(tmp_path / "kept")
+    out.write_bytes(first["m.pt"])
+    assert cli.main([*one_epoch, "--resume"]) == 2
+    assert "nothing to resume: pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "kept").rename(tmp_path / "m.pt.state")
+    with pytest.raises(SystemExit) as info:
+        cli.main([*one_epoch, "--resume", "--overwrite"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "not allowed with argument" in err and len(err.splitlines()) == 1
+    assert _run_files(out) == first
+    # --overwrite replaces the model, its state and its history
+    assert cli.main([*one_epoch, "--overwrite"]) == 0
+    assert load_model(str(out)).meta["epochs_completed"] == 1
+    assert torch.load(tmp_path / "m.pt.state", weights_only=True)["epoch"] == 1
+    assert len(json.loads((tmp_path / "m.pt.history.json").read_text())["records"]) == 1
+
+
 def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> None:
     calls: dict[str, object] = {}
 
@@ -97,6 +138,7 @@ def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> 
     assert fit_kw["device"] == torch.device("cpu") and fit_kw["checkpoint"] == tmp_path / "m.pt.state"
     opt = fit_kw["optimizer"]
     assert opt.param_groups[0]["weight_decay"] == 0.001 and fit_kw["scheduler"].state_dict()["total_steps"] == 7 * 4
+    assert fit_kw["scheduler_interval"] == "batch"  # the one-cycle schedule counts batches
     assert fit_kw["scheduler"].optimizer.param_groups[0]["max_lr"] == 0.02
     assert calls["loader"].batch_size == 33 and len(calls["loader"].dataset) == 100
     assert torch.get_num_threads() == 1
