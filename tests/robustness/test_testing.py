@@ -234,6 +234,14 @@ def test_attack_succeeds_validates_arguments(kwargs, no_evaluation) -> None:
         assert_attack_succeeds(model, data, attack="fgsm", **kwargs)
 
 
+def test_unknown_or_doubled_settings_are_type_errors(no_evaluation) -> None:
+    model, data = linear_case(TEN)
+    with pytest.raises(TypeError, match="got multiple values for the setting 'attacks'"):
+        assert_attack_succeeds(model, data, attack="fgsm", attacks="pgd", eps=0.1, min_success_rate=0.5)
+    with pytest.raises(TypeError, match=r"assert_robust\(\) got an unexpected keyword argument 'sed' \(did you mean"):
+        assert_robust(model, data, eps=0.1, min_accuracy=0.5, sed=3)
+
+
 def test_verify_robust_reads_a_saved_report(tmp_path) -> None:
     model, data = linear_case(TEN)
     report = runner.evaluate(model, data, attacks="fgsm", epsilons=[0.1, 0.2], progress=False)
