@@ -1,8 +1,8 @@
 """Adversarial robustness testing harness for PyTorch.
 
 One entry point, :func:`evaluate`, used by Python code, the CLI and the pytest plugin;
-it returns a :class:`Report`. :func:`assert_robust` and :func:`assert_attack_succeeds` gate on
-it in tests.
+it takes its settings as keywords or as one :class:`EvalConfig` and returns a :class:`Report`.
+:func:`assert_robust` and :func:`assert_attack_succeeds` gate on it in tests.
 
 Everything that needs torch is imported on first use, so that loading the pytest plugin (which
 imports this package at every pytest start) costs nothing until a robustness test runs.
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from robustness.errors import InputError, RobustnessError, RobustnessWarning
 
 if TYPE_CHECKING:
+    from robustness.config import EvalConfig
     from robustness.model import NormalizedModel
     from robustness.report import Report
     from robustness.runner import evaluate
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvalConfig",
     "InputError",
     "NormalizedModel",
     "Report",
@@ -38,6 +40,7 @@ __all__ = [
 
 _LAZY = {
     "evaluate": "robustness.runner",
+    "EvalConfig": "robustness.config",
     "Report": "robustness.report",
     "NormalizedModel": "robustness.model",
     "assert_robust": "robustness.testing",

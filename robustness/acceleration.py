@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from robustness.errors import InputError, RobustnessWarning
+from robustness.validation import check_flag
 
 __all__ = ["AMP_DTYPES", "AcceleratedModule", "accelerated", "check_amp"]
 
@@ -85,12 +86,6 @@ def check_amp(amp: object) -> str | None:
         f"amp={amp!r} is not supported: use one of {', '.join(repr(k) for k in AMP_DTYPES)} or None (full precision); "
         f"float16 is not offered because attacks do no loss scaling and large logits or gradients overflow it"
     )
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 class _Precision(nn.Module):
@@ -251,8 +246,8 @@ def accelerated(
         InputError: an unknown ``amp``, a non-boolean flag, or a device without bfloat16 autocast.
     """
     amp = check_amp(amp)
-    channels_last = _check_flag("channels_last", channels_last)
-    compile = _check_flag("compile", compile)
+    channels_last = check_flag("channels_last", channels_last)
+    compile = check_flag("compile", compile)
     device = torch.device(device)
     if amp is not None:
         if not torch.amp.is_autocast_available(device.type):

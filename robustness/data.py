@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from robustness.errors import InputError
+from robustness.validation import check_batch_size
 
 __all__ = ["DataLike", "as_loader", "iterate_batches"]
 
@@ -32,8 +33,7 @@ def _as_tensor(value: Any, what: str) -> Tensor:
 def as_loader(data: DataLike, batch_size: int, pin_memory: bool = False) -> Iterable[Any]:
     """A re-iterable source of ``(x, y)`` batches, in a fixed order (``pin_memory`` for fast,
     non-blocking copies to a GPU)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):

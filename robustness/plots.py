@@ -1,16 +1,15 @@
 """PNG figures of a report: robust accuracy against the budget, and a grid of examples.
 
-Matplotlib's object API on an Agg canvas: no pyplot, no global figure state.
+Matplotlib's object API on an Agg canvas: no pyplot, no global figure state. The functions take
+the report's figures as plain values (:class:`robustness.report.Report` passes its own), so this
+module imports nothing from :mod:`robustness.report`.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from robustness.report import Report
+from typing import Any
 
 __all__ = ["accuracy_png", "examples_png", "can_show_images"]
 
@@ -25,25 +24,27 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def accuracy_png(report: Report) -> bytes:
-    """Robust accuracy against the budget: one line per attack, the worst case in black."""
+def accuracy_png(robust_accuracy: dict[float, float], by_attack: dict[str, dict[float, float]], *, norm: str,
+                 clean_accuracy: float, n_examples: int) -> bytes:
+    """Robust accuracy against the budget: one line per attack (``by_attack[name][eps]``), the worst
+    case (``robust_accuracy[eps]``) in black; titled with the clean accuracy and ``n_examples``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    xs = sorted(report.robust_accuracy)
-    for name, acc in report.by_attack.items():
+    xs = sorted(robust_accuracy)
+    for name, acc in by_attack.items():
         ax.plot(xs, [acc.get(e, math.nan) for e in xs], marker="o", linewidth=1.2, label=name)
-    ax.plot(xs, [report.robust_accuracy[e] for e in xs], marker="s", color="black", linewidth=2.2,
+    ax.plot(xs, [robust_accuracy[e] for e in xs], marker="s", color="black", linewidth=2.2,
             label="worst case")
-    ax.set_xlabel(f"eps ({report.norm})")
+    ax.set_xlabel(f"eps ({norm})")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(f"clean {_pct(report.clean_accuracy)}, n={report.n_examples}")
+    ax.set_title(f"clean {_pct(clean_accuracy)}, n={n_examples}")
     fig.tight_layout()
     return _png(fig)
 
@@ -56,14 +57,16 @@ def can_show_images(examples: list[dict[str, Any]]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
-def examples_png(report: Report) -> bytes:
+def examples_png(examples: list[dict[str, Any]], bounds: tuple[float, float]) -> bytes:
     """Clean inputs (top), their verified adversarial examples (middle) and the perturbation
-    rescaled to the full grey range (bottom), titled with the label, prediction and budget."""
+    rescaled to the full grey range (bottom), titled with the label, prediction and budget.
+
+    ``examples``: as ``Report.examples`` (``clean`` and ``adversarial`` images ``(C, H, W)`` in
+    ``bounds``, ``index``, ``label``, ``adversarial_prediction``, ``attack``, ``eps``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    examples = report.examples
-    low, high = report.bounds
+    low, high = bounds
     cols = len(examples)
     fig = Figure(figsize=(1.6 * cols + 0.4, 5.2), dpi=100)
     FigureCanvasAgg(fig)

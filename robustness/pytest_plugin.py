@@ -308,13 +308,14 @@ def _marker_settings(item: pytest.Item) -> dict[str, Any]:
 class RobustnessEvaluator:
     """``evaluator(model, data, *, eps=None, norm=None, attacks=None, min_accuracy=None, **kwargs)``.
 
-    Runs :func:`robustness.evaluate` with, for each setting, the call's argument, else the
-    test's ``robustness`` marker, else the command line (ini) options: ``eps`` (required from
-    the call or the marker), ``norm`` (default ``"linf"``), ``attacks`` (the marker's
-    ``preset``, else ``--robustness-preset``), ``min_accuracy`` (none: no accuracy gate),
-    and always the test's seed, the session device and ``--robustness-strict`` (a call may
-    override ``seed=``, ``device=`` or ``strict=``). Saves the report under
-    ``--robustness-report`` when given, then applies :func:`robustness.testing.verify_robust`:
+    Builds one :class:`robustness.EvalConfig` and runs :func:`robustness.evaluate` with it: for
+    each setting, the call's argument, else the test's ``robustness`` marker, else the command
+    line (ini) options: ``eps`` (required from the call or the marker), ``norm`` (default
+    ``"linf"``), ``attacks`` (the marker's ``preset``, else ``--robustness-preset``),
+    ``min_accuracy`` (none: no accuracy gate), and always the test's seed, the session device and
+    ``--robustness-strict`` (a call may override ``seed=``, ``device=`` or ``strict=``, and pass
+    any other ``EvalConfig`` field). Saves the report under ``--robustness-report`` when given,
+    then applies :func:`robustness.testing.verify_robust`:
     fails below ``min_accuracy`` and, when strict, when a check did not pass.
     """
 
@@ -339,6 +340,7 @@ class RobustnessEvaluator:
     ) -> Report:
         __tracebackhide__ = True
         from robustness import runner
+        from robustness.config import make_config
         from robustness.errors import InputError
         from robustness.testing import _fraction, verify_robust
 
@@ -359,22 +361,20 @@ class RobustnessEvaluator:
         threshold = None if min_accuracy is None else _fraction(min_accuracy, "min_accuracy")
         if "epsilons" in kwargs:
             raise InputError("pass the budgets as eps=..., not epsilons=...")
-        kwargs.setdefault("seed", self.seed)
-        kwargs.setdefault("device", self.device)
-        kwargs.setdefault("strict", self._settings.strict)
-        kwargs.setdefault("progress", False)
-        report = runner.evaluate(model, data, attacks=attacks, epsilons=runner.check_epsilons(eps), norm=norm,
-                                 **kwargs)
+        session = {"seed": self.seed, "device": self.device, "strict": self._settings.strict, "progress": False}
+        config = make_config(None, {**session, **kwargs, "attacks": attacks, "epsilons": eps, "norm": norm},
+                             caller="robustness_evaluator")
+        report = runner.evaluate(model, data, config=config)
         if report.model is not None and report.model.source is None:
             report.model.source = f"{type(model).__name__} in {self._item.nodeid}"
         self.reports.append(report)
         saved = self._save(report)
         try:
-            verify_robust(report, min_accuracy=threshold, strict=kwargs["strict"], title="robustness test failed")
+            verify_robust(report, min_accuracy=threshold, strict=config.strict, title="robustness test failed")
         except AssertionError:
-            self._record(report, threshold, saved, strict=kwargs["strict"], passed=False)
+            self._record(report, threshold, saved, strict=config.strict, passed=False)
             raise
-        self._record(report, threshold, saved, strict=kwargs["strict"], passed=True)
+        self._record(report, threshold, saved, strict=config.strict, passed=True)
         return report
 
     def _save(self, report: Report) -> str | None:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from robustness import summary
+from robustness.config import EvalConfig
 from robustness.report import Report
 
 __all__ = ["BatchRecord", "Assembled", "assemble", "digest", "CHECK_SUBSET", "EXAMPLES"]
@@ -138,13 +139,15 @@ def _versions() -> dict[str, str]:
 
 
 def assemble(
-    records: list[BatchRecord], names: list[str], epsilons: list[float], budgets: list[float], **config: Any
+    records: list[BatchRecord], config: EvalConfig, *, batch_size: int, device: str, notes: list[str],
+    defenses: list[dict[str, Any]],
 ) -> tuple[Report, Assembled]:
     """The report of an evaluation from its batch records (any order; sorted by offset here).
 
-    ``config`` holds the report's settings: ``norm``, ``bounds``, ``attacks``, ``seed``,
-    ``batch_size``, ``device``, ``notes``, ``gradient_mode``, ``defenses``.
+    The report's settings come from ``config``; ``batch_size`` and ``device`` are those the run
+    used, ``notes`` its warnings and ``defenses`` the model's preprocessing defenses.
     """
+    names, epsilons, budgets = list(config.named_attacks), list(config.epsilons), config.budgets
     records = sorted(records, key=lambda r: r.offset)
     ends = [r.offset + r.n for r in records]
     if [r.offset for r in records] != [0] + ends[:-1]:
@@ -185,21 +188,21 @@ def assemble(
         by_attack={k: summary.accuracy_curve(correct, v, epsilons, budgets) for k, v in data.broken.items()},
         n_examples=n,
         epsilons=epsilons,
-        norm=config["norm"],
-        bounds=config["bounds"],
-        attacks=config["attacks"],
-        seed=config["seed"],
-        batch_size=config["batch_size"],
-        device=config["device"],
+        norm=config.norm,
+        bounds=config.bounds,
+        attacks=config.attack_descriptions(),
+        seed=config.seed,
+        batch_size=batch_size,
+        device=device,
         versions=_versions(),
         timings=seconds,
         max_perturbation=dict(zip(budgets, max_used)),
         num_classes=num_classes,
-        warnings=list(config["notes"]),
-        gradient_mode=config["gradient_mode"],
-        defenses=config["defenses"],
-        schedule=config.get("schedule", "ascending"),
-        speedups=dict(config.get("speedups") or {}),
+        warnings=list(notes),
+        gradient_mode=config.gradient_mode,
+        defenses=defenses,
+        schedule=config.schedule,
+        speedups=config.speedups(),
         cumulative=summary.cumulative(data.broken, correct, epsilons, budgets),
         per_class=summary.per_class(labels, correct, worst, epsilons, budgets, num_classes),
         perturbation=summary.perturbation_stats(data.broken, data.size, budgets),

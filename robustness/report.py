@@ -358,7 +358,8 @@ class Report:
 
     def plot_png(self) -> bytes:
         """PNG bytes of robust accuracy against budget."""
-        return plots.accuracy_png(self)
+        return plots.accuracy_png(self.robust_accuracy, self.by_attack, norm=self.norm,
+                                  clean_accuracy=self.clean_accuracy, n_examples=self.n_examples)
 
     def save(self, directory: str | Path) -> Path:
         """Write report.json, report.md, samples.csv, robust_accuracy.png and (for images)
@@ -373,7 +374,7 @@ class Report:
             (out / "samples.csv").unlink(missing_ok=True)
         atomic_write_bytes(out / "robust_accuracy.png", self.plot_png())
         if plots.can_show_images(self.examples):
-            atomic_write_bytes(out / "examples.png", plots.examples_png(self))
+            atomic_write_bytes(out / "examples.png", plots.examples_png(self.examples, self.bounds))
         else:
             (out / "examples.png").unlink(missing_ok=True)
         return out

@@ -12,7 +12,7 @@ Layout of a state directory::
         meta.json                  {"format": 1, "robustness": "0.1.0", "torch": "2.14.1",
                                     "fingerprint": {"model": "<sha-256>", "attacks": {...}, "epsilons": [...],
                                                     "norm": ..., "bounds": ..., "seed": ..., "batch_size": ...,
-                                                    "schedule": ..., "gradient_mode": ...}}
+                                                    "schedule": ..., "gradient_mode": ..., "amp": ...}}
         range-000000000000.pt      the BatchRecord of examples 0..15  (torch.save of tensors, numbers,
         range-000000000016.pt      the BatchRecord of examples 16..31  strings, lists and dicts:
         ...                                                             read with weights_only=True)
@@ -122,7 +122,7 @@ class EvaluationState:
     def open(cls, path: str | Path, fingerprint: Mapping[str, Any]) -> EvaluationState:
         """Create the state directory ``path`` for an evaluation with ``fingerprint``, or open it.
 
-        ``fingerprint``: plain JSON values (the runner passes its settings and
+        ``fingerprint``: plain JSON values (the runner passes :meth:`robustness.EvalConfig.fingerprint` and
         :func:`model_fingerprint`). An existing directory must hold a ``meta.json`` with the same
         fingerprint (else :class:`InputError`, naming what differs), or be empty.
         """

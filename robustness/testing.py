@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from robustness import runner
+from robustness.config import make_config
 from robustness.data import DataLike
 from robustness.errors import InputError
 from robustness.report import Report, format_eps
@@ -100,29 +101,20 @@ def _budgets(eps: Sequence[float] | float) -> list[float]:
     return runner.check_epsilons(eps)
 
 
-def _evaluate(
-    model: nn.Module,
-    data: DataLike,
-    *,
-    attacks: AttacksLike,
-    epsilons: list[float],
-    norm: str,
-    bounds: tuple[float, float],
-    seed: int,
-    device: str | torch.device | None,
-    strict: bool,
-    evaluate_kwargs: dict[str, Any],
-) -> Report:
+def _evaluate(model: nn.Module, data: DataLike, *, caller: str, strict: bool, settings: dict[str, Any],
+              evaluate_kwargs: dict[str, Any]) -> Report:
+    """:func:`robustness.evaluate` with one :class:`~robustness.config.EvalConfig` of the helper's
+    ``settings`` and the user's ``evaluate_kwargs`` (``progress`` off unless they turn it on)."""
     for key in _RESERVED:
         if key in evaluate_kwargs:
             raise InputError(f"pass the budgets as eps=..., not {key}=...")
     if not isinstance(strict, bool):
         raise InputError(f"strict must be True or False, got {strict!r}")
-    kwargs = {"progress": False, **evaluate_kwargs}
-    return runner.evaluate(
-        model, data, attacks=attacks, epsilons=epsilons, norm=norm, bounds=bounds,
-        seed=seed, device=device, strict=strict, **kwargs,
-    )
+    twice = sorted(set(evaluate_kwargs) & set(settings))  # assert_attack_succeeds(attack=..., attacks=...)
+    if twice:
+        raise TypeError(f"{caller}() got multiple values for the setting {twice[0]!r}")
+    config = make_config(None, {"progress": False, **evaluate_kwargs, **settings, "strict": strict}, caller=caller)
+    return runner.evaluate(model, data, config=config)
 
 
 def _unpassed_checks(report: Report) -> list[str]:
@@ -232,10 +224,9 @@ def assert_robust(
     """
     __tracebackhide__ = True
     threshold = _fraction(min_accuracy, "min_accuracy")
-    report = _evaluate(
-        model, data, attacks=attacks, epsilons=_budgets(eps), norm=norm, bounds=bounds, seed=seed,
-        device=device, strict=strict, evaluate_kwargs=evaluate_kwargs,
-    )
+    settings = dict(attacks=attacks, epsilons=_budgets(eps), norm=norm, bounds=bounds, seed=seed, device=device)
+    report = _evaluate(model, data, caller="assert_robust", strict=strict, settings=settings,
+                       evaluate_kwargs=evaluate_kwargs)
     return verify_robust(report, min_accuracy=threshold, strict=strict, title="assert_robust failed")
 
 
@@ -324,10 +315,9 @@ def assert_attack_succeeds(
     budgets = _budgets(eps)
     if budgets[-1] <= 0:
         raise InputError(f"eps must include a budget > 0 for an attack to succeed, got {eps!r}")
-    report = _evaluate(
-        model, data, attacks=attack, epsilons=budgets, norm=norm, bounds=bounds, seed=seed,
-        device=device, strict=strict, evaluate_kwargs=evaluate_kwargs,
-    )
+    settings = dict(attacks=attack, epsilons=budgets, norm=norm, bounds=bounds, seed=seed, device=device)
+    report = _evaluate(model, data, caller="assert_attack_succeeds", strict=strict, settings=settings,
+                       evaluate_kwargs=evaluate_kwargs)
     rate, n_broken, n_correct = success_rate(report)
     where = f"{report.norm} eps={format_eps(budgets[-1])}"
     reasons = []

@@ -16,8 +16,10 @@ from torch import Tensor
 
 from robustness.errors import InputError
 
-__all__ = ["check_epsilons", "check_batch", "check_not_boolean", "check_logits", "looks_like_probabilities",
-           "check_seed"]
+__all__ = [
+    "check_batch", "check_batch_size", "check_epsilons", "check_flag", "check_logits", "check_not_boolean",
+    "check_seed", "looks_like_probabilities",
+]
 
 _BOUNDS_TOL = 1e-6
 
@@ -50,6 +52,20 @@ def check_not_boolean(labels: Tensor, what: str) -> None:
     if labels.dtype == torch.bool:
         raise InputError(f"{what} are booleans, not class labels: store integer class indices (y.long(), or "
                          "y.astype(int) in NumPy: False -> 0, True -> 1) if that is what they mean")
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` as an ``int`` >= 1; booleans and anything else are an error."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` when it is ``True`` or ``False``; anything else is an error naming the setting ``name``."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def check_batch(x: Tensor, y: Tensor, bounds: tuple[float, float], index: int) -> None:

@@ -48,6 +48,7 @@ import torch
 from robustness import datasets, loading, runner
 from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
 from robustness.cli.train import _add_train_parser, _train
+from robustness.config import EvalConfig
 from robustness.distributed import CollectiveError, torchrun_session
 from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import NORMS
@@ -333,6 +334,18 @@ def _evaluate(args: argparse.Namespace) -> int:
             torch.set_num_threads(threads)
 
 
+def _eval_config(args: argparse.Namespace, sweep: _Sweep, bounds: tuple[float, float], device: torch.device, *,
+                 state: Path | None, distributed: bool) -> EvalConfig:
+    """The settings of one evaluation: the one place where ``evaluate``'s flags become an :class:`EvalConfig`
+    (``bounds`` come from the data, ``device`` and ``distributed`` from ``--device`` and torchrun)."""
+    return EvalConfig(
+        attacks=tuple(sweep.attacks), epsilons=sweep.epsilons, norm=sweep.norm, bounds=bounds,
+        batch_size=args.batch_size, device=device, seed=args.seed, progress=not args.quiet,
+        checks=not args.no_checks, strict=args.strict, schedule=args.schedule, state=state, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile, distributed=distributed,
+    )
+
+
 def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                 models: list[tuple[str | None, loading.LoadedModel]], device: torch.device,
                 rank: int | None = None) -> int:
@@ -356,13 +369,9 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     for sweep in sweeps:
         results: list[tuple[str | None, Report, Path, bool]] = []
         for label, loaded in models:
-            report = runner.evaluate(
-                loaded.model, data.dataset, attacks=sweep.attacks, epsilons=sweep.epsilons, norm=sweep.norm,
-                bounds=data.bounds, batch_size=args.batch_size, device=device, seed=args.seed,
-                progress=not args.quiet, checks=not args.no_checks, strict=args.strict, schedule=args.schedule,
-                state=_state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1), amp=args.amp,
-                channels_last=args.channels_last, compile=args.compile, distributed=rank is not None,
-            )
+            state = _state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1)
+            config = _eval_config(args, sweep, data.bounds, device, state=state, distributed=rank is not None)
+            report = runner.evaluate(loaded.model, data.dataset, config=config)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits

@@ -40,9 +40,9 @@ def spy(monkeypatch):
         calls["model"].append((spec, kw))
         return fake_model
 
-    def evaluate(model, data, **kw):
-        calls["evaluate"].append((model, data, kw))
-        return _fake_report(kw["norm"], worst=0.4)
+    def evaluate(model, data, *, config):
+        calls["evaluate"].append((model, data, config))
+        return _fake_report(config.norm, worst=0.4)
 
     monkeypatch.setattr(cli.datasets, "load_dataset", load_dataset)
     monkeypatch.setattr(cli.loading, "load_model", load_model)
@@ -65,17 +65,17 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
     (spec, mkw), = spy["model"]
     assert spec == "m.pt" and mkw["arch"] == "small-cnn" and mkw["mean"] == [0.5] and mkw["std"] == [0.25]
     assert mkw["input_shape"] == (1, 8, 8)  # the data's: a checkpoint recording another shape refuses it
-    (model, data, kw), = spy["evaluate"]
+    (model, data, config), = spy["evaluate"]
     assert model == "MODEL" and data == "DATASET"
-    assert kw["attacks"] == ["fgsm", "pgd"] and kw["norm"] == "l2" and kw["batch_size"] == 33
-    assert kw["epsilons"] == pytest.approx([0.0, 8 / 255, 0.1])
-    assert kw["device"] == torch.device("cpu") and kw["seed"] == 5 and kw["progress"] is False
-    assert kw["strict"] is True and kw["checks"] is True and kw["schedule"] == "bisect"
-    assert kw["state"] == tmp_path / "state" and kw["amp"] == "bf16"
-    assert kw["channels_last"] is True and kw["compile"] is True
+    assert config.attacks == ("fgsm", "pgd") and config.norm == "l2" and config.batch_size == 33
+    assert config.epsilons == pytest.approx((0.0, 8 / 255, 0.1))
+    assert config.device == torch.device("cpu") and config.seed == 5 and config.progress is False
+    assert config.strict is True and config.checks is True and config.schedule == "bisect"
+    assert config.state == tmp_path / "state" and config.amp == "bf16"
+    assert config.channels_last is True and config.compile is True
     cli.main(["evaluate", "--model", "m.pt", "--batch-size", "auto", "--out", str(tmp_path), "--quiet", "--no-checks"])
-    assert spy["evaluate"][-1][2]["batch_size"] is None and spy["evaluate"][-1][2]["state"] is None
-    assert spy["evaluate"][-1][2]["checks"] is False and spy["evaluate"][-1][2]["strict"] is False
+    assert spy["evaluate"][-1][2].batch_size is None and spy["evaluate"][-1][2].state is None
+    assert spy["evaluate"][-1][2].checks is False and spy["evaluate"][-1][2].strict is False
     calls = len(spy["evaluate"])
     assert cli.main(["evaluate", "--model", "m.pt", "--out", str(tmp_path), "--strict", "--no-checks"]) == 2
     assert len(spy["evaluate"]) == calls and "drop one" in capsys.readouterr().err  # a gate that could never fire
@@ -84,12 +84,12 @@ def test_every_flag_reaches_the_library(spy, tmp_path, capsys) -> None:
 
 def test_default_runs_linf_and_l2_sweeps_on_both_shipped_models(spy, tmp_path, capsys) -> None:
     assert cli.main(["--out", str(tmp_path)]) == 0
-    norms = [kw["norm"] for _, _, kw in spy["evaluate"]]
+    norms = [config.norm for _, _, config in spy["evaluate"]]
     assert norms == ["linf", "linf", "l2", "l2"]  # standard, then adversarially trained, per sweep
-    assert [kw["attacks"] for _, _, kw in spy["evaluate"]] == (
-        [["fgsm", "pgd", "apgd-ce"]] * 2 + [["pgd", "apgd-ce(restarts=2)", "cw"]] * 2)
+    assert [config.attacks for _, _, config in spy["evaluate"]] == (
+        [("fgsm", "pgd", "apgd-ce")] * 2 + [("pgd", "apgd-ce(restarts=2)", "cw")] * 2)
     assert [spec for spec, _ in spy["model"]] == [str(cli.SHIPPED_MODELS["adv-trained"])]
-    assert all(kw["batch_size"] is None for _, _, kw in spy["evaluate"])  # auto unless asked
+    assert all(config.batch_size is None for _, _, config in spy["evaluate"])  # auto unless asked
     for label in ("standard", "adv-trained"):
         assert (tmp_path / label / "linf" / "report.md").is_file()
         assert (tmp_path / label / "l2" / "robust_accuracy.png").is_file()
@@ -192,9 +192,9 @@ def test_list_attacks(capsys) -> None:
 def test_failed_check_exits_1_and_checks_print_before_the_table(spy, monkeypatch, tmp_path, capsys) -> None:
     from robustness.report import Check
 
-    def evaluate(model, data, **kw):
-        report = _fake_report(kw["norm"], worst=0.4)
-        status = "failed" if kw["strict"] else "warning"
+    def evaluate(model, data, *, config):
+        report = _fake_report(config.norm, worst=0.4)
+        status = "failed" if config.strict else "warning"
         report.checks = [Check("probability-outputs", "passed", "ok"), Check("zero-gradients", status, "masked")]
         return report
 

@@ -43,9 +43,9 @@ def stub(monkeypatch):
         calls["model"].append(spec)
         return model
 
-    def evaluate(model, dataset, **kw):
-        calls["evaluate"].append(kw)
-        return _report(sorted(set(kw["epsilons"])), kw["norm"])
+    def evaluate(model, dataset, *, config):
+        calls["evaluate"].append(config)
+        return _report(list(config.epsilons), config.norm)
 
     def relaunch(argv, nproc):
         calls["relaunch"].append((argv, nproc))
@@ -151,7 +151,7 @@ def test_an_l2_attack_in_an_linf_sweep_says_which_flag_to_add(stub, tmp_path, ca
     assert stub["model"] == [] and stub["evaluate"] == []
     code, _, err = _run(["evaluate", "--model", "m.pt", "--attacks", "cw", "--norm", "l2", "--eps", "0,1",
                          "--out", str(tmp_path)], capsys)
-    assert code == 0 and stub["evaluate"][-1]["attacks"] == ["cw"]
+    assert code == 0 and stub["evaluate"][-1].attacks == ("cw",)
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -252,5 +252,5 @@ def test_help_shows_the_version_flag_and_misspelt_commands_get_a_suggestion(caps
 
 def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
     code, _, _ = _run(["evaluate", "--model", "m.pt", "--norm", "L2", "--eps", "0,1", "--out", str(tmp_path)], capsys)
-    assert code == 0 and stub["evaluate"][-1]["norm"] == "l2"
+    assert code == 0 and stub["evaluate"][-1].norm == "l2"
 

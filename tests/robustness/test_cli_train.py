@@ -222,10 +222,10 @@ def test_min_accuracy_gates_every_shipped_model(monkeypatch, tmp_path, capsys) -
 
     worst = {"S": 0.2, "A": 0.7}
 
-    def evaluate(model, data, **kw):
+    def evaluate(model, data, *, config):
         return Report(clean_accuracy=1.0, robust_accuracy={0.0: 1.0, 0.1: worst[model]},
                       by_attack={"fgsm": {0.0: 1.0, 0.1: worst[model]}}, n_examples=4, epsilons=[0.0, 0.1],
-                      norm=kw["norm"], bounds=(0.0, 1.0), attacks={"fgsm": "FGSM()"}, seed=0, batch_size=4,
+                      norm=config.norm, bounds=(0.0, 1.0), attacks={"fgsm": "FGSM()"}, seed=0, batch_size=4,
                       device="cpu", versions={}, timings={"total": 0.1}, max_perturbation={0.1: 0.1}, num_classes=10)
 
     data = SimpleNamespace(name="digits", dataset="D", num_classes=10, input_shape=(1, 8, 8), bounds=(0.0, 1.0))

@@ -350,9 +350,9 @@ from robustness.report import Check
 def warning_check(monkeypatch):
     real = runner.evaluate
 
-    def evaluate(model, data, **kwargs):
-        report = real(model, data, **kwargs)
-        status = "failed" if kwargs["strict"] else "warning"
+    def evaluate(model, data, *, config):
+        report = real(model, data, config=config)
+        status = "failed" if config.strict else "warning"
         report.checks.append(Check("gradient-masking", status, "gradients vanish on 40% of the samples"))
         return report
 

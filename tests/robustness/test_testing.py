@@ -12,6 +12,7 @@ from torch import nn
 
 from robustness.attacks import PGD
 from robustness import runner
+from robustness.config import EvalConfig
 from robustness.errors import InputError
 from robustness.report import Check, Report
 from robustness.testing import (
@@ -113,14 +114,14 @@ def test_gate_holds_exactly_when_enough_samples_are_robust(robust: int, broken: 
             assert_robust(model, data, eps=0.1, min_accuracy=threshold, attacks="fgsm", checks=False)
 
 
-def _with_check(monkeypatch, status_when_lenient: str = "warning") -> list[dict]:
-    calls: list[dict] = []
+def _with_check(monkeypatch, status_when_lenient: str = "warning") -> list[EvalConfig]:
+    calls: list[EvalConfig] = []
     real = runner.evaluate
 
-    def evaluate(model, data, **kwargs):
-        calls.append(kwargs)
-        report = real(model, data, **kwargs)
-        status = "failed" if kwargs.get("strict") else status_when_lenient
+    def evaluate(model, data, *, config):
+        calls.append(config)
+        report = real(model, data, config=config)
+        status = "failed" if config.strict else status_when_lenient
         report.checks.append(Check("gradient-masking", status, "gradients vanish on 40% of the samples"))
         return report
 
@@ -132,10 +133,10 @@ def test_strict_fails_on_a_check_that_did_not_pass(monkeypatch) -> None:
     calls = _with_check(monkeypatch)
     model, data = linear_case(TEN)
     report = assert_robust(model, data, eps=0.1, min_accuracy=0.5)  # lenient: the warning does not fail
-    assert report.checks[-1].status == "warning" and calls[-1]["strict"] is False
+    assert report.checks[-1].status == "warning" and calls[-1].strict is False
     with pytest.raises(RobustnessAssertionError) as info:
         assert_robust(model, data, eps=0.1, min_accuracy=0.5, strict=True)
-    assert calls[-1]["strict"] is True
+    assert calls[-1].strict is True
     text = str(info.value)
     assert "strict mode: 1 sanity check did not pass: gradient-masking (failed)" in text
     assert "checks that did not pass:" in text and "gradients vanish on 40% of the samples" in text
@@ -156,10 +157,11 @@ def test_keyword_arguments_reach_evaluate(monkeypatch) -> None:
     model, data = linear_case(TEN)
     assert_robust(model, data, eps=[0.1], min_accuracy=0.0, attacks="fgsm", norm="linf", bounds=(0.0, 1.0),
                   seed=7, device="cpu", batch_size=3, gradient_mode="naive", checks=False)
-    kw = calls[-1]
-    assert kw["attacks"] == "fgsm" and kw["epsilons"] == [0.1] and kw["seed"] == 7 and kw["device"] == "cpu"
-    assert kw["batch_size"] == 3 and kw["gradient_mode"] == "naive" and kw["checks"] is False
-    assert kw["progress"] is False and kw["bounds"] == (0.0, 1.0)
+    config = calls[-1]
+    assert config.attacks == ("fgsm",) and config.epsilons == (0.1,) and config.seed == 7
+    assert config.device == torch.device("cpu")
+    assert config.batch_size == 3 and config.gradient_mode == "naive" and config.checks is False
+    assert config.progress is False and config.bounds == (0.0, 1.0)
 
 
 @pytest.mark.parametrize("value", [1.5, -0.1, math.nan, True, "0.8", None])
@@ -230,6 +232,14 @@ def test_attack_succeeds_validates_arguments(kwargs, no_evaluation) -> None:
     model, data = linear_case(TEN)
     with pytest.raises(InputError):
         assert_attack_succeeds(model, data, attack="fgsm", **kwargs)
+
+
+def test_unknown_or_doubled_settings_are_type_errors(no_evaluation) -> None:
+    model, data = linear_case(TEN)
+    with pytest.raises(TypeError, match="got multiple values for the setting 'attacks'"):
+        assert_attack_succeeds(model, data, attack="fgsm", attacks="pgd", eps=0.1, min_success_rate=0.5)
+    with pytest.raises(TypeError, match=r"assert_robust\(\) got an unexpected keyword argument 'sed' \(did you mean"):
+        assert_robust(model, data, eps=0.1, min_accuracy=0.5, sed=3)
 
 
 def test_verify_robust_reads_a_saved_report(tmp_path) -> None:
