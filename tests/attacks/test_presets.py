@@ -40,15 +40,16 @@ def test_a_preset_through_the_cli_reaches_the_library(monkeypatch, tmp_path) -> 
 
     seen = {}
 
-    def evaluate(model, data, **kw):
-        seen.update(kw)
-        return _fake_report(kw["norm"], worst=0.5)
+    def evaluate(model, data, config=None, **kw):
+        seen["config"] = config
+        return _fake_report(config.norm, worst=0.5)
 
     monkeypatch.setattr(cli.runner, "evaluate", evaluate)
     assert cli.main(["evaluate", "--attacks", "smoke,cw", "--norm", "l2", "--eps", "0,0.5", "--n", "8",
                      "--out", str(tmp_path), "--quiet"]) == 0
-    assert seen["attacks"] == ["smoke", "cw"]
-    assert list(resolve_attacks(seen["attacks"], "l2")) == ["fgsm", "pgd", "cw"]
+    assert list(seen["config"].attacks) == ["smoke", "cw"]
+    assert list(resolve_attacks(seen["config"].attacks, "l2")) == ["fgsm", "pgd", "cw"]
+    assert list(seen["config"].named_attacks) == ["fgsm", "pgd", "cw"]
 
 
 def test_a_preset_that_shadows_an_attack_is_an_error(monkeypatch) -> None:
