@@ -4,8 +4,6 @@ naive attack and falls to the adaptive one (BPDA, Athalye et al. 2018), end to e
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 from typing import Any
 
@@ -19,16 +17,11 @@ from robustness.errors import RobustnessWarning
 
 EPS = 0.15
 PGD10 = PGD(steps=10)
-RUNNER_SETS_MODE = "gradient_mode" in inspect.signature(robustness.evaluate).parameters
 
 
 def _evaluate(model: torch.nn.Module, data: Any, mode: str, **kwargs: Any) -> robustness.Report:
-    """``robustness.evaluate`` in ``mode``: by its ``gradient_mode`` argument where the runner has
-    one, else by setting the mode on the model around the call (the runner keeps it)."""
-    if RUNNER_SETS_MODE:
-        return robustness.evaluate(model, data, gradient_mode=mode, **kwargs)
-    with gradient_mode(model, mode):
-        return robustness.evaluate(model, data, **kwargs)
+    """``robustness.evaluate`` with ``gradient_mode=mode`` (the runner sets it on every Defended)."""
+    return robustness.evaluate(model, data, gradient_mode=mode, **kwargs)
 
 
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -40,7 +33,7 @@ def test_bit_depth_looks_robust_to_naive_pgd_and_falls_to_bpda(trained_model, te
     x, y = test_batch
     defended = defend(trained_model, BitDepth(bits=3))
     kwargs = {"attacks": [PGD10], "epsilons": [0, EPS], "seed": 0, "progress": False}
-    with pytest.warns(RobustnessWarning, match="naive") if RUNNER_SETS_MODE else contextlib.nullcontext():
+    with pytest.warns(RobustnessWarning, match="naive"):
         naive = _evaluate(defended, (x, y), "naive", **kwargs)
     adaptive = _evaluate(defended, (x, y), "adaptive", **kwargs)
     assert defended.gradient_mode == "adaptive"
@@ -83,7 +76,6 @@ def test_defended_model_comes_back_unchanged_from_evaluate(trained_model, test_b
     assert 0.0 <= report.robust_accuracy[0.1] <= report.clean_accuracy
 
 
-@pytest.mark.skipif(not RUNNER_SETS_MODE, reason="robustness.evaluate has no gradient_mode argument yet")
 def test_report_records_the_gradient_mode_and_the_defenses(trained_model, test_batch) -> None:
     x, y = test_batch[0][:32], test_batch[1][:32]
     defended = defend(trained_model, JPEG(quality=75), gradient_mode="naive")

@@ -15,6 +15,7 @@ from torch import nn
 from robustness import cli, pytest_plugin, runner
 from robustness.config import SETTINGS, EvalConfig
 from robustness.errors import InputError
+from robustness.model_info import ModelInfo
 from robustness.report import Report
 from tests.robustness.test_pytest_plugin import CONFTEST, run
 
@@ -140,7 +141,8 @@ def cli_configs(monkeypatch):
     torchrun = False
     monkeypatch.setattr(cli.runner, "evaluate", evaluate)
     monkeypatch.setattr(cli.datasets, "load_dataset", load_dataset)
-    monkeypatch.setattr(cli.loading, "load_model", lambda spec, **kw: SimpleNamespace(model="M", source=spec))
+    monkeypatch.setattr(cli.loading, "load_model", lambda spec, **kw: SimpleNamespace(
+        model="M", source=spec, info=ModelInfo(source=spec), warnings=[]))
     monkeypatch.setattr(cli, "torchrun_session", torchrun_session)
     monkeypatch.setattr(Report, "save", lambda self, out: Path(out))
 
