@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustness.attacks.base import BestPoints, FixedBudgetAttack, RunState
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.fgsm import gradient_step
 from robustness.attacks.losses import is_adversarial
@@ -144,6 +144,7 @@ class APGD(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "apgd-ce"
+    kind: ClassVar[AttackKind] = "iterative"
     uses_init: ClassVar[bool] = True
     norm: Norm = "linf"
     steps: int = 100

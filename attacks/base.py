@@ -14,6 +14,12 @@ Two families:
   found (the input itself where it found none); with ``eps`` it returns that input where its
   perturbation is within ``eps`` and the clean input elsewhere.
 
+Every concrete attack declares its ``kind`` (:data:`AttackKind`), a class attribute the sanity
+checks (:mod:`robustness.checks`) read to pick what they compare: ``"single-step"`` (FGSM),
+``"iterative"`` (PGD, APGD), ``"black-box"`` (Square: reads the model's outputs only) or
+``"minimization"`` (Carlini-Wagner). Nothing checks it when the class is defined: the checks
+that need it report an attack that lacks it (:func:`kind_of`).
+
 The bookkeeping that iterative attacks share lives here too: :class:`BestPoints` keeps, per
 sample, the first point that fools the model or else the point of highest loss over all runs,
 and hands out the samples each run attacks; :class:`RunState` is one run's working batch, which
@@ -42,7 +48,7 @@ import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -51,8 +57,15 @@ from robustness.errors import InputError
 from robustness.model import modes_restored
 from robustness.norms import Norm, check_bounds, check_norm, clip_to_bounds, norm_of, project
 
-__all__ = ["Attack", "BestPoints", "FixedBudgetAttack", "MinimizationAttack", "RunState", "WorkingBatch",
-           "default_generator"]
+__all__ = [
+    "ATTACK_KINDS", "Attack", "AttackKind", "BestPoints", "FixedBudgetAttack", "MinimizationAttack", "RunState",
+    "WorkingBatch", "default_generator", "kind_of",
+]
+
+#: what an attack is, for the sanity checks: one gradient step; several gradient steps; queries of
+#: the model's outputs only; a search for the smallest adversarial perturbation
+AttackKind = Literal["single-step", "iterative", "black-box", "minimization"]
+ATTACK_KINDS: tuple[AttackKind, ...] = get_args(AttackKind)
 
 
 def default_generator(device: torch.device, seed: int = 0) -> torch.Generator:
@@ -173,9 +186,11 @@ def _attack_running(model: nn.Module, label: str) -> Iterator[None]:
 
 @dataclass(frozen=True, kw_only=True)
 class Attack(ABC):
-    """Common validation of call arguments; subclasses implement :meth:`_run`."""
+    """Common validation of call arguments; subclasses implement :meth:`_run` and declare ``kind``."""
 
     name: ClassVar[str] = "attack"
+    #: declared by every concrete attack (see the module docstring); :func:`kind_of` reads it
+    kind: ClassVar[AttackKind]
     minimizes: ClassVar[bool] = False
     #: the attack works on images ``(N, C, H, W)`` only (e.g. Square); others take any ``(N, ...)``
     needs_images: ClassVar[bool] = False
@@ -346,6 +361,24 @@ class MinimizationAttack(Attack):
         target: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor: ...
+
+
+def kind_of(attack: Attack) -> AttackKind:
+    """The ``kind`` ``attack`` declares; :class:`InputError` that says how to declare it when it has none.
+
+    Read from the instance, so an attack whose kind depends on its settings (the ART adapter's)
+    may declare it as a property.
+    """
+    kind = getattr(attack, "kind", None)
+    if kind not in ATTACK_KINDS:
+        cls = type(attack).__name__
+        got = "declares no kind" if kind is None else f"declares kind={kind!r}"
+        raise InputError(
+            f"attack {getattr(attack, 'label', cls)!r} ({cls}) {got}: give the class one of "
+            f"{', '.join(map(repr, ATTACK_KINDS))} as `kind: ClassVar[AttackKind] = ...` "
+            f"(robustness.attacks.base), so that the sanity checks know what to compare it with"
+        )
+    return kind
 
 
 # --------------------------------------------------------------------------- shared bookkeeping

@@ -72,7 +72,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import MinimizationAttack, WorkingBatch
+from robustness.attacks.base import AttackKind, MinimizationAttack, WorkingBatch
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import is_adversarial, margin
 from robustness.errors import InputError
@@ -132,6 +132,7 @@ class CarliniWagnerL2(MinimizationAttack):
     """
 
     name: ClassVar[str] = "cw"
+    kind: ClassVar[AttackKind] = "minimization"
     norm: Norm = "l2"
     binary_search_steps: int = 9
     steps: int = 100

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import BestPoints, FixedBudgetAttack, RunState
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
@@ -96,6 +96,7 @@ class PGD(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "pgd"
+    kind: ClassVar[AttackKind] = "iterative"
     uses_init: ClassVar[bool] = True
     norm: Norm = "linf"
     steps: int = 10

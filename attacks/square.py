@@ -46,7 +46,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import BestPoints, FixedBudgetAttack, RunState
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
@@ -147,6 +147,7 @@ class Square(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "square"
+    kind: ClassVar[AttackKind] = "black-box"  # reads the model's outputs only
     uses_init: ClassVar[bool] = True
     needs_images: ClassVar[bool] = True  # (N, C, H, W) inputs only
     norm: Norm = "linf"
