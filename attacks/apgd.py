@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.fgsm import gradient_step
 from robustness.attacks.losses import is_adversarial
@@ -144,6 +144,7 @@ class APGD(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "apgd-ce"
+    kind: ClassVar[AttackKind] = "iterative"
     uses_init: ClassVar[bool] = True
     norm: Norm = "linf"
     steps: int = 100
@@ -207,147 +208,127 @@ class APGD(FixedBudgetAttack):
         generator: torch.Generator,
         init: Tensor | None = None,
     ) -> Tensor:
-        best = x.clone()
-        best_obj = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
-        for restart in range(self.restarts):
-            start = init if restart == 0 else None
-            if not self._attack_once(model, x, y, target, target, best, best_obj, eps, bounds, generator, start,
-                                     first=restart == 0):
-                break
-        return best
+        return self._runs(model, x, y, [target] * self.restarts, target, eps=eps, bounds=bounds, generator=generator,
+                          init=init)
 
-    def _attack_once(
+    def _runs(
         self,
         model: nn.Module,
         x: Tensor,
         y: Tensor,
-        loss_target: Tensor | None,
+        loss_targets: list[Tensor | None],
         success_target: Tensor | None,
-        best: Tensor,
-        best_obj: Tensor,
-        eps: float,
-        bounds: tuple[float, float],
-        generator: torch.Generator,
-        start: Tensor | None,
         *,
-        first: bool,
-    ) -> bool:
-        """One run on the samples not fooled yet; ``False`` when there were none left."""
-        idx = torch.arange(x.shape[0], device=x.device) if first else (best_obj < math.inf).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return False
-        log.debug("%s: a run of %d steps on %d samples", self.label, self.steps, idx.numel())
-        self._run_steps(model, x, y, loss_target, success_target, idx, best, best_obj, eps, bounds, generator, start)
-        return True
-
-    def _run_steps(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        loss_target: Tensor | None,
-        success_target: Tensor | None,
-        idx: Tensor,
-        best: Tensor,
-        best_obj: Tensor,
         eps: float,
         bounds: tuple[float, float],
         generator: torch.Generator,
-        start: Tensor | None,
-    ) -> None:
-        """``steps`` APGD iterations for the samples ``idx``; updates ``best`` and ``best_obj``
-        (``inf``: fooled) in place.
+        init: Tensor | None,
+    ) -> Tensor:
+        """One run per entry of ``loss_targets`` (the labels its loss aims at; ``None``: untargeted),
+        the first on every sample (from ``init`` when given), each later one on the samples not
+        fooled yet; returns the best point per sample."""
+        best = BestPoints(x)
+        for r, idx in best.runs(len(loss_targets)):
+            log.debug("%s: a run of %d steps on %d samples", self.label, self.steps, idx.numel())
+            loss_target = loss_targets[r]
+            x0, y0 = x[idx], y[idx]
+            lt = None if loss_target is None else loss_target[idx]
+            st = None if success_target is None else success_target[idx]
+            if r == 0 and init is not None:
+                start = init[idx]
+            elif self.random_start:
+                start = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
+            else:
+                start = x0.clone()
+            obj, grad, success = self._evaluate(model, start, y0, lt, st, with_grad=True)
+            run = _APGDRun.start(
+                best, idx, x0=x0, y=y0, loss_target=lt, success_target=st, x=start, x_prev=start, grad=grad,
+                loss=obj, x_max=start, grad_max=grad, loss_max=obj, loss_max_last=obj,
+                eta=torch.full(idx.shape, self.rel_stepsize * eps, dtype=x.dtype, device=x.device),
+                increases=torch.zeros_like(obj), halved_last=torch.zeros_like(obj, dtype=torch.bool),
+            )
+            run.record(start, obj, success)
+            self._steps(model, run, eps=eps, bounds=bounds)
+        return best.x
 
-        The working state lives in batch-local tensors, shrunk together when samples are fooled
-        (``early_stop``; see :class:`robustness.attacks.early_stop.Shrinker`), and is written back to ``best``
-        when the batch shrinks and at the end.
+    def _evaluate(
+        self, model: nn.Module, x_in: Tensor, y: Tensor, loss_target: Tensor | None, success_target: Tensor | None,
+        *, with_grad: bool,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Loss, its input gradient (``None`` without ``with_grad``) and success at ``x_in``."""
+        x_in = x_in.detach().requires_grad_(with_grad)
+        with torch.set_grad_enabled(with_grad):
+            logits = model(x_in)
+            obj = self._objective(logits, y, loss_target)
+        grad = torch.autograd.grad(obj.sum(), x_in)[0].detach() if with_grad else None
+        return obj.detach(), grad, is_adversarial(logits.detach(), y, success_target)
+
+    def _steps(self, model: nn.Module, run: _APGDRun, *, eps: float, bounds: tuple[float, float]) -> None:
+        """The ``steps`` APGD iterations of one run, from the point ``run`` holds (evaluated already).
+
+        ``run`` shrinks when samples are fooled (``early_stop``; see
+        :class:`robustness.attacks.early_stop.Shrinker`), writing its best points back first.
         """
-        view = (-1,) + (1,) * (x.dim() - 1)
-        s: dict[str, Tensor] = {"idx": idx, "x0": x[idx], "y": y[idx], "out": best[idx], "out_obj": best_obj[idx]}
-        if loss_target is not None:
-            s["lt"] = loss_target[idx]
-        if success_target is not None:
-            s["st"] = success_target[idx]
-        if start is not None:
-            s["x"] = start[idx]
-        elif self.random_start:
-            s["x"] = clip_to_bounds(random_start(s["x0"], eps, self.norm, generator), bounds)
-        else:
-            s["x"] = s["x0"].clone()
-
-        def evaluate(x_in: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None, Tensor]:
-            """Loss, its input gradient, and success at ``x_in``; records the output candidate."""
-            x_in = x_in.detach().requires_grad_(with_grad)
-            with torch.set_grad_enabled(with_grad):
-                logits = model(x_in)
-                obj = self._objective(logits, s["y"], s.get("lt"))
-            grad = torch.autograd.grad(obj.sum(), x_in)[0].detach() if with_grad else None
-            success = is_adversarial(logits.detach(), s["y"], s.get("st"))
-            obj = obj.detach()
-            # the first fooling iterate wins (+inf); otherwise the highest objective so far
-            score = torch.where(success, torch.full_like(obj, math.inf), obj)
-            s["out"] = torch.where((score > s["out_obj"]).view(view), x_in.detach(), s["out"])
-            s["out_obj"] = torch.maximum(score, s["out_obj"])
-            return obj, grad, success
-
-        def write_back() -> None:
-            best[s["idx"]], best_obj[s["idx"]] = s["out"], s["out_obj"]
-
-        shrinker = Shrinker(x.device)
-
-        def shrink() -> bool:
-            """Drop the samples fooled so far (when the shrinker says so); ``False`` when none is left."""
-            keep = shrinker.update(s["out_obj"] == math.inf)
-            if keep is None:
-                return True
-            write_back()
-            for key in s:
-                s[key] = s[key][keep]
-            return keep.numel() > 0
-
-        obj, grad, success = evaluate(s["x"], with_grad=True)
-        s["grad"], s["loss"] = grad, obj
-        s["x_max"], s["loss_max"], s["grad_max"] = s["x"], obj, grad
-        s["loss_max_last"] = obj
-        s["eta"] = torch.full(s["idx"].shape, self.rel_stepsize * eps, dtype=x.dtype, device=x.device)
-        s["increases"] = torch.zeros_like(obj)
-        s["halved_last"] = torch.zeros_like(obj, dtype=torch.bool)
-        s["x_prev"] = s["x"]
-        if self.early_stop and not shrink():
+        view = (-1,) + (1,) * (run.x.dim() - 1)
+        shrinker = Shrinker(run.x.device)
+        if self.early_stop and not run.shrink(shrinker.update(run.done())):
             return
         marks = checkpoints(self.steps)
         periods = {w: w - v for v, w in zip(marks, marks[1:])}
         for t in range(1, self.steps + 1):
             last = t == self.steps
             a = 1.0 if t == 1 else self.momentum
-            x_cur, x0 = s["x"], s["x0"]
-            z = gradient_step(x_cur, s["grad"], s["eta"].view(view), self.norm)
+            x_cur, x0 = run.x, run.x0
+            z = gradient_step(x_cur, run.grad, run.eta.view(view), self.norm)
             z = project(clip_to_bounds(z, bounds), x0, eps, self.norm)
-            x_new = x_cur + a * (z - x_cur) + (1 - a) * (x_cur - s["x_prev"])
+            x_new = x_cur + a * (z - x_cur) + (1 - a) * (x_cur - run.x_prev)
             # clip, then project: the result stays in both (the box and the ball are convex)
             x_new = project(clip_to_bounds(x_new, bounds), x0, eps, self.norm)
-            obj, grad, success = evaluate(x_new, with_grad=not last)
+            obj, grad, success = self._evaluate(model, x_new, run.y, run.loss_target, run.success_target,
+                                                with_grad=not last)
+            run.record(x_new, obj, success)
             if last:
                 break
-            s["increases"] = s["increases"] + (obj > s["loss"])
-            better = obj > s["loss_max"]
-            s["x_max"] = torch.where(better.view(view), x_new, s["x_max"])
-            s["grad_max"] = torch.where(better.view(view), grad, s["grad_max"])
-            s["loss_max"] = torch.where(better, obj, s["loss_max"])
-            s["x_prev"], s["x"], s["grad"], s["loss"] = x_cur, x_new, grad, obj
+            run.increases = run.increases + (obj > run.loss)
+            better = obj > run.loss_max
+            run.x_max = torch.where(better.view(view), x_new, run.x_max)
+            run.grad_max = torch.where(better.view(view), grad, run.grad_max)
+            run.loss_max = torch.where(better, obj, run.loss_max)
+            run.x_prev, run.x, run.grad, run.loss = x_cur, x_new, grad, obj
             if t in periods:
-                halve = step_halving(s["increases"], periods[t], self.rho, s["halved_last"], s["loss_max"],
-                                     s["loss_max_last"])
-                s["eta"] = torch.where(halve, 0.5 * s["eta"], s["eta"])
+                halve = step_halving(run.increases, periods[t], self.rho, run.halved_last, run.loss_max,
+                                     run.loss_max_last)
+                run.eta = torch.where(halve, 0.5 * run.eta, run.eta)
                 # halved samples go on from their best point
-                s["x"] = torch.where(halve.view(view), s["x_max"], s["x"])
-                s["grad"] = torch.where(halve.view(view), s["grad_max"], s["grad"])
-                s["loss"] = torch.where(halve, s["loss_max"], s["loss"])
-                s["increases"] = torch.zeros_like(s["increases"])
-                s["halved_last"], s["loss_max_last"] = halve, s["loss_max"]
-            if self.early_stop and not shrink():
+                run.x = torch.where(halve.view(view), run.x_max, run.x)
+                run.grad = torch.where(halve.view(view), run.grad_max, run.grad)
+                run.loss = torch.where(halve, run.loss_max, run.loss)
+                run.increases = torch.zeros_like(run.increases)
+                run.halved_last, run.loss_max_last = halve, run.loss_max
+            if self.early_stop and not run.shrink(shrinker.update(run.done())):
                 return
-        write_back()
+        run.write_back()
+
+
+@dataclass(eq=False, kw_only=True)
+class _APGDRun(RunState):
+    """One APGD run's working batch: the samples still attacked, one row each."""
+
+    x0: Tensor
+    y: Tensor
+    loss_target: Tensor | None  # the labels the loss aims at (APGD-T's target class); None: untargeted
+    success_target: Tensor | None  # the labels success means reaching; None: any misclassification
+    x: Tensor  # the current point, its loss gradient and loss
+    grad: Tensor
+    loss: Tensor
+    x_prev: Tensor  # the previous point (momentum)
+    x_max: Tensor  # the point of highest loss so far, its gradient and loss
+    grad_max: Tensor
+    loss_max: Tensor
+    loss_max_last: Tensor  # the highest loss at the last checkpoint
+    eta: Tensor  # the step size
+    increases: Tensor  # steps since the last checkpoint that raised the loss
+    halved_last: Tensor  # whether eta was halved at the last checkpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,8 +380,6 @@ class APGDT(APGD):
         generator: torch.Generator,
         init: Tensor | None = None,
     ) -> Tensor:
-        best = x.clone()
-        best_obj = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
         if target is not None:
             targets, success_target = target[:, None], target
         else:
@@ -417,12 +396,6 @@ class APGDT(APGD):
             k = min(self.target_classes, classes - 1)
             wrong = logits.detach().masked_fill(F.one_hot(y, classes).bool(), float("-inf"))
             targets, success_target = wrong.topk(k, dim=1).indices, None
-        first = True
-        for j in range(targets.shape[1]):
-            for _ in range(self.restarts):
-                start = init if first else None
-                if not self._attack_once(model, x, y, targets[:, j], success_target, best, best_obj, eps, bounds,
-                                         generator, start, first=first):
-                    return best
-                first = False
-        return best
+        loss_targets = [targets[:, j] for j in range(targets.shape[1]) for _ in range(self.restarts)]
+        return self._runs(model, x, y, loss_targets, success_target, eps=eps, bounds=bounds, generator=generator,
+                          init=init)

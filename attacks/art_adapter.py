@@ -20,6 +20,13 @@ What the adapter decides, and what it leaves to ART:
   result onto the budget. A minimal perturbation projected onto a smaller ball rarely stays
   adversarial, so these attacks mostly count at budgets larger than what they found; the
   runner verifies every result anyway.
+* The kind the sanity checks read (:data:`robustness.attacks.base.AttackKind`) follows the
+  wrapped class: ``"single-step"`` for ``FastGradientMethod``, ``"black-box"`` for ART's
+  attacks that only query the model's outputs (``SquareAttack``, ``HopSkipJump``,
+  ``BoundaryAttack``, ``SimBA``, ``ZooAttack``, ... :data:`ART_BLACK_BOX`), and ``"iterative"``
+  for every other class, the documented default: ART's other attacks follow gradients over
+  several steps, and its minimal-perturbation ones run per budget here like any fixed-budget
+  attack, so none is ``"minimization"``.
 * Untargeted calls pass the true labels one-hot; a call with ``target`` passes the targets
   one-hot with ``targeted=True`` (attacks without a targeted mode refuse it).
 * Randomness: ART draws from NumPy's global RNG (and ``SquareAttack`` from Python's
@@ -70,13 +77,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.base import AttackKind, FixedBudgetAttack
 from robustness.errors import InputError
 from robustness.model import model_device, modes_restored
 from robustness.norms import Norm
 from robustness.specs import LITERALS, parse_spec
 
-__all__ = ["ARTAttack", "art_attack_names", "from_spec"]
+__all__ = ["ART_BLACK_BOX", "ARTAttack", "art_attack_names", "from_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,12 @@ _RUNNER_OWNED: dict[str, str] = {
 }
 _ART_NORMS: dict[str, float] = {"linf": np.inf, "l2": 2}
 _DEFAULT_STEP_FRACTION = 0.25  # eps_step = eps / 4 when ART's constructor takes it and none was given
+#: ART's evasion attacks that only query the model's outputs (scores or decisions): kind "black-box"
+ART_BLACK_BOX: frozenset[str] = frozenset({
+    "BoundaryAttack", "GeoDA", "GRAPHITEBlackbox", "HopSkipJump", "PixelAttack", "SignOPTAttack", "SimBA",
+    "SquareAttack", "ThresholdAttack", "ZooAttack",
+})
+_ART_SINGLE_STEP = frozenset({"FastGradientMethod"})
 
 
 def _import_art() -> None:
@@ -251,6 +264,13 @@ class ARTAttack(FixedBudgetAttack):
                 raise InputError(f"setting {key!r} is given twice")
             merged[key] = value
         return cls(attack=attack, settings=tuple(merged.items()), norm=norm)  # type: ignore[arg-type]
+
+    @property
+    def kind(self) -> AttackKind:  # type: ignore[override]  # per instance: it follows the wrapped class
+        """``"single-step"``, ``"black-box"`` or, by default, ``"iterative"`` (the module docstring)."""
+        if self.attack in _ART_SINGLE_STEP:
+            return "single-step"
+        return "black-box" if self.attack in ART_BLACK_BOX else "iterative"
 
     @property
     def label(self) -> str:

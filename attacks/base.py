@@ -14,6 +14,17 @@ Two families:
   found (the input itself where it found none); with ``eps`` it returns that input where its
   perturbation is within ``eps`` and the clean input elsewhere.
 
+Every concrete attack declares its ``kind`` (:data:`AttackKind`), a class attribute the sanity
+checks (:mod:`robustness.checks`) read to pick what they compare: ``"single-step"`` (FGSM),
+``"iterative"`` (PGD, APGD), ``"black-box"`` (Square: reads the model's outputs only) or
+``"minimization"`` (Carlini-Wagner). Nothing checks it when the class is defined: the checks
+that need it report an attack that lacks it (:func:`kind_of`).
+
+The bookkeeping that iterative attacks share lives here too: :class:`BestPoints` keeps, per
+sample, the first point that fools the model or else the point of highest loss over all runs,
+and hands out the samples each run attacks; :class:`RunState` is one run's working batch, which
+records its candidates, shrinks as samples are fooled and writes back to the :class:`BestPoints`.
+
 What the base class checks and guarantees at every call, before the attack runs:
 
 * ``x`` is a float32 or float64 tensor ``(N, ...)``, finite and inside ``bounds`` (half
@@ -31,12 +42,13 @@ What the base class checks and guarantees at every call, before the attack runs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +57,15 @@ from robustness.errors import InputError
 from robustness.model import modes_restored
 from robustness.norms import Norm, check_bounds, check_norm, clip_to_bounds, norm_of, project
 
-__all__ = ["Attack", "FixedBudgetAttack", "MinimizationAttack", "default_generator"]
+__all__ = [
+    "ATTACK_KINDS", "Attack", "AttackKind", "BestPoints", "FixedBudgetAttack", "MinimizationAttack", "RunState",
+    "WorkingBatch", "default_generator", "kind_of",
+]
+
+#: what an attack is, for the sanity checks: one gradient step; several gradient steps; queries of
+#: the model's outputs only; a search for the smallest adversarial perturbation
+AttackKind = Literal["single-step", "iterative", "black-box", "minimization"]
+ATTACK_KINDS: tuple[AttackKind, ...] = get_args(AttackKind)
 
 
 def default_generator(device: torch.device, seed: int = 0) -> torch.Generator:
@@ -166,9 +186,11 @@ def _attack_running(model: nn.Module, label: str) -> Iterator[None]:
 
 @dataclass(frozen=True, kw_only=True)
 class Attack(ABC):
-    """Common validation of call arguments; subclasses implement :meth:`_run`."""
+    """Common validation of call arguments; subclasses implement :meth:`_run` and declare ``kind``."""
 
     name: ClassVar[str] = "attack"
+    #: declared by every concrete attack (see the module docstring); :func:`kind_of` reads it
+    kind: ClassVar[AttackKind]
     minimizes: ClassVar[bool] = False
     #: the attack works on images ``(N, C, H, W)`` only (e.g. Square); others take any ``(N, ...)``
     needs_images: ClassVar[bool] = False
@@ -339,3 +361,125 @@ class MinimizationAttack(Attack):
         target: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor: ...
+
+
+def kind_of(attack: Attack) -> AttackKind:
+    """The ``kind`` ``attack`` declares; :class:`InputError` that says how to declare it when it has none.
+
+    Read from the instance, so an attack whose kind depends on its settings (the ART adapter's)
+    may declare it as a property.
+    """
+    kind = getattr(attack, "kind", None)
+    if kind not in ATTACK_KINDS:
+        cls = type(attack).__name__
+        got = "declares no kind" if kind is None else f"declares kind={kind!r}"
+        raise InputError(
+            f"attack {getattr(attack, 'label', cls)!r} ({cls}) {got}: give the class one of "
+            f"{', '.join(map(repr, ATTACK_KINDS))} as `kind: ClassVar[AttackKind] = ...` "
+            f"(robustness.attacks.base), so that the sanity checks know what to compare it with"
+        )
+    return kind
+
+
+# --------------------------------------------------------------------------- shared bookkeeping
+
+
+class BestPoints:
+    """Per sample of one attack call, the best point over all the attack's runs.
+
+    The first point that fools the model wins (its score is ``+inf``); until one does, the point
+    of highest loss. ``x`` starts as a copy of the clean input, ``score`` at ``-inf``.
+
+    Shapes: ``x`` ``(N, ...)``, ``score`` ``(N,)`` in ``x``'s dtype.
+
+    Example::
+
+        best = BestPoints(x)
+        for r, idx in best.runs(restarts):   # all samples, then only those not fooled yet
+            run = MyRun.start(best, idx, ...)
+            ...                              # run.record(...) each step; run.shrink(...)
+            run.write_back()
+        return best.x
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x.clone()
+        self.score = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+
+    def runs(self, count: int) -> Iterator[tuple[int, Tensor]]:
+        """``(r, idx)`` for runs ``r = 0 .. count - 1``: run 0 attacks every sample, later runs the
+        samples not fooled yet; stops early once every sample is fooled. One host sync per run."""
+        for r in range(count):
+            if r == 0:
+                idx = torch.arange(self.x.shape[0], device=self.x.device)
+            else:
+                idx = (self.score < math.inf).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return
+            yield r, idx
+
+
+class WorkingBatch:
+    """Mutable state of the samples an attack is still working on, as a dataclass subclass.
+
+    Every :class:`torch.Tensor` field holds one row per sample of the working batch, so that
+    :meth:`keep` narrows them all together; everything else (``None``, a shared object) is left
+    as it is.
+    """
+
+    def keep(self, rows: Tensor) -> None:
+        """Keep only the samples ``rows`` (indices into the working batch) in every tensor field."""
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, Tensor):
+                setattr(self, field.name, value[rows])
+
+
+_Run = TypeVar("_Run", bound="RunState")
+
+
+@dataclass(eq=False, kw_only=True)
+class RunState(WorkingBatch):
+    """One run's working batch (subclass it with the attack's own per-sample tensors).
+
+    ``idx`` are the samples' positions in the call's batch; ``best_x``/``best_score`` their best
+    points so far, batch-local: written back to ``points`` only when the batch shrinks and at the
+    end of the run, not at every step.
+    """
+
+    points: BestPoints
+    idx: Tensor
+    best_x: Tensor
+    best_score: Tensor
+
+    @classmethod
+    def start(cls: type[_Run], points: BestPoints, idx: Tensor, **state: Any) -> _Run:
+        """A run on the samples ``idx`` of ``points``, with the subclass's own fields in ``state``."""
+        return cls(points=points, idx=idx, best_x=points.x[idx], best_score=points.score[idx], **state)
+
+    def record(self, x: Tensor, loss: Tensor, fooled: Tensor) -> None:
+        """Take the candidates ``x`` where they beat the best so far: the first that fools the model
+        wins (score ``+inf``), otherwise the highest ``loss``. ``loss`` and ``fooled`` are ``(n,)``."""
+        score = torch.where(fooled, torch.full_like(loss, math.inf), loss)
+        view = (-1,) + (1,) * (x.dim() - 1)
+        self.best_x = torch.where((score > self.best_score).view(view), x, self.best_x)
+        self.best_score = torch.maximum(score, self.best_score)
+
+    def done(self) -> Tensor:
+        """Boolean ``(n,)``: fooled at some step of this run (or an earlier one)."""
+        return self.best_score == math.inf
+
+    def write_back(self) -> None:
+        """Store the working samples' best points in ``points``."""
+        self.points.x[self.idx], self.points.score[self.idx] = self.best_x, self.best_score
+
+    def shrink(self, rows: Tensor | None) -> bool:
+        """Act on a :class:`robustness.attacks.early_stop.Shrinker`'s answer: ``None`` changes nothing;
+        indices write back, then keep only those samples. ``False`` when no sample is left."""
+        if rows is None:
+            return True
+        self.write_back()
+        if rows.numel() == 0:
+            return False
+        self.keep(rows)
+        return True

@@ -72,7 +72,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import MinimizationAttack
+from robustness.attacks.base import AttackKind, MinimizationAttack, WorkingBatch
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import is_adversarial, margin
 from robustness.errors import InputError
@@ -132,6 +132,7 @@ class CarliniWagnerL2(MinimizationAttack):
     """
 
     name: ClassVar[str] = "cw"
+    kind: ClassVar[AttackKind] = "minimization"
     norm: Norm = "l2"
     binary_search_steps: int = 9
     steps: int = 100
@@ -196,10 +197,8 @@ class CarliniWagnerL2(MinimizationAttack):
                     up = upper[todo]
                     const[todo] = torch.where(torch.isinf(up), const[todo], up.clamp_max(_CONST_CAP))
                 before = best_d2[todo]
-            found = self._optimize(
-                model, x, labels, todo, const[todo], w_start, best_x, best_d2,
-                center=center, half=half, low=low, high=high, targeted=target is not None,
-            )
+            found = self._optimize(model, _SearchStep.start(x, labels, todo, const[todo], w_start, best_x, best_d2),
+                                   bounds=bounds, targeted=target is not None)
             with torch.no_grad():
                 # per-sample binary search over the constant
                 c = const[todo]
@@ -220,87 +219,107 @@ class CarliniWagnerL2(MinimizationAttack):
                 log.debug("cw: %d inputs were adversarial only by rounding in a sub-batch: returning x", lost)
             return torch.where(verified.view(view), best_x, x)
 
-    def _optimize(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        labels: Tensor,
-        todo: Tensor,
-        const: Tensor,
-        w_start: Tensor,
-        best_x: Tensor,
-        best_d2: Tensor,
-        *,
-        center: float,
-        half: float,
-        low: float,
-        high: float,
-        targeted: bool,
-    ) -> Tensor:
-        """One search step (Adam from the start point) for the inputs ``todo`` with constants ``const``.
+    def _optimize(self, model: nn.Module, run: _SearchStep, *, bounds: tuple[float, float], targeted: bool) -> Tensor:
+        """One search step (Adam from the start point) for the inputs ``run`` holds.
 
-        Updates ``best_x``/``best_d2`` in place; returns, per input of ``todo``, whether
-        ``gap > kappa`` was reached at some step.
+        Updates the batch's ``best_x``/``best_d2`` (``run.out``) in place; returns, per input of the
+        search step, whether ``gap > kappa`` was reached at some step.
         """
-        view = (-1,) + (1,) * (x.dim() - 1)
+        low, high = bounds
+        center, half = (low + high) / 2, (high - low) / 2
+        view = (-1,) + (1,) * (run.x.dim() - 1)
         lr, kappa = float(self.learning_rate), float(self.confidence)
         check_every = math.ceil(self.steps / 10)
-        found_all = torch.zeros(todo.shape[0], dtype=torch.bool, device=x.device)
-
-        # state of the active inputs; `pos` are their positions in `todo`, `idx` in the batch
-        pos, idx = torch.arange(todo.shape[0], device=x.device), todo
-        xs, lab, c = x[idx], labels[idx], const
-        w = w_start[idx]
-        m, v = torch.zeros_like(w), torch.zeros_like(w)
-        bx, bd2 = best_x[idx], best_d2[idx]
-        found = torch.zeros_like(found_all)
-        prev_loss = torch.full_like(c, float("inf"))
-        stalled = torch.zeros_like(found)  # aborted early; they leave the batch when `shrink` says so
-        shrink = Shrinker(x.device)
+        shrink = Shrinker(run.x.device)
 
         for step in range(self.steps):
             with torch.no_grad():
-                t = torch.tanh(w)
+                t = torch.tanh(run.w)
                 xa = (t * half + center).clamp_(low, high)
             xa.requires_grad_(True)
             logits = model(xa)
-            gap = -margin(logits, lab) if targeted else margin(logits, lab)
-            hinge = (kappa - gap).clamp_min(0.0) * c
+            gap = -margin(logits, run.labels) if targeted else margin(logits, run.labels)
+            hinge = (kappa - gap).clamp_min(0.0) * run.const
             (g_x,) = torch.autograd.grad(hinge.sum(), xa, allow_unused=True)
             with torch.no_grad():
                 xa = xa.detach()
-                diff = xa - xs
+                diff = xa - run.x
                 d2 = diff.flatten(1).pow(2).sum(1)
                 # the smallest successful input so far (the point before this step's move)
                 ok = gap.detach() > kappa
-                better = ok & (d2 < bd2)
-                bd2 = torch.where(better, d2, bd2)
-                bx = torch.where(better.view(view), xa, bx)
-                found |= ok
+                better = ok & (d2 < run.bd2)
+                run.bd2 = torch.where(better, d2, run.bd2)
+                run.bx = torch.where(better.view(view), xa, run.bx)
+                run.found |= ok
                 # gradient with respect to w, through x_adv = center + half * tanh(w)
                 g = diff.mul_(2.0) if g_x is None else g_x.add_(diff, alpha=2.0)
                 g.mul_((1.0 - t * t).mul_(half))
                 # Adam (bias-corrected), in place
                 k = step + 1
-                m.mul_(_BETA1).add_(g, alpha=1.0 - _BETA1)
-                v.mul_(_BETA2).addcmul_(g, g, value=1.0 - _BETA2)
-                denom = v.sqrt().div_(math.sqrt(1.0 - _BETA2**k)).add_(_ADAM_EPS)
-                w.addcdiv_(m, denom, value=-lr / (1.0 - _BETA1**k))
+                run.m.mul_(_BETA1).add_(g, alpha=1.0 - _BETA1)
+                run.v.mul_(_BETA2).addcmul_(g, g, value=1.0 - _BETA2)
+                denom = run.v.sqrt().div_(math.sqrt(1.0 - _BETA2**k)).add_(_ADAM_EPS)
+                run.w.addcdiv_(run.m, denom, value=-lr / (1.0 - _BETA1**k))
 
                 if self.abort_early and step % check_every == 0:
                     loss = d2 + hinge.detach()
-                    stalled |= ~(loss <= _ABORT_RATIO * prev_loss)  # NaN counts as stalled
-                    prev_loss = loss
-                    sel = shrink.update(stalled)
-                    if sel is not None:
-                        best_x[idx], best_d2[idx], found_all[pos] = bx, bd2, found
-                        if sel.numel() == 0:
-                            return found_all
-                        pos, idx, xs, lab, c = pos[sel], idx[sel], xs[sel], lab[sel], c[sel]
-                        w, m, v, bx, bd2 = w[sel], m[sel], v[sel], bx[sel], bd2[sel]
-                        found, prev_loss, stalled = found[sel], prev_loss[sel], stalled[sel]
-        best_x[idx], best_d2[idx], found_all[pos] = bx, bd2, found
-        return found_all
+                    run.stalled |= ~(loss <= _ABORT_RATIO * run.prev_loss)  # NaN counts as stalled
+                    run.prev_loss = loss
+                    rows = shrink.update(run.stalled)
+                    if rows is not None:
+                        run.write_back()
+                        if rows.numel() == 0:
+                            return run.out.found
+                        run.keep(rows)
+        run.write_back()
+        return run.out.found
+
+
+@dataclass(eq=False, kw_only=True)
+class _SearchStep(WorkingBatch):
+    """One search step's working batch: the inputs still optimizing, one row each; :meth:`write_back`
+    stores their results in ``out`` (not a tensor field: never narrowed)."""
+
+    pos: Tensor  # positions in the search step's inputs
+    idx: Tensor  # positions in the batch
+    x: Tensor
+    labels: Tensor
+    const: Tensor
+    w: Tensor  # the tanh-space variable, and Adam's moments
+    m: Tensor
+    v: Tensor
+    bx: Tensor  # the smallest successful input so far, and its squared L2 distance
+    bd2: Tensor
+    found: Tensor  # reached gap > kappa at some step
+    prev_loss: Tensor  # the loss at the last early-abort check
+    stalled: Tensor  # aborted early; they leave the batch when the shrinker says so
+    out: _Results
+
+    @classmethod
+    def start(cls, x: Tensor, labels: Tensor, todo: Tensor, const: Tensor, w_start: Tensor, best_x: Tensor,
+              best_d2: Tensor) -> _SearchStep:
+        """A search step for the inputs ``todo`` of the batch, with constants ``const``, from ``w_start[todo]``."""
+        w = w_start[todo]
+        found = torch.zeros(todo.shape[0], dtype=torch.bool, device=x.device)
+        return cls(
+            pos=torch.arange(todo.shape[0], device=x.device), idx=todo, x=x[todo], labels=labels[todo], const=const,
+            w=w, m=torch.zeros_like(w), v=torch.zeros_like(w), bx=best_x[todo], bd2=best_d2[todo], found=found,
+            prev_loss=torch.full_like(const, float("inf")), stalled=torch.zeros_like(found),
+            out=_Results(best_x, best_d2, torch.zeros_like(found)),
+        )
+
+    def write_back(self) -> None:
+        self.out.best_x[self.idx], self.out.best_d2[self.idx], self.out.found[self.pos] = self.bx, self.bd2, self.found
+
+
+@dataclass(eq=False)
+class _Results:
+    """Where a search step's results go: the batch's ``best_x`` and ``best_d2``, and ``found`` per
+    input of the search step."""
+
+    best_x: Tensor
+    best_d2: Tensor
+    found: Tensor
 
 
 def _check_logits(logits: object, n: int, y: Tensor, target: Tensor | None) -> None:

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.base import AttackKind, FixedBudgetAttack
 from robustness.attacks.losses import Loss, _check_loss, objective
 from robustness.norms import Norm
 
@@ -43,6 +43,7 @@ class FGSM(FixedBudgetAttack):
     """Single-step gradient attack; ``norm`` is ``"linf"`` (FGSM) or ``"l2"`` (FGM)."""
 
     name: ClassVar[str] = "fgsm"
+    kind: ClassVar[AttackKind] = "single-step"
     norm: Norm = "linf"
     loss: Loss = "ce"
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
@@ -68,6 +68,18 @@ def _l2_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, boun
     return delta.mul_(shrink.view(view)).add_(x0)
 
 
+@dataclass(eq=False, kw_only=True)
+class _PGDRun(RunState):
+    """One PGD run's working batch: the samples still attacked, one row each."""
+
+    x0: Tensor
+    y: Tensor
+    target: Tensor | None
+    x_adv: Tensor
+    low: Tensor | None  # Linf: the box of the ball within the bounds; None for L2
+    high: Tensor | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class PGD(FixedBudgetAttack):
     """Projected gradient descent with random start, restarts and early stopping.
@@ -84,6 +96,7 @@ class PGD(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "pgd"
+    kind: ClassVar[AttackKind] = "iterative"
     uses_init: ClassVar[bool] = True
     norm: Norm = "linf"
     steps: int = 10
@@ -122,77 +135,41 @@ class PGD(FixedBudgetAttack):
         generator: torch.Generator,
         init: Tensor | None = None,
     ) -> Tensor:
-        n = x.shape[0]
-        best = x.clone()
-        best_obj = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
+        best = BestPoints(x)
         alpha = self.step_fraction * eps
-        for restart in range(self.restarts):
-            idx = torch.arange(n, device=x.device) if restart == 0 else (best_obj < math.inf).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            start = init if restart == 0 and init is not None else None
-            self._restart(model, x, y, target, idx, best, best_obj, eps, alpha, bounds, generator, start)
-        return best
+        for restart, idx in best.runs(self.restarts):
+            x0 = x[idx]
+            if restart == 0 and init is not None:
+                x_adv = init[idx]
+            elif self.random_start:
+                x_adv = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
+            else:
+                x_adv = x0
+            # Linf: the ball intersected with the bounds is a box, so one clamp does both
+            low, high = _linf_box(x0, eps, bounds) if self.norm == "linf" else (None, None)
+            run = _PGDRun.start(best, idx, x0=x0, y=y[idx], target=None if target is None else target[idx],
+                                x_adv=x_adv, low=low, high=high)
+            self._steps(model, run, alpha=alpha, eps=eps, bounds=bounds)
+        return best.x
 
-    def _restart(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        idx: Tensor,
-        best: Tensor,
-        best_obj: Tensor,
-        eps: float,
-        alpha: float,
-        bounds: tuple[float, float],
-        generator: torch.Generator,
-        start: Tensor | None,
-    ) -> None:
-        """One run for the samples ``idx``; updates ``best`` and ``best_obj`` (``inf``: fooled) in place.
-
-        The working state lives in batch-local tensors; it is written back to ``best`` only
-        when the working batch shrinks and at the end, not at every step.
-        """
-        x0, y0 = x[idx], y[idx]
-        t0 = target[idx] if target is not None else None
-        x_best, obj_best = best[idx], best_obj[idx]
-        if start is not None:
-            x_adv = start[idx]
-        elif self.random_start:
-            x_adv = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
-        else:
-            x_adv = x0
-        view = (-1,) + (1,) * (x.dim() - 1)
-        # Linf: the ball intersected with the bounds is a box, so one clamp does both
-        box = _linf_box(x0, eps, bounds) if self.norm == "linf" else None
-        shrink = Shrinker(x.device) if self.early_stop else None
+    def _steps(self, model: nn.Module, run: _PGDRun, *, alpha: float, eps: float, bounds: tuple[float, float]) -> None:
+        """The steps of one run; records every iterate in ``run`` and writes the best back at the end."""
+        shrink = Shrinker(run.x0.device) if self.early_stop else None
         for step in range(self.steps + 1):
             last = step == self.steps
-            x_in = x_adv.detach().requires_grad_(not last)
+            x_in = run.x_adv.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
                 logits = model(x_in)
-                obj = objective(logits, y0, self.loss, t0)
-            success = is_adversarial(logits.detach(), y0, t0)
-            # the first fooling iterate wins (+inf); otherwise the highest objective so far
-            score = torch.where(success, torch.full_like(obj, math.inf), obj.detach())
-            x_best = torch.where((score > obj_best).view(view), x_in.detach(), x_best)
-            obj_best = torch.maximum(score, obj_best)
+                obj = objective(logits, run.y, self.loss, run.target)
+            run.record(x_in.detach(), obj.detach(), is_adversarial(logits.detach(), run.y, run.target))
             if last:
                 break
             (grad,) = torch.autograd.grad(obj.sum(), x_in)
-            if box is not None:
-                x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(box[0], box[1])
+            if run.low is not None:
+                run.x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(run.low, run.high)
             else:
-                x_adv = _l2_step(x_in.detach(), grad, x0, alpha, eps, bounds)
-            if shrink is not None:
-                keep = shrink.update(obj_best == math.inf)  # fooled at any step of this run
-                if keep is not None:
-                    best[idx], best_obj[idx] = x_best, obj_best
-                    if keep.numel() == 0:
-                        return
-                    idx, x0, y0, x_adv = idx[keep], x0[keep], y0[keep], x_adv[keep]
-                    box = (box[0][keep], box[1][keep]) if box is not None else None
-                    x_best, obj_best = x_best[keep], obj_best[keep]
-                    t0 = t0[keep] if t0 is not None else None
-        best[idx], best_obj[idx] = x_best, obj_best
+                run.x_adv = _l2_step(x_in.detach(), grad, run.x0, alpha, eps, bounds)
+            if shrink is not None and not run.shrink(shrink.update(run.done())):
+                return
+        run.write_back()
+

@@ -46,7 +46,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import FixedBudgetAttack
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
@@ -114,6 +114,24 @@ def _positions(n: int, size: int, length: int, device: torch.device, generator: 
     return torch.randint(0, length - size + 1, (n,), generator=generator, device=device)
 
 
+@dataclass(eq=False, kw_only=True)
+class _SquareRun(RunState):
+    """One Square run's working batch: the samples still searched, one row each."""
+
+    x0: Tensor
+    y: Tensor
+    target: Tensor | None
+    cur: Tensor  # the search's current point, its loss and whether it fools the model
+    cur_obj: Tensor
+    cur_fooled: Tensor
+
+    def write_back(self) -> None:
+        """The current point is the search's best (it only moves to a point of higher loss, and
+        stays once fooled): record it, then write back."""
+        self.record(self.cur, self.cur_obj, self.cur_fooled)
+        super().write_back()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Square(FixedBudgetAttack):
     """Square attack: score-based random search over square windows, Linf or L2.
@@ -129,6 +147,7 @@ class Square(FixedBudgetAttack):
     """
 
     name: ClassVar[str] = "square"
+    kind: ClassVar[AttackKind] = "black-box"  # reads the model's outputs only
     uses_init: ClassVar[bool] = True
     needs_images: ClassVar[bool] = True  # (N, C, H, W) inputs only
     norm: Norm = "linf"
@@ -176,78 +195,49 @@ class Square(FixedBudgetAttack):
         generator: torch.Generator,
         init: Tensor | None = None,
     ) -> Tensor:
-        n = x.shape[0]
-        best = x.clone()
-        best_obj = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)  # +inf: fooled
+        best = BestPoints(x)
         share, extra = divmod(self.queries, self.restarts)
-        for restart in range(self.restarts):
-            idx = torch.arange(n, device=x.device) if restart == 0 else (best_obj < math.inf).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            start = init if restart == 0 else None
-            budget = share + (1 if restart < extra else 0)
-            self._search(model, x, y, target, idx, best, best_obj, eps, bounds, generator, budget, start)
+        for restart, idx in best.runs(self.restarts):
+            x0, y0 = x[idx], y[idx]
+            t0 = target[idx] if target is not None else None
+            cur = init[idx] if restart == 0 and init is not None else self._initial(x0, eps, bounds, generator)
+            cur_obj, cur_fooled = self._query(model, cur, y0, t0)  # the start is accepted whatever its loss
+            run = _SquareRun.start(best, idx, x0=x0, y=y0, target=t0, cur=cur, cur_obj=cur_obj, cur_fooled=cur_fooled)
+            self._search(model, run, eps=eps, bounds=bounds, generator=generator,
+                         budget=share + (1 if restart < extra else 0))
         if log.isEnabledFor(logging.DEBUG):  # the count costs a host sync: only when asked for
-            log.debug("square %s eps=%g: %d of %d samples fooled", self.norm, eps, int((best_obj == math.inf).sum()), n)
-        return best
+            fooled = int((best.score == math.inf).sum())
+            log.debug("square %s eps=%g: %d of %d samples fooled", self.norm, eps, fooled, x.shape[0])
+        return best.x
 
     # ------------------------------------------------------------------ one run
 
     def _search(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        idx: Tensor,
-        best: Tensor,
-        best_obj: Tensor,
-        eps: float,
-        bounds: tuple[float, float],
-        generator: torch.Generator,
-        budget: int,
-        start: Tensor | None,
+        self, model: nn.Module, run: _SquareRun, *, eps: float, bounds: tuple[float, float],
+        generator: torch.Generator, budget: int,
     ) -> None:
-        """One run of ``budget`` queries for the samples ``idx``; updates ``best`` and ``best_obj`` in place."""
-        x0, y0 = x[idx], y[idx]
-        t0 = target[idx] if target is not None else None
-        cur = start[idx] if start is not None else self._initial(x0, eps, bounds, generator)
-        cur_obj, cur_fooled = self._query(model, cur, y0, t0)  # the start is accepted whatever its loss
+        """One run of ``budget`` queries (the start, queried already, counts as the first) on ``run``'s samples."""
         view = (-1, 1, 1, 1)
         blocks: dict[int, Tensor] = {}  # this run's pyramid blocks by side (the side changes ~10 times)
-        shrink = Shrinker(x.device)
-
-        def write_back() -> None:
-            """Each working sample's current point into ``best``, where it scores higher (fooled: +inf)."""
-            score = torch.where(cur_fooled, torch.full_like(cur_obj, math.inf), cur_obj)
-            better = score > best_obj[idx]
-            best[idx] = torch.where(better.view(view), cur, best[idx])
-            best_obj[idx] = torch.maximum(score, best_obj[idx])
-
+        shrink = Shrinker(run.x0.device)
         for it in range(budget):
             if it > 0:
                 p = p_schedule(self.p_init, it - 1, budget)
                 if self.norm == "linf":
-                    cand = self._linf_candidate(x0, cur, eps, p, bounds, generator)
+                    cand = self._linf_candidate(run.x0, run.cur, eps, p, bounds, generator)
                 else:
-                    cand = self._l2_candidate(x0, cur, eps, p, bounds, generator, blocks)
-                obj, fooled = self._query(model, cand, y0, t0)
+                    cand = self._l2_candidate(run.x0, run.cur, eps, p, bounds, generator, blocks)
+                obj, fooled = self._query(model, cand, run.y, run.target)
                 # a fooling candidate is kept whatever its loss; a fooled sample stays where it was fooled
-                accept = ((obj > cur_obj) | fooled) & ~cur_fooled
-                cur = torch.where(accept.view(view), cand, cur)
-                cur_obj = torch.where(accept, obj, cur_obj)
-                cur_fooled = cur_fooled | (accept & fooled)
+                accept = ((obj > run.cur_obj) | fooled) & ~run.cur_fooled
+                run.cur = torch.where(accept.view(view), cand, run.cur)
+                run.cur_obj = torch.where(accept, obj, run.cur_obj)
+                run.cur_fooled = run.cur_fooled | (accept & fooled)
             if it == budget - 1:
                 break
-            keep = shrink.update(cur_fooled)
-            if keep is None:
-                continue
-            write_back()
-            if keep.numel() == 0:
+            if not run.shrink(shrink.update(run.cur_fooled)):
                 return
-            idx, x0, y0, cur, cur_obj, cur_fooled = idx[keep], x0[keep], y0[keep], cur[keep], cur_obj[keep], cur_fooled[keep]
-            t0 = t0[keep] if t0 is not None else None
-        write_back()
+        run.write_back()
 
     def _query(self, model: nn.Module, x_in: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Objective and success per sample: one query per sample, without autograd."""

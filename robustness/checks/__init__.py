@@ -38,8 +38,14 @@ attack, the doubled-steps rerun) verify by re-prediction, and on a randomized mo
 counts as broken only if 3 draws all misclassify it. Full-range PGD starts at the input and at
 a point of a small random ball, never at a random point of the full-range ball: that is uniform
 noise, which alone breaks about (1 - 1/classes) of the samples and would hide masked gradients.
-The doubled-steps rerun skips minimization attacks (Carlini-Wagner: a whole binary search
-again) unless no other attack has steps. dynamic-forward counts calls of
+Which attacks each check compares comes from the kind every attack declares
+(:data:`robustness.attacks.base.AttackKind`), never from its name or settings:
+iterative-vs-single-step sets the ``"iterative"`` and ``"minimization"`` attacks against the
+``"single-step"`` ones, black-box-vs-white-box the ``"black-box"`` ones against all others, and
+convergence reruns an ``"iterative"`` attack (a ``"minimization"`` one only when there is no
+other: Carlini-Wagner would run a whole binary search again) that has an integer ``steps``
+setting, naming those without one. An attack that declares no kind makes these three checks
+skipped, with the reason and how to declare it. dynamic-forward counts calls of
 ``torch.autograd.grad``, ``torch.autograd.backward`` and ``Tensor.backward`` during one forward
 pass with a :class:`torch.overrides.TorchFunctionMode`, a thread-local mode pushed for that pass
 and popped after it, even on error; nothing is patched. The three dispatch through

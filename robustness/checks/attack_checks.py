@@ -9,10 +9,9 @@ import math
 import torch
 from torch import Tensor
 
-from robustness.attacks.base import MinimizationAttack
 from robustness.attacks.fgsm import FGSM
 from robustness.attacks.pgd import PGD, random_start
-from robustness.checks.context import CheckContext, attack_kind, count
+from robustness.checks.context import CheckContext, count
 from robustness.norms import clip_to_bounds
 from robustness.report import Check
 
@@ -25,6 +24,9 @@ CONVERGENCE_MAX_SAMPLES = 16  #: the convergence rerun attacks at most this many
 SQUARE_QUERIES = 300  #: queries of the black-box check's own Square run
 FULL_RANGE_STEPS = 10  #: PGD steps of the full-range check
 LARGE_BUDGET = 0.25  #: "large" budget: the ball holds the Linf ball of this fraction of the range
+#: the kinds of attack that take many gradient steps: the "iterative" side of iterative-vs-single-step,
+#: and what convergence may rerun with twice the steps
+MULTI_STEP = ("iterative", "minimization")
 
 # --------------------------------------------------------------------------- the report's curves
 
@@ -95,13 +97,13 @@ def full_range_budget(ctx: CheckContext) -> Check:
 
 def iterative_vs_single_step(ctx: CheckContext) -> Check:
     name = "iterative-vs-single-step"
-    kinds = {k: attack_kind(a) for k, a in ctx.attacks.items()}
-    iterative = [k for k, v in kinds.items() if v == "iterative"]
+    kinds = ctx.kinds()
+    iterative = [k for k, v in kinds.items() if v in MULTI_STEP]
     single = [k for k, v in kinds.items() if v == "single-step"]
     if not ctx.budgets:
         return Check(name, "skipped", "no positive budget in the evaluation")
     if not iterative:
-        return Check(name, "skipped", "no iterative attack (one with steps > 1) in the evaluation")
+        return Check(name, "skipped", "no iterative or minimization attack in the evaluation")
     if single:
         single_at, source = ctx.first_break(single), f"the evaluation's {', '.join(single)}"
     else:
@@ -136,7 +138,7 @@ def fgsm_first_break(ctx: CheckContext) -> Tensor:
 
 def black_box_vs_white_box(ctx: CheckContext) -> Check:
     name = "black-box-vs-white-box"
-    kinds = {k: attack_kind(a) for k, a in ctx.attacks.items()}
+    kinds = ctx.kinds()
     black = [k for k, v in kinds.items() if v == "black-box"]
     white = [k for k, v in kinds.items() if v != "black-box"]
     if not ctx.budgets:
@@ -177,15 +179,20 @@ def black_box_vs_white_box(ctx: CheckContext) -> Check:
 
 def convergence(ctx: CheckContext) -> Check:
     name = "convergence"
-    steppable = [k for k, a in ctx.attacks.items() if isinstance(getattr(a, "steps", None), int)
-                 and attack_kind(a) != "black-box" and dataclasses.is_dataclass(a)]
+    kinds = ctx.kinds()
+    multi_step = [k for k, v in kinds.items() if v in MULTI_STEP]
+    steppable = [k for k in multi_step if isinstance(getattr(ctx.attacks[k], "steps", None), int)
+                 and dataclasses.is_dataclass(ctx.attacks[k])]
     # a minimization attack (Carlini-Wagner) reruns its whole binary search: tens of times the cost of
     # a fixed-budget attack, so it is the candidate only when the evaluation has no other
-    candidates = [k for k in steppable if not isinstance(ctx.attacks[k], MinimizationAttack)] or steppable
+    candidates = [k for k in steppable if kinds[k] != "minimization"] or steppable
+    stepless = [k for k in multi_step if k not in steppable]
+    no_steps = f"{', '.join(stepless)} (no integer `steps` setting to double)"
     if not ctx.budgets:
         return Check(name, "skipped", "no positive budget in the evaluation")
     if not candidates:
-        return Check(name, "skipped", "no attack of the evaluation has a number of steps to double")
+        return Check(name, "skipped", "no attack of the evaluation has a number of steps to double"
+                     + (f": {no_steps}" if stepless else ""))
     i = min(range(len(ctx.budgets)), key=lambda j: abs(ctx.robust_accuracy.get(ctx.budgets[j], 0.0) - 0.5))
     eps = ctx.budgets[i]
     strongest = min(candidates, key=lambda k: ctx.by_attack.get(k, {}).get(eps, math.inf))
@@ -210,7 +217,8 @@ def convergence(ctx: CheckContext) -> Check:
                 f"subset samples robust; a fresh run of {strongest} with {doubled.steps} steps instead of "
                 f"{attack.steps}{' (and a new random start)' if getattr(attack, 'random_start', False) else ''} on "
                 f"{tried} breaks {k}"
-                + (f"; {costly} (minimization) not rerun: too costly" if costly else ""))
+                + (f"; {costly} (minimization) not rerun: too costly" if costly else "")
+                + (f"; not rerun: {no_steps}" if stepless else ""))
     # a sample of the survivors: scale its breaks up to all of them
     estimate = k * survivors.numel() / alive.numel() if alive.numel() else 0.0
     ok = not (estimate / ctx.n > CONVERGENCE_POINTS and k > CONVERGENCE_SAMPLES)

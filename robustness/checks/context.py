@@ -9,11 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import Attack
-from robustness.attacks.fgsm import FGSM
+from robustness.attacks.base import Attack, AttackKind, kind_of
 from robustness.report import Check
 
-__all__ = ["CheckContext", "attack_kind", "check_seed", "count"]
+__all__ = ["CheckContext", "check_seed", "count"]
 
 
 def check_seed(seed: int, *parts: int) -> int:
@@ -71,19 +70,14 @@ class CheckContext:
         width = self.bounds[1] - self.bounds[0]
         return width if self.norm == "linf" else width * math.sqrt(self.x[0].numel())
 
+    def kinds(self) -> dict[str, AttackKind]:
+        """Each attack's declared kind; an attack that declares none raises
+        (:func:`robustness.attacks.base.kind_of`), so the check is reported skipped with the reason."""
+        return {name: kind_of(attack) for name, attack in self.attacks.items()}
+
     def first_break(self, names: list[str]) -> Tensor:
         """Per sample, the first budget index at which any of ``names`` broke it."""
         return torch.stack([self.broken_at[k] for k in names]).amin(dim=0)
-
-
-def attack_kind(attack: Attack) -> str:
-    """``"black-box"`` (queries only), ``"single-step"``, ``"iterative"`` (has ``steps`` > 1) or ``"other"``."""
-    if getattr(type(attack), "name", "") == "square" or hasattr(attack, "queries"):
-        return "black-box"
-    steps = getattr(attack, "steps", None)
-    if isinstance(attack, FGSM) or steps == 1:
-        return "single-step"
-    return "iterative" if isinstance(steps, int) else "other"
 
 
 def count(mask: Tensor) -> int:

@@ -5,7 +5,8 @@ prints the table, writes the report and picks the exit code: 0 ok, 1 a gate fail
 (``--min-accuracy``, or a check under ``--strict``), 2 a usage or input error (one line, no
 traceback; flags, attacks, budgets and ``--out`` are checked before any work), 3 an internal
 error (one line; ``--debug``, before or after the command, re-raises it with its traceback).
-``robustness list attacks`` lists the registered attacks and the norms each supports.
+``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
+its settings with their defaults (from the attack's dataclass fields).
 
 Without arguments it evaluates both shipped digits models (``standard`` and ``adv-trained``)
 on the digits test split: FGSM, PGD and APGD-CE over an Linf sweep, then PGD, APGD-CE (two
@@ -31,12 +32,14 @@ files, and every rank exits with rank 0's code. ``--nproc K`` does the same laun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import math
 import os
 import re
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
     add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
-    ls = sub.add_parser("list", help="list registered plug-ins (attacks, with the norms each supports)")
+    ls = sub.add_parser("list", help="list registered plug-ins (attacks: norms, kind, settings and defaults)")
     ls.add_argument("what", choices=["attacks"])
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
@@ -479,11 +482,33 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
         print(_summary_line(report, out, args, gate, label))
 
 
+def _settings(cls: Any) -> str:
+    """``cls``'s settings with their defaults, as ``--attacks`` writes them (``steps=10, loss='ce'``),
+    from its dataclass fields; ``norm`` is left out (``--norm`` sets it)."""
+    if not dataclasses.is_dataclass(cls):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return f"(not a dataclass) {doc[0] if doc else ''}".rstrip()
+    shown = []
+    for field in dataclasses.fields(cls):
+        if not field.init or field.name == "norm":
+            continue
+        if field.default is not dataclasses.MISSING:
+            shown.append(f"{field.name}={field.default!r}")
+        elif field.default_factory is not dataclasses.MISSING:
+            shown.append(f"{field.name}={field.default_factory()!r}")
+        else:
+            shown.append(f"{field.name} (required)")
+    return ", ".join(shown) or "(none)"
+
+
 def _list(args: argparse.Namespace) -> int:
-    print(f"{'attack':10s} {'norms':8s} description (its settings: the class docstring)")
+    print(f"{'attack':10s} {'norms':8s} {'kind':13s} settings, with their defaults")
     for name in ATTACKS.list():
-        doc = (ATTACKS.load(name).__doc__ or "").strip().splitlines()
-        print(f"{name:10s} {','.join(_attack_norms(name)) or '?':8s} {doc[0] if doc else ''}")
+        cls = ATTACKS.load(name)
+        kind = getattr(cls, "kind", None)
+        head = f"{name:10s} {','.join(_attack_norms(name)) or '?':8s} {kind if isinstance(kind, str) else '?':13s} "
+        print(textwrap.fill(_settings(cls), width=110, initial_indent=head, subsequent_indent=" " * len(head),
+                            break_on_hyphens=False, break_long_words=False))
     print("\npresets (usable wherever an attack list is):")
     for name, entries in sorted(PRESETS.items()):
         print(f"{name:10s} " + ", ".join(n + (f"({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import robustness
 from robustness.attacks import FGSM
-from robustness.attacks.art_adapter import ARTAttack, art_attack_names, from_spec
+from robustness.attacks.art_adapter import ART_BLACK_BOX, ARTAttack, art_attack_names, from_spec
 from robustness import cli
 from robustness.errors import InputError
 from robustness.loading import DEFAULT_MODEL_PATH
@@ -57,6 +57,15 @@ def test_dict_settings_and_the_convenience_constructor_agree() -> None:
     assert a == b == c and hash(a) == hash(c) and len({a, b, c}) == 1
     with pytest.raises(InputError, match="twice"):
         ARTAttack.of("DeepFool", {"max_iter": 5}, max_iter=6)
+
+
+def test_kind_follows_the_wrapped_class() -> None:
+    """What the sanity checks compare an ART attack with: its declared kind, from ART's class."""
+    kinds = {name: ARTAttack.of(name).kind for name in ("FastGradientMethod", "SquareAttack", "HopSkipJump",
+                                                         "ProjectedGradientDescent", "DeepFool")}
+    assert kinds == {"FastGradientMethod": "single-step", "SquareAttack": "black-box", "HopSkipJump": "black-box",
+                     "ProjectedGradientDescent": "iterative", "DeepFool": "iterative"}
+    assert ART_BLACK_BOX <= set(art_attack_names())  # every name in the table is a class of the installed ART
 
 
 @settings(max_examples=25, deadline=None)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustness.attacks.base import MinimizationAttack
+from robustness.attacks.base import ATTACK_KINDS, MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
@@ -36,6 +36,14 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declares_a_kind(name) -> None:
+    """The sanity checks pick what to compare each attack with by its declared kind."""
+    cls = ATTACKS.load(name)
+    assert cls.kind in ATTACK_KINDS
+    assert (cls.kind == "minimization") == issubclass(cls, MinimizationAttack)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,7 +3,8 @@ should trigger it, and quiet on the trained tiny CNN; strict mode; the model lef
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -13,9 +14,11 @@ from torch import nn
 
 from robustness.attacks import FGSM, PGD
 from robustness.attacks.apgd import APGDT
+from robustness.attacks.base import AttackKind, FixedBudgetAttack
 from robustness.defenses import BitDepth, GaussianNoise, defend
 from robustness.checks import CHECKS, run_checks
 from robustness.errors import InputError
+from robustness.registry import Registry
 from robustness.report import CHECK_STATUSES
 from tests.conftest import TinyCNN
 
@@ -391,10 +394,6 @@ def test_follows_the_device(model, subset, clean) -> None:
 
 
 def test_convergence_reruns_one_longer_run_on_at_most_a_few_unbroken_samples(model, subset) -> None:
-    from dataclasses import dataclass
-    from typing import ClassVar
-
-    from robustness.attacks.base import FixedBudgetAttack
     from robustness.checks.attack_checks import CONVERGENCE_MAX_SAMPLES
 
     calls: list[tuple[int, int, int]] = []  # (samples, steps, restarts) of every call
@@ -402,6 +401,7 @@ def test_convergence_reruns_one_longer_run_on_at_most_a_few_unbroken_samples(mod
     @dataclass(frozen=True, kw_only=True)
     class Recording(FixedBudgetAttack):
         name: ClassVar[str] = "recording"
+        kind: ClassVar[AttackKind] = "iterative"
         norm: str = "linf"
         steps: int = 3
         restarts: int = 4
@@ -416,3 +416,66 @@ def test_convergence_reruns_one_longer_run_on_at_most_a_few_unbroken_samples(mod
     rerun = [c for c in calls if c[1] == 6]
     assert rerun == [(CONVERGENCE_MAX_SAMPLES, 6, 1)]  # twice the steps, one restart, a capped sample
     assert check.status == "passed" and f"on {CONVERGENCE_MAX_SAMPLES} of them breaks 0" in check.message
+
+
+# --------------------------------------------------------------------------- attacks' declared kinds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nudge(FixedBudgetAttack):
+    """A new attack with no ``steps`` setting: one signed-gradient step of ``eps`` (FGSM), declared
+    of the kind the test gives it, so that only its declaration tells the checks what it is."""
+
+    name: ClassVar[str] = "nudge"
+    kind: ClassVar[AttackKind] = "iterative"
+    norm: str = "linf"
+
+    def _run(self, model, x, y, *, eps, bounds, target, generator):
+        return FGSM(norm=self.norm)(model, x, y, eps=eps, bounds=bounds, generator=generator)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlackNudge(Nudge):
+    name: ClassVar[str] = "black-nudge"
+    kind: ClassVar[AttackKind] = "black-box"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undeclared(FixedBudgetAttack):
+    name: ClassVar[str] = "undeclared"
+    norm: str = "linf"
+    steps: int = 10
+
+    def _run(self, model, x, y, *, eps, bounds, target, generator):
+        return x
+
+
+def test_checks_read_the_declared_kind_of_a_new_attack(model, subset) -> None:
+    """A registered attack with no ``steps`` takes part in the checks through its declared kind."""
+    registry = Registry("robustness.tests-no-entry-points", "attack")
+    registry.register("nudge", Nudge)
+    registry.register("black-nudge", BlackNudge)
+    kwargs = _inputs(model, *subset, attacks={"fgsm": FGSM(), "nudge": registry.create("nudge")})
+    checks = _run(model, *subset, **kwargs)
+    single = checks["iterative-vs-single-step"]
+    assert single.status == "passed" and "the iterative attacks (nudge)" in single.message
+    assert "the white-box attacks (fgsm, nudge)" in checks["black-box-vs-white-box"].message
+    convergence = checks["convergence"]
+    assert convergence.status == "skipped" and "nudge (no integer `steps` setting to double)" in convergence.message
+
+    kwargs = _inputs(model, *subset, attacks={"pgd": PGD(steps=5), "black-nudge": registry.create("black-nudge")})
+    black = _run(model, *subset, **kwargs)["black-box-vs-white-box"]
+    assert "the evaluation's black-box black-nudge" in black.message and "white-box attacks (pgd)" in black.message
+
+
+def test_an_attack_without_a_kind_is_named_in_the_checks_it_cannot_join(model, subset, clean) -> None:
+    kwargs, _ = clean
+    never = torch.full((N,), len(kwargs["budgets"]))
+    given = {**kwargs, "attacks": {**kwargs["attacks"], "undeclared": Undeclared()},
+             "broken_at": {**kwargs["broken_at"], "undeclared": never}}
+    checks = _run(model, *subset, **given)
+    for name in ("iterative-vs-single-step", "black-box-vs-white-box", "convergence"):
+        assert checks[name].status == "skipped", name
+        assert "'undeclared' (Undeclared) declares no kind" in checks[name].message
+        assert "kind: ClassVar[AttackKind]" in checks[name].message
+    assert checks["monotonic-accuracy"].status == "passed"  # the checks that need no kind still run

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
 
 from robustness import cli
+from robustness.attacks.base import AttackKind, FixedBudgetAttack
 from robustness.model_info import ModelInfo
+from robustness.registry import Registry
 from robustness.report import Report
 
 
@@ -187,6 +191,37 @@ def test_list_attacks(capsys) -> None:
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert {"fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(names)
     assert {"standard", "smoke"} <= set(names) and "art:" in out  # presets and the ART adapter are listed
+    table = out.split("\n\n")[0].replace("\n" + " " * 34, " ").splitlines()[1:]  # wrapped settings joined
+    rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in table}
+    assert rows["pgd"][:2] == ["linf,l2", "iterative"] and "steps=10, rel_stepsize=None" in rows["pgd"][2]
+    assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][1] == "black-box"
+    assert rows["fgsm"] == ["linf,l2", "single-step", "loss='ce'"]
+
+
+def test_list_attacks_shows_a_plug_ins_settings_and_defaults(monkeypatch, capsys) -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Mine(FixedBudgetAttack):
+        kind: ClassVar[AttackKind] = "black-box"
+        norm: str = "l2"
+        radius: float
+        tries: int = 7
+
+        def __post_init__(self) -> None:
+            if self.norm != "l2":
+                raise ValueError("l2 only")
+
+        def _run(self, model, x, y, *, eps, bounds, target, generator):
+            return x
+
+    registry = Registry("robustness.tests-no-entry-points", "attack")
+    registry.register("mine", lambda **kw: Mine(radius=1.0, **kw))  # a factory: no fields to read
+    registry.register("mine-class", Mine)
+    monkeypatch.setattr(cli, "ATTACKS", registry)
+    assert cli.main(["list", "attacks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # no norms: it cannot be built without its required radius
+    assert lines[2].split(maxsplit=3) == ["mine-class", "?", "black-box", "radius (required), tries=7"]
+    assert lines[1].split()[:3] == ["mine", "l2", "?"] and "(not a dataclass)" in lines[1]
 
 
 def test_failed_check_exits_1_and_checks_print_before_the_table(spy, monkeypatch, tmp_path, capsys) -> None:
