@@ -257,6 +257,24 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _result(args: argparse.Namespace, date: str, info: dict[str, Any], batch: int, device: torch.device, steps: int,
+            targets: int, queries: int, repeats: int, warmup: int, results: dict[str, Any]) -> dict[str, Any]:
+    ratios = [r["ratio_to_floor_best"] for sec in results.values() for r in sec["rows"]
+              if r["like_for_like"] and r["contender"].startswith("ours") and r["ratio_to_floor_best"] is not None]
+    target = ("no like-for-like section ran" if not ratios else
+              f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'} (ours / floor, best times: "
+              + ", ".join(f"{v:.3f}x" for v in ratios) + ")")
+    return {
+        "benchmark": "gpu", "command": command_line(), "date": date, "machine": info, "quick": args.quick,
+        "setup": {"batch": batch, "device": str(device), "steps": steps, "apgd_t_targets": targets,
+                  "square_queries": queries, "repeats": repeats, "warmup": warmup,
+                  "summary": (f"PreAct ResNet-18 (random weights, torch.manual_seed(0)), {batch} x 3 x 32 x 32 uniform "
+                              f"inputs, labels = clean predictions, on {device}; best and median of {repeats} "
+                              f"round-robin rounds after {warmup} warm-up, CUDA synchronised around every call.")},
+        "target": target, "sections": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA, else an error), cuda[:N] or cpu")
@@ -303,25 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = section_square(model, x, y, repeats, warmup, queries)
         else:
             results[name] = section_standard(model, x, y, repeats, warmup, "smoke" if args.quick else "standard")
-
-    ratios = [r["ratio_to_floor_best"] for sec in results.values() for r in sec["rows"]
-              if r["like_for_like"] and r["contender"].startswith("ours") and r["ratio_to_floor_best"] is not None]
-    target = ("no like-for-like section ran" if not ratios else
-              f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'} (ours / floor, best times: "
-              + ", ".join(f"{v:.3f}x" for v in ratios) + ")")
-    result = {
-        "benchmark": "gpu", "command": command_line(), "date": date, "machine": info, "quick": args.quick,
-        "setup": {"batch": batch, "device": str(device), "steps": steps, "apgd_t_targets": targets,
-                  "square_queries": queries, "repeats": repeats, "warmup": warmup,
-                  "summary": (f"PreAct ResNet-18 (random weights, torch.manual_seed(0)), {batch} x 3 x 32 x 32 uniform "
-                              f"inputs, labels = clean predictions, on {device}; best and median of {repeats} "
-                              f"round-robin rounds after {warmup} warm-up, CUDA synchronised around every call.")},
-        "target": target, "sections": results,
-    }
-    text = _markdown(result)
-    print(text)
-    if not args.no_write:
-        save_results(args.out, "gpu", result, text)
+        result = _result(args, date, info, batch, device, steps, targets, queries, repeats, warmup, results)
+        if not args.no_write:  # after every section, so that a run stopped by a time limit keeps what it measured
+            save_results(args.out, "gpu", result, _markdown(result))
+    print(_markdown(result))
     return 0
 
 
