@@ -97,13 +97,13 @@ from robustness.defenses.training_utils import (
     loader_generators,
     logging_to_tqdm,
     move_optimizer_state,
-    rank_seed,
     TrainingModes,
     training_group,
 )
 from robustness.distributed import TrainingReplica, check_sharded
 from robustness.errors import InputError, RobustnessWarning
 from robustness.model import model_device, modes_restored
+from robustness.seeding import derive_seed
 
 __all__ = ["AdversarialTrainer", "EpochRecord", "EvalResult", "TrainingHistory"]
 
@@ -245,7 +245,7 @@ class AdversarialTrainer(TrainingSettings):
                 if moved:
                     model.to(dev)
                     move_optimizer_state(optimizer, dev)
-                gen = torch.Generator(device=dev).manual_seed(rank_seed(self.seed, group))
+                gen = torch.Generator(device=dev).manual_seed(derive_seed(self.seed, "train-rank", 0 if group is None else group.rank))
                 run = FitRun(trainer=self, model=model, train_loader=train_loader, val_loader=val_loader,
                              optimizer=optimizer, scheduler=scheduler, interval=scheduler_interval or "epoch",
                              epochs=epochs, checkpoint=Path(checkpoint) if checkpoint is not None else None, device=dev,
@@ -327,7 +327,7 @@ class AdversarialTrainer(TrainingSettings):
         if run.val_loader is None:
             return record
         result = self.evaluate(run.model, run.val_loader, device=run.device, max_samples=self.eval_samples,
-                               seed=self._eval_seed(epoch)) if run.lead else None
+                               seed=derive_seed(self.seed, "train-eval", epoch)) if run.lead else None
         if run.group is not None:  # every rank holds the same weights: rank 0 measures for all
             result = run.group.broadcast(result)
         return replace(record, val_clean_accuracy=result.clean_accuracy, val_robust_accuracy=result.robust_accuracy)
@@ -342,7 +342,7 @@ class AdversarialTrainer(TrainingSettings):
         else:
             fixed = run.guard_batch or {}
             guard_acc = self.evaluate(run.model, [(fixed["x"], fixed["y"])], device=run.device,
-                                      seed=self._eval_seed(epoch),
+                                      seed=derive_seed(self.seed, "train-eval", epoch),
                                       steps=self.guard_steps).robust_accuracy if run.lead else None
             if run.group is not None:
                 guard_acc = run.group.broadcast(guard_acc)
@@ -358,5 +358,3 @@ class AdversarialTrainer(TrainingSettings):
                             epoch + 1, reason, restored)
         return record
 
-    def _eval_seed(self, epoch: int) -> int:
-        return (self.seed * 1_000_003 + 7_919 * (epoch + 1)) % (2**62)

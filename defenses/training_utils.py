@@ -8,7 +8,7 @@
   :func:`draw_guard_batch` takes the FGSM-RS guard's fixed batch without disturbing any random
   state; :func:`loader_generators` finds the generators a loader shuffles with (saved in checkpoints).
 * Devices and processes: :func:`move_optimizer_state`, :func:`training_group` (the
-  ``torch.distributed`` group to train over, if any), :func:`rank_seed` (each rank's random starts).
+  ``torch.distributed`` group to train over, if any).
 
 Example::
 
@@ -248,15 +248,6 @@ def training_group(requested: bool | None, dev: torch.device) -> ProcessGroup | 
     from robustness.distributed import ProcessGroup
 
     return ProcessGroup.current(dev)
-
-
-def rank_seed(seed: int, group: ProcessGroup | None) -> int:
-    """The seed of a rank's generator (random starts): ``seed`` on rank 0, independent streams on the others."""
-    if group is None or group.rank == 0:
-        return seed
-    from robustness.sweep import derive_seed
-
-    return derive_seed(seed, 0xDD9, group.rank)
 
 
 def check_logits(logits: Tensor, y: Tensor, all_labels: Tensor) -> None:

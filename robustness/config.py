@@ -32,7 +32,8 @@ from robustness.norms import check_bounds, check_norm
 from robustness.registry import ATTACKS
 from robustness.specs import parse_spec
 from robustness.sweep import SCHEDULES
-from robustness.validation import check_batch_size, check_epsilons, check_flag, check_seed
+from robustness.seeding import validate_seed
+from robustness.validation import check_batch_size, check_epsilons, check_flag
 
 __all__ = ["AttackLike", "EvalConfig", "SETTINGS", "make_config", "resolve_attacks"]
 
@@ -88,7 +89,7 @@ class EvalConfig:
         put("norm", check_norm(self.norm))
         put("bounds", check_bounds(self.bounds))
         put("epsilons", tuple(check_epsilons(self.epsilons)))
-        put("seed", check_seed(self.seed))
+        put("seed", validate_seed(self.seed))
         put("gradient_mode", None if self.gradient_mode is None else check_gradient_mode(self.gradient_mode))
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")

@@ -82,9 +82,11 @@ def random_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def reseed_random_modules(model: nn.Module, seed: int) -> None:
-    """Reseed every module of :func:`random_modules`, the ``i``-th with ``seed + i`` (mod 2**63)."""
+    """Reseed every module of :func:`random_modules`, the ``i``-th with ``derive_seed(seed, "random-module", i)``."""
+    from robustness.seeding import derive_seed
+
     for i, m in enumerate(random_modules(model)):
-        m.reseed((seed + i) % 2**63)
+        m.reseed(derive_seed(seed, "random-module", i))
 
 
 @contextlib.contextmanager

@@ -85,12 +85,11 @@ _SAVED_RNG = pytest.StashKey[dict[str, Any]]()
 
 
 def test_seed(session_seed: int, node_id: str) -> int:
-    """The seed of the test ``node_id``: stable across runs and processes, in ``[0, 2**32)``.
+    """The seed of the test ``node_id``: stable across runs and processes, in ``[0, 2**32)``
+    (``numpy.random.seed`` takes 32 bits), from :func:`robustness.seeding.derive_seed`."""
+    from robustness.seeding import derive_seed
 
-    Uses SHA-256, never Python's ``hash`` (salted per process).
-    """
-    digest = hashlib.sha256(f"{session_seed}\x00{node_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+    return derive_seed(session_seed, "pytest-test", node_id, bits=32)
 
 
 test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
@@ -155,6 +154,8 @@ def _settings(config: pytest.Config) -> RobustnessSettings:
             seed = int(text)
         except ValueError:
             raise pytest.UsageError(f"robustness_seed must be an integer, got {text!r}") from None
+    if not 0 <= seed < 2**63:
+        raise pytest.UsageError(f"the robustness seed must lie in [0, 2**63), got {seed}")
     device = (config.getoption("robustness_device") or str(config.getini("robustness_device"))).strip().lower()
     if not _DEVICE.match(device):
         raise pytest.UsageError(f"--robustness-device must be auto, cpu, cuda or cuda:N, got {device!r}")

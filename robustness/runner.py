@@ -45,7 +45,8 @@ from robustness.model import CallCounter, evaluation_mode, model_device, model_d
 from robustness.model_info import describe_model, warn_if_initial
 from robustness.records import CHECK_SUBSET, BatchRecord, assemble, batch_examples, digest
 from robustness.report import Check, Report
-from robustness.sweep import SweepResult, derive_seed, sweep
+from robustness.seeding import derive_seed
+from robustness.sweep import SweepResult, sweep
 from robustness.validation import check_batch, check_epsilons, check_logits, looks_like_probabilities
 
 __all__ = ["evaluate", "resolve_attacks", "check_epsilons"]
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 #: the batch size ``batch_size=None`` starts from: on CUDA it is halved until a batch fits
 AUTO_BATCH_CUDA = 4096
 AUTO_BATCH_CPU = 256
-RANDOM_MODULES = 1 << 32  #: seed part of the randomized defenses' draws (attacks use 0, 1, ...)
 
 
 def _sync(device: torch.device) -> None:
@@ -244,7 +244,7 @@ class _Evaluation:
         config, budgets = self.config, self.config.budgets
         x = x.to(self.device, non_blocking=True).to(self.dtype)
         y = y.to(self.device, non_blocking=True).long()
-        reseed_random_modules(self.fast, derive_seed(config.seed, offset, RANDOM_MODULES))  # depends on the range only
+        reseed_random_modules(self.fast, derive_seed(config.seed, "random-modules", offset))  # depends on the range only
         t0 = time.perf_counter()
         with torch.no_grad():
             logits = self.fast(x)
@@ -259,7 +259,7 @@ class _Evaluation:
             t0 = time.perf_counter()
             before = self.counted.snapshot()
             found[name] = sweep(self.counted, attack, x, y, correct, budgets, bounds=config.bounds, norm=config.norm,
-                                seed=derive_seed(config.seed, offset, a), schedule=config.schedule)
+                                seed=derive_seed(config.seed, "attack", offset, a), schedule=config.schedule)
             _sync(self.device)
             seconds[name] = time.perf_counter() - t0
             calls[name] = dict(zip(("calls", "samples", "gradient_samples"),
@@ -310,13 +310,14 @@ class _Evaluation:
         from robustness.checks import run_checks
 
         seed, device = self.config.seed, self.device
-        reseed_random_modules(self.model, derive_seed(seed, 1 << 20, RANDOM_MODULES))
+        checks_seed = derive_seed(seed, "checks")
+        reseed_random_modules(self.model, checks_seed)
         return run_checks(
             self.model, subset["x"].to(device), subset["y"].to(device), attacks=self.attacks,
             broken_at={k: v.to(device) for k, v in subset["broken"].items()}, correct=subset["correct"].to(device),
             budgets=[e for e in report.epsilons if e > 0], robust_accuracy=report.robust_accuracy,
             by_attack=report.by_attack, norm=report.norm, bounds=report.bounds, num_classes=report.num_classes,
-            seed=derive_seed(seed, 1 << 20), strict=self.config.strict,
+            seed=checks_seed, strict=self.config.strict,
         )
 
 

@@ -3,7 +3,7 @@
 ``evaluate(..., state="run-state/")`` (CLI: ``--state DIR``) writes one file per finished range
 of examples, atomically; an evaluation killed at any moment (even ``kill -9``) and run again with
 the same ``state`` (same model, data and settings) skips the finished ranges and ends with the same
-report. Randomness depends on a range's offset only (:func:`robustness.sweep.derive_seed`), so the
+report. Randomness depends on a range's offset only (:func:`robustness.seeding.derive_seed`), so the
 ranges evaluated after a resume draw the same numbers as in an uninterrupted run.
 
 Layout of a state directory::

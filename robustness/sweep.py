@@ -21,23 +21,18 @@ import math
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from robustness.attacks.base import Attack, MinimizationAttack
 from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import Norm, clip_to_bounds, norm_of, project
+from robustness.seeding import derive_seed
 
-__all__ = ["SCHEDULES", "SweepResult", "derive_seed", "sweep", "sweep_bisect", "sweep_fixed", "sweep_minimization"]
+__all__ = ["SCHEDULES", "SweepResult", "sweep", "sweep_bisect", "sweep_fixed", "sweep_minimization"]
 
 #: how a fixed-budget attack visits the budgets (see :func:`sweep`)
 SCHEDULES: tuple[str, ...] = ("ascending", "bisect")
-
-
-def derive_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed derived from ``seed`` and ``parts`` (batch, attack, budget, ...), stable across runs."""
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass
@@ -136,7 +131,7 @@ def sweep_fixed(
     for i, eps in enumerate(budgets):
         if alive.numel() == 0:
             break
-        gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, i))
+        gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "budget", i))
         fooled, x_adv = _attack_at(model, attack, x, y, alive, i, eps, previous, gen, out, bounds, norm)
         alive, previous = alive[~fooled], x_adv[~fooled]  # warm start: the next ball contains this point
     return out
@@ -179,7 +174,9 @@ def sweep_bisect(
             idx = (todo & (mid == i)).nonzero().squeeze(1)
             if idx.numel() == 0:
                 continue
-            gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, r, i))
+            # round 0 draws what the ascending sweep draws at budget i: one budget, one result
+            index = (i,) if r == 0 else (i, r)
+            gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "budget", *index))
             init = start[idx] if r > 0 else None  # the attack projects it into this ball
             fooled, x_adv = _attack_at(model, attack, x, y, idx, i, eps, init, gen, out, bounds, norm)
             hi[idx[fooled]] = i

@@ -18,7 +18,7 @@ from robustness.errors import InputError
 
 __all__ = [
     "check_batch", "check_batch_size", "check_epsilons", "check_flag", "check_logits", "check_not_boolean",
-    "check_seed", "looks_like_probabilities",
+    "looks_like_probabilities",
 ]
 
 _BOUNDS_TOL = 1e-6
@@ -38,13 +38,6 @@ def check_epsilons(epsilons: Sequence[float] | float) -> list[float]:
             raise InputError(f"every budget must be a finite number >= 0, got {e!r}")
         values.append(float(e))
     return sorted(set(values))
-
-
-def check_seed(seed: object) -> int:
-    """``seed`` as a plain ``int``; booleans and non-integers are an error."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {seed!r}")
-    return int(seed)
 
 
 def check_not_boolean(labels: Tensor, what: str) -> None:

@@ -5,19 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from robustness.attacks.base import Attack, AttackKind, kind_of
 from robustness.report import Check
+from robustness.seeding import derive_seed
 
-__all__ = ["CheckContext", "check_seed", "count"]
-
-
-def check_seed(seed: int, *parts: int) -> int:
-    """A seed for one check, derived from the evaluation's checks seed (stable across runs)."""
-    return int(np.random.SeedSequence([seed, 0xC4EC, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+__all__ = ["CheckContext", "count"]
 
 
 @dataclass
@@ -47,7 +42,7 @@ class CheckContext:
         return self.x.shape[0]
 
     def generator(self, check: int) -> torch.Generator:
-        return torch.Generator(device=self.x.device).manual_seed(check_seed(self.seed, check))
+        return torch.Generator(device=self.x.device).manual_seed(derive_seed(self.seed, "check", check))
 
     def fooled(self, x_adv: Tensor, y: Tensor) -> Tensor:
         """Misclassified in every one of ``draws`` forward passes (a non-finite input never counts)."""

@@ -18,6 +18,7 @@ from robustness.defenses.loops import train_epoch
 from robustness.defenses.trainer import AdversarialTrainer
 from robustness.defenses.training_utils import TrainingModes
 from robustness.errors import InputError
+from robustness.seeding import derive_seed
 
 DEFENSES = Path(__file__).resolve().parents[2] / "defenses"
 
@@ -30,7 +31,7 @@ def _net() -> nn.Module:
 
 
 def _run(trainer: AdversarialTrainer, model: nn.Module, loader: DataLoader, checkpoint: Path | None) -> FitRun:
-    gen = torch.Generator().manual_seed(trainer.seed)
+    gen = torch.Generator().manual_seed(derive_seed(trainer.seed, "train-rank", 0))  # as fit seeds rank 0
     return FitRun(trainer=trainer, model=model, train_loader=loader, val_loader=None,
                   optimizer=torch.optim.SGD(model.parameters(), lr=0.05), scheduler=None, interval="batch",
                   epochs=2, checkpoint=checkpoint, device=torch.device("cpu"), group=None,
