@@ -136,11 +136,11 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
         batch_size = AUTO_BATCH_CUDA if device.type == "cuda" else AUTO_BATCH_CPU
     loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
     group = _process_group(config.distributed, device)
-    store = None if config.state is None else _open_state(config.state, model, config.fingerprint(batch_size))
+    state = _open_state(config.state, model, config.fingerprint(batch_size), group)
     start = time.perf_counter()
     mode = config.gradient_mode
     modes = contextlib.nullcontext() if mode is None else defense_gradient_mode(model, mode)
-    with evaluation_mode(model, device), modes, _accelerated(model, config, device) as fast:
+    with state as store, evaluation_mode(model, device), modes, _accelerated(model, config, device) as fast:
         defenses_used = describe_defenses(model)  # in the modes the attacks run under
         run = _Evaluation(model, fast, config, device, batch_size, group=group, store=store,
                           notes=_defense_notes(defenses_used))
@@ -361,11 +361,42 @@ def _process_group(requested: bool | None, device: torch.device) -> Any:
     return ProcessGroup.current(device)
 
 
-def _open_state(path: Path, model: nn.Module, settings: dict[str, Any]) -> Any:
-    """The evaluation state in ``path`` for ``model`` evaluated with ``settings`` (``EvalConfig.fingerprint``)."""
+@contextlib.contextmanager
+def _open_state(path: Path | None, model: nn.Module, settings: dict[str, Any], group: Any) -> Iterator[Any]:
+    """The evaluation state in ``path`` (``None``: no state) for ``model`` evaluated with ``settings``
+    (``EvalConfig.fingerprint``), locked until the evaluation ends.
+
+    In a distributed evaluation rank 0 opens and locks the directory before any other rank touches
+    it, and tells them whether it could: they open it without the lock (rank 0 holds it for the
+    whole run) or raise rank 0's error.
+    """
+    if path is None:
+        yield None
+        return
     from robustness.state import EvaluationState, model_fingerprint
 
-    return EvaluationState.open(path, {**settings, "model": model_fingerprint(model)})
+    fingerprint = {**settings, "model": model_fingerprint(model)}
+    if group is not None and group.rank != 0:
+        failed = group.broadcast(None)
+        if failed is not None:
+            from robustness.distributed import CollectiveError
+
+            is_input, message = failed
+            raise InputError(message) if is_input else CollectiveError(f"rank 0 could not open the evaluation "
+                                                                       f"state {path}: {message}")
+        with EvaluationState.open(path, fingerprint, lock=False) as store:
+            yield store
+        return
+    try:
+        store = EvaluationState.open(path, fingerprint)
+    except Exception as err:
+        if group is not None:  # the other ranks raise it too, instead of evaluating into a directory not ours
+            group.broadcast((isinstance(err, InputError), str(err)))
+        raise
+    with store:
+        if group is not None:
+            group.broadcast(None)
+        yield store
 
 
 def _accelerated(model: nn.Module, config: EvalConfig,
