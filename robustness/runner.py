@@ -85,7 +85,8 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
             batches use the smaller size; finished batches are kept); on the CPU 256.
         device: where to run; ``None`` keeps the model's device. The model is moved back after.
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
-        progress: show a tqdm bar over batches (only when stderr is a terminal).
+        progress: show tqdm bars on stderr, with a total and the time left: over the batches (naming the
+            attack at work) and over the sanity checks; only when stderr is a terminal.
         gradient_mode: how attacks differentiate through preprocessing defenses
             (:class:`robustness.defenses.Defended` anywhere in ``model``): ``"adaptive"`` (BPDA and EOT as each
             defense declares; the honest number), ``"naive"`` (plain autograd: what a defense-unaware
@@ -183,29 +184,38 @@ class _Evaluation:
     attacks: dict[str, Attack] = field(init=False)
     dtype: torch.dtype = field(init=False)
     done: dict[int, BatchRecord] = field(init=False)  #: ranges finished before a resume, by offset
+    bar: Any = field(init=False)  #: the tqdm bar over the batches (disabled without :attr:`bars`)
 
     def __post_init__(self) -> None:
         self.counted = CallCounter(self.fast)
         self.attacks = self.config.named_attacks
         self.dtype = model_dtype(self.fast)  # inputs are cast to it (float32 unless the model is float64, ...)
         self.done = dict(self.store.finished) if self.store is not None else {}
+        self.bar = tqdm(disable=True)
+
+    @property
+    def bars(self) -> bool:
+        """Whether to show progress bars: asked for, stderr a terminal, and rank 0 of a distributed run."""
+        group = self.group
+        return self.config.progress and sys.stderr.isatty() and (group is None or group.rank == 0)
 
     def collect(self, loader: Any) -> list[BatchRecord] | None:
         """Every range's record, in any order (rank 0 of a distributed run: every rank's); ``None`` on
         the other ranks."""
         group = self.group
-        quiet = not self.config.progress or not sys.stderr.isatty() or (group is not None and group.rank != 0)
-        bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch", disable=quiet)
+        self.bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch", total=_batch_count(loader),
+                        disable=not self.bars)
         offset = 0
-        for b, (x, y) in enumerate(bar):
-            check_batch(x, y, self.config.bounds, b)
-            n = x.shape[0]
-            if n and (group is None or group.owns(b)):
-                for record in self.evaluate_batch(x, y, b, offset):
-                    if self.store is not None:
-                        self.store.save(record)
-                    self.records.append(record)
-            offset += n
+        with self.bar:
+            for b, (x, y) in enumerate(self.bar):
+                check_batch(x, y, self.config.bounds, b)
+                n = x.shape[0]
+                if n and (group is None or group.owns(b)):
+                    for record in self.evaluate_batch(x, y, b, offset):
+                        if self.store is not None:
+                            self.store.save(record)
+                        self.records.append(record)
+                offset += n
         beyond = sorted(o for o in self.done if o >= offset)
         if beyond:
             raise InputError(f"the evaluation state holds examples from {beyond[0]} on, but the data has only "
@@ -256,6 +266,7 @@ class _Evaluation:
         found: dict[str, SweepResult] = {}
         calls: dict[str, dict[str, int]] = {}
         for a, (name, attack) in enumerate(self.attacks.items()):
+            self.bar.set_postfix_str(name)
             t0 = time.perf_counter()
             before = self.counted.snapshot()
             found[name] = sweep(self.counted, attack, x, y, correct, budgets, bounds=config.bounds, norm=config.norm,
@@ -316,8 +327,16 @@ class _Evaluation:
             broken_at={k: v.to(device) for k, v in subset["broken"].items()}, correct=subset["correct"].to(device),
             budgets=[e for e in report.epsilons if e > 0], robust_accuracy=report.robust_accuracy,
             by_attack=report.by_attack, norm=report.norm, bounds=report.bounds, num_classes=report.num_classes,
-            seed=derive_seed(seed, 1 << 20), strict=self.config.strict,
+            seed=derive_seed(seed, 1 << 20), strict=self.config.strict, progress=self.bars,
         )
+
+
+def _batch_count(loader: Any) -> int | None:
+    """The number of batches ``loader`` yields, when it knows (a ``DataLoader`` of a sized dataset does)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _uncovered(x: Tensor, y: Tensor, offset: int, done: dict[int, BatchRecord]) -> list[tuple[int, int]]:
