@@ -40,8 +40,8 @@ from robustness.state import LOCK, META
 CHILD = textwrap.dedent("""
     import contextlib, dataclasses, io, sys, time
     from pathlib import Path
-    from torch.utils.data import Dataset
     from robustness import cli, datasets
+    from tests.hostile.stalling import Stalling
 
     control, name, rounds, template = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     real_load = datasets.load_dataset
@@ -54,20 +54,14 @@ CHILD = textwrap.dedent("""
         argv = [a.replace("{r}", str(r)) for a in template]
         state = Path(argv[argv.index("--state") + 1])
 
-        class Stalling(Dataset):
-            def __init__(self, inner):
-                self.inner = inner
-            def __len__(self):
-                return len(self.inner)
-            def __getitem__(self, i):
-                if i >= 16 and (state / "range-000000000000.pt").exists() and not (control / f"release{r}").exists():
-                    (control / f"{name}.stalled{r}").touch()
-                    wait_for(control / f"release{r}")
-                return self.inner[i]
+        def stall(i, state=state, release=control / f"release{r}", marker=control / f"{name}.stalled{r}"):
+            if i >= 16 and (state / "range-000000000000.pt").exists() and not release.exists():
+                marker.touch()
+                wait_for(release)
 
-        def load(*args, **kw):
+        def load(*args, stall=stall, **kw):
             data = real_load(*args, **kw)
-            return dataclasses.replace(data, dataset=Stalling(data.dataset))
+            return dataclasses.replace(data, dataset=Stalling(data.dataset, stall))
 
         datasets.load_dataset = load
         wait_for(control / f"go{r}")
@@ -82,7 +76,9 @@ CHILD = textwrap.dedent("""
 
 EVALUATE = ["evaluate", "--model", str(DEFAULT_MODEL_PATH), "--batch-size", "16", "--attacks", "fgsm,pgd(steps=2)",
             "--eps", "0,0.05,0.1", "--no-checks", "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+REPO = Path(__file__).resolve().parents[2]  # on the children's path: they import tests.hostile.stalling
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 SIGNALS = {"SIGKILL": (signal.SIGKILL, -signal.SIGKILL), "SIGINT": (signal.SIGINT, 130)}  # 130: the CLI's Ctrl-C
 RACES = 3
 TIMEOUT = 120  # seconds for each victim, and for each round of the race
