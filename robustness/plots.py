@@ -11,7 +11,7 @@ import io
 import math
 from typing import Any
 
-__all__ = ["accuracy_png", "examples_png", "can_show_images"]
+__all__ = ["NOTHING_BROKEN", "accuracy_figure", "accuracy_png", "can_show_images", "examples_figure", "examples_png"]
 
 
 def _pct(value: float) -> str:
@@ -24,29 +24,48 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+#: one marker per attack, in order (then again); hollow, so that coinciding points of several attacks all show
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def accuracy_png(robust_accuracy: dict[float, float], by_attack: dict[str, dict[float, float]], *, norm: str,
                  clean_accuracy: float, n_examples: int) -> bytes:
-    """Robust accuracy against the budget: one line per attack (``by_attack[name][eps]``), the worst
-    case (``robust_accuracy[eps]``) in black; titled with the clean accuracy and ``n_examples``."""
+    """:func:`accuracy_figure` as PNG bytes."""
+    return _png(accuracy_figure(robust_accuracy, by_attack, norm=norm, clean_accuracy=clean_accuracy,
+                                n_examples=n_examples))
+
+
+def accuracy_figure(robust_accuracy: dict[float, float], by_attack: dict[str, dict[float, float]], *, norm: str,
+                    clean_accuracy: float, n_examples: int) -> Any:
+    """Robust accuracy against the budget: one line per attack (``by_attack[name][eps]``) over the worst
+    case (``robust_accuracy[eps]``); titled with the clean accuracy and ``n_examples``.
+
+    The worst case equals the strongest attack's line wherever one attack breaks everything the
+    others do, so it is drawn first, as a wide translucent grey band, and every attack on top of it
+    with a line style and a hollow marker of its own, the markers shrinking from one attack to the
+    next: lines that coincide stay visible, nested. Returns a matplotlib ``Figure`` (Agg canvas).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xs = sorted(robust_accuracy)
-    for name, acc in by_attack.items():
-        ax.plot(xs, [acc.get(e, math.nan) for e in xs], marker="o", linewidth=1.2, label=name)
-    ax.plot(xs, [robust_accuracy[e] for e in xs], marker="s", color="black", linewidth=2.2,
-            label="worst case")
+    ax.plot(xs, [robust_accuracy[e] for e in xs], color="black", alpha=0.22, linewidth=9,
+            solid_capstyle="round", zorder=1, label="worst case")
+    for i, (name, acc) in enumerate(by_attack.items()):
+        ax.plot(xs, [acc.get(e, math.nan) for e in xs], marker=MARKERS[i % len(MARKERS)],
+                linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=max(10 - 1.5 * i, 4),
+                markerfacecolor="none", markeredgewidth=1.5, linewidth=1.4, zorder=3 + i, label=name)
     ax.set_xlabel(f"eps ({norm})")
     ax.set_ylabel("robust accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"clean {_pct(clean_accuracy)}, n={n_examples}")
-    fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def can_show_images(examples: list[dict[str, Any]]) -> bool:
@@ -57,9 +76,19 @@ def can_show_images(examples: list[dict[str, Any]]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
+#: what examples.png says when no attack broke any example
+NOTHING_BROKEN = "no adversarial example found at any budget"
+
+
 def examples_png(examples: list[dict[str, Any]], bounds: tuple[float, float]) -> bytes:
+    """:func:`examples_figure` as PNG bytes."""
+    return _png(examples_figure(examples, bounds))
+
+
+def examples_figure(examples: list[dict[str, Any]], bounds: tuple[float, float]) -> Any:
     """Clean inputs (top), their verified adversarial examples (middle) and the perturbation
-    rescaled to the full grey range (bottom), titled with the label, prediction and budget.
+    rescaled to the full grey range (bottom), titled with the label, prediction and budget; with no
+    examples, a figure that says :data:`NOTHING_BROKEN`. Returns a matplotlib ``Figure`` (Agg canvas).
 
     ``examples``: as ``Report.examples`` (``clean`` and ``adversarial`` images ``(C, H, W)`` in
     ``bounds``, ``index``, ``label``, ``adversarial_prediction``, ``attack``, ``eps``)."""
@@ -68,15 +97,19 @@ def examples_png(examples: list[dict[str, Any]], bounds: tuple[float, float]) ->
 
     low, high = bounds
     cols = len(examples)
-    fig = Figure(figsize=(1.6 * cols + 0.4, 5.2), dpi=100)
+    # at least wide enough for the figure's title: one example alone clipped it
+    fig = Figure(figsize=(max(1.6 * cols + 0.4, 4.0), 5.2 if cols else 1.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
+    if not examples:
+        fig.text(0.5, 0.5, NOTHING_BROKEN, ha="center", va="center", fontsize=10)
+        return fig
     for j, ex in enumerate(examples):
         clean = ((ex["clean"] - low) / (high - low)).clamp(0, 1)
         adv = ((ex["adversarial"] - low) / (high - low)).clamp(0, 1)
         delta = ex["adversarial"] - ex["clean"]
         scale = float(delta.abs().max()) or 1.0
         rows = [(clean, f"#{ex['index']} label {ex['label']}"),
-                (adv, f"-> {ex['adversarial_prediction']} ({ex['attack']})"),
+                (adv, f"-> {ex['adversarial_prediction']}\n{ex['attack']}"),
                 ((delta / (2 * scale) + 0.5).clamp(0, 1), f"eps {ex['eps']:.4g}")]
         for i, (img, title) in enumerate(rows):
             ax = fig.add_subplot(3, cols, i * cols + j + 1)
@@ -88,5 +121,4 @@ def examples_png(examples: list[dict[str, Any]], bounds: tuple[float, float]) ->
             ax.set_title(title, fontsize=7)
             ax.axis("off")
     fig.suptitle("clean / adversarial / perturbation (rescaled)", fontsize=9)
-    fig.tight_layout()
-    return _png(fig)
+    return fig

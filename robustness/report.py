@@ -9,7 +9,8 @@
 * ``samples.csv``: one row per example (label, clean prediction, smallest budget that broke it,
   which attack, its adversarial prediction and perturbation size), to look at the hardest ones;
 * ``robust_accuracy.png``: accuracy against budget, one line per attack plus the worst case;
-* ``examples.png``: clean and adversarial examples side by side (image data only).
+* ``examples.png``: clean and adversarial examples side by side (image data only), or a note when
+  nothing was broken.
 """
 
 from __future__ import annotations
@@ -362,8 +363,10 @@ class Report:
                                   clean_accuracy=self.clean_accuracy, n_examples=self.n_examples)
 
     def save(self, directory: str | Path) -> Path:
-        """Write report.json, report.md, samples.csv, robust_accuracy.png and (for images)
-        examples.png into ``directory``, each atomically."""
+        """Write report.json, report.md, samples.csv, robust_accuracy.png and examples.png into
+        ``directory``, each atomically. examples.png: a grid of the broken examples for image data;
+        a note (:data:`robustness.plots.NOTHING_BROKEN`) when no attack broke any example at any
+        budget; none without a budget above 0, or for broken examples that are not images."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "report.json", json_text(self.to_dict(), indent=2))  # NaN -> null
@@ -373,7 +376,8 @@ class Report:
         else:  # never leave an earlier report's file beside this one
             (out / "samples.csv").unlink(missing_ok=True)
         atomic_write_bytes(out / "robust_accuracy.png", self.plot_png())
-        if plots.can_show_images(self.examples):
+        nothing_broken = not self.examples and any(e > 0 for e in self.epsilons)
+        if plots.can_show_images(self.examples) or nothing_broken:  # the latter: a note that says so
             atomic_write_bytes(out / "examples.png", plots.examples_png(self.examples, self.bounds))
         else:
             (out / "examples.png").unlink(missing_ok=True)

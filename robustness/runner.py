@@ -85,7 +85,8 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
             batches use the smaller size; finished batches are kept); on the CPU 256.
         device: where to run; ``None`` keeps the model's device. The model is moved back after.
         seed: seeds every random draw (per batch, attack and budget), recorded in the report.
-        progress: show a tqdm bar over batches (only when stderr is a terminal).
+        progress: show tqdm bars on stderr, with a total and the time left: over the batches (naming the
+            attack at work) and over the sanity checks; only when stderr is a terminal.
         gradient_mode: how attacks differentiate through preprocessing defenses
             (:class:`robustness.defenses.Defended` anywhere in ``model``): ``"adaptive"`` (BPDA and EOT as each
             defense declares; the honest number), ``"naive"`` (plain autograd: what a defense-unaware
@@ -136,11 +137,11 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
         batch_size = AUTO_BATCH_CUDA if device.type == "cuda" else AUTO_BATCH_CPU
     loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
     group = _process_group(config.distributed, device)
-    store = None if config.state is None else _open_state(config.state, model, config.fingerprint(batch_size))
+    state = _open_state(config.state, model, config.fingerprint(batch_size), group)
     start = time.perf_counter()
     mode = config.gradient_mode
     modes = contextlib.nullcontext() if mode is None else defense_gradient_mode(model, mode)
-    with evaluation_mode(model, device), modes, _accelerated(model, config, device) as fast:
+    with state as store, evaluation_mode(model, device), modes, _accelerated(model, config, device) as fast:
         defenses_used = describe_defenses(model)  # in the modes the attacks run under
         run = _Evaluation(model, fast, config, device, batch_size, group=group, store=store,
                           notes=_defense_notes(defenses_used))
@@ -183,29 +184,38 @@ class _Evaluation:
     attacks: dict[str, Attack] = field(init=False)
     dtype: torch.dtype = field(init=False)
     done: dict[int, BatchRecord] = field(init=False)  #: ranges finished before a resume, by offset
+    bar: Any = field(init=False)  #: the tqdm bar over the batches (disabled without :attr:`bars`)
 
     def __post_init__(self) -> None:
         self.counted = CallCounter(self.fast)
         self.attacks = self.config.named_attacks
         self.dtype = model_dtype(self.fast)  # inputs are cast to it (float32 unless the model is float64, ...)
         self.done = dict(self.store.finished) if self.store is not None else {}
+        self.bar = tqdm(disable=True)
+
+    @property
+    def bars(self) -> bool:
+        """Whether to show progress bars: asked for, stderr a terminal, and rank 0 of a distributed run."""
+        group = self.group
+        return self.config.progress and sys.stderr.isatty() and (group is None or group.rank == 0)
 
     def collect(self, loader: Any) -> list[BatchRecord] | None:
         """Every range's record, in any order (rank 0 of a distributed run: every rank's); ``None`` on
         the other ranks."""
         group = self.group
-        quiet = not self.config.progress or not sys.stderr.isatty() or (group is not None and group.rank != 0)
-        bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch", disable=quiet)
+        self.bar = tqdm(iterate_batches(loader), desc="evaluate", unit="batch", total=_batch_count(loader),
+                        disable=not self.bars)
         offset = 0
-        for b, (x, y) in enumerate(bar):
-            check_batch(x, y, self.config.bounds, b)
-            n = x.shape[0]
-            if n and (group is None or group.owns(b)):
-                for record in self.evaluate_batch(x, y, b, offset):
-                    if self.store is not None:
-                        self.store.save(record)
-                    self.records.append(record)
-            offset += n
+        with self.bar:
+            for b, (x, y) in enumerate(self.bar):
+                check_batch(x, y, self.config.bounds, b)
+                n = x.shape[0]
+                if n and (group is None or group.owns(b)):
+                    for record in self.evaluate_batch(x, y, b, offset):
+                        if self.store is not None:
+                            self.store.save(record)
+                        self.records.append(record)
+                offset += n
         beyond = sorted(o for o in self.done if o >= offset)
         if beyond:
             raise InputError(f"the evaluation state holds examples from {beyond[0]} on, but the data has only "
@@ -256,6 +266,7 @@ class _Evaluation:
         found: dict[str, SweepResult] = {}
         calls: dict[str, dict[str, int]] = {}
         for a, (name, attack) in enumerate(self.attacks.items()):
+            self.bar.set_postfix_str(name)
             t0 = time.perf_counter()
             before = self.counted.snapshot()
             found[name] = sweep(self.counted, attack, x, y, correct, budgets, bounds=config.bounds, norm=config.norm,
@@ -317,8 +328,16 @@ class _Evaluation:
             broken_at={k: v.to(device) for k, v in subset["broken"].items()}, correct=subset["correct"].to(device),
             budgets=[e for e in report.epsilons if e > 0], robust_accuracy=report.robust_accuracy,
             by_attack=report.by_attack, norm=report.norm, bounds=report.bounds, num_classes=report.num_classes,
-            seed=checks_seed, strict=self.config.strict,
+            seed=checks_seed, strict=self.config.strict, progress=self.bars,
         )
+
+
+def _batch_count(loader: Any) -> int | None:
+    """The number of batches ``loader`` yields, when it knows (a ``DataLoader`` of a sized dataset does)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _uncovered(x: Tensor, y: Tensor, offset: int, done: dict[int, BatchRecord]) -> list[tuple[int, int]]:
@@ -362,11 +381,42 @@ def _process_group(requested: bool | None, device: torch.device) -> Any:
     return ProcessGroup.current(device)
 
 
-def _open_state(path: Path, model: nn.Module, settings: dict[str, Any]) -> Any:
-    """The evaluation state in ``path`` for ``model`` evaluated with ``settings`` (``EvalConfig.fingerprint``)."""
+@contextlib.contextmanager
+def _open_state(path: Path | None, model: nn.Module, settings: dict[str, Any], group: Any) -> Iterator[Any]:
+    """The evaluation state in ``path`` (``None``: no state) for ``model`` evaluated with ``settings``
+    (``EvalConfig.fingerprint``), locked until the evaluation ends.
+
+    In a distributed evaluation rank 0 opens and locks the directory before any other rank touches
+    it, and tells them whether it could: they open it without the lock (rank 0 holds it for the
+    whole run) or raise rank 0's error.
+    """
+    if path is None:
+        yield None
+        return
     from robustness.state import EvaluationState, model_fingerprint
 
-    return EvaluationState.open(path, {**settings, "model": model_fingerprint(model)})
+    fingerprint = {**settings, "model": model_fingerprint(model)}
+    if group is not None and group.rank != 0:
+        failed = group.broadcast(None)
+        if failed is not None:
+            from robustness.distributed import CollectiveError
+
+            is_input, message = failed
+            raise InputError(message) if is_input else CollectiveError(f"rank 0 could not open the evaluation "
+                                                                       f"state {path}: {message}")
+        with EvaluationState.open(path, fingerprint, lock=False) as store:
+            yield store
+        return
+    try:
+        store = EvaluationState.open(path, fingerprint)
+    except Exception as err:
+        if group is not None:  # the other ranks raise it too, instead of evaluating into a directory not ours
+            group.broadcast((isinstance(err, InputError), str(err)))
+        raise
+    with store:
+        if group is not None:
+            group.broadcast(None)
+        yield store
 
 
 def _accelerated(model: nn.Module, config: EvalConfig,

@@ -9,14 +9,21 @@ ranges evaluated after a resume draw the same numbers as in an uninterrupted run
 Layout of a state directory::
 
     run-state/
-        meta.json                  {"format": 1, "robustness": "0.1.0", "torch": "2.14.1",
+        robustness.lock            held by the evaluation running here: {"pid", "host", "since", "command"}
+        meta.json                  {"format": 2, "robustness": "0.1.0", "torch": "2.14.1",
                                     "fingerprint": {"model": "<sha-256>", "attacks": {...}, "epsilons": [...],
                                                     "norm": ..., "bounds": ..., "seed": ..., "batch_size": ...,
                                                     "schedule": ..., "gradient_mode": ..., "amp": ...}}
         range-000000000000.pt      the BatchRecord of examples 0..15  (torch.save of tensors, numbers,
         range-000000000016.pt      the BatchRecord of examples 16..31  strings, lists and dicts:
-        ...                                                             read with weights_only=True)
+        ...                                                             read with weights_only=True),
+                                   each with the SHA-256 of the fingerprint it was computed for
 
+* One evaluation at a time: :meth:`EvaluationState.open` locks ``robustness.lock`` for the run
+  (:mod:`robustness.locking`: ``flock``, released by the operating system when the run dies, even
+  by ``kill -9``) and a second evaluation on the same directory is an :class:`~robustness.errors.InputError`
+  at once, naming the holder (pid, host, start time, command); :meth:`EvaluationState.close` releases
+  it. The ranks of a distributed evaluation share rank 0's lock (``lock=False`` on the others).
 * ``meta.json`` is written first, when the directory is created; opening an existing directory
   compares its fingerprint with the evaluation's, and any difference (other weights, attacks,
   budgets, seed, batch size, ...) is an :class:`~robustness.errors.InputError` that names it:
@@ -28,12 +35,19 @@ Layout of a state directory::
   Leftover temporary files (``.range-....tmp``) are ignored, and removed once they are a minute
   old (a younger one may belong to a rank of a distributed run that is writing it now).
 * A corrupt or truncated record file is an error that names it: delete that file to evaluate its
-  examples again. One evaluation (or the ranks of one distributed evaluation) per directory.
+  examples again. So is a record file stamped with another fingerprint than meta.json's (a file
+  copied in from another evaluation): an error rather than a re-evaluation, because it means
+  something other than this evaluation wrote here, and nothing in the directory is overwritten
+  until you have looked. Directories of format 1 (record files without the stamp, written before
+  the lock existed, so possibly mixed by two concurrent runs) are refused with the format error.
 
 Example::
 
     report = robustness.evaluate(model, data, attacks=["pgd"], epsilons=[0, 0.1], state="run-state/")
     # killed here? The same call again resumes and returns the same report.
+
+    with EvaluationState.open("run-state/", fingerprint) as store:   # locked until the block ends
+        store.save(record)
 """
 
 from __future__ import annotations
@@ -57,15 +71,20 @@ from torch import Tensor, nn
 from robustness.errors import InputError, RobustnessWarning
 from robustness.integrity import read_torch_file, tensor_bytes
 from robustness.io import atomic_open, atomic_write_text
+from robustness.locking import FileLock, acquire
 from robustness.records import BatchRecord
 
-__all__ = ["EvaluationState", "STATE_FORMAT", "model_fingerprint"]
+__all__ = ["EvaluationState", "LOCK", "STATE_FORMAT", "fingerprint_sha256", "model_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 #: version of the directory layout and record format; another one is an error on open
-STATE_FORMAT = 1
+#: (2: each record file carries its fingerprint's SHA-256, and the directory is locked while in use)
+STATE_FORMAT = 2
 META = "meta.json"
+LOCK = "robustness.lock"
+#: the key of a record file that holds the SHA-256 of the fingerprint it was computed for
+STAMP = "fingerprint_sha256"
 _RECORD = re.compile(r"range-(\d+)\.pt")
 _TEMPORARY = re.compile(r"\.(meta\.json|range-\d+\.pt)\..+\.tmp")  # robustness.io.atomic_open's names
 #: a temporary file untouched for this long is a leftover of a killed run, not a write in progress
@@ -96,7 +115,8 @@ def model_fingerprint(model: nn.Module) -> str:
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    digest = hashlib.sha256(f"robustness-model-fingerprint {STATE_FORMAT} {type(model).__qualname__}\n".encode())
+    # "1": the fingerprint's own version (kept when the directory layout, STATE_FORMAT, changes)
+    digest = hashlib.sha256(f"robustness-model-fingerprint 1 {type(model).__qualname__}\n".encode())
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
             data = tensor_bytes(name, tensor)
@@ -109,22 +129,28 @@ def model_fingerprint(model: nn.Module) -> str:
 class EvaluationState:
     """The finished ranges of one evaluation, in a directory (see the module docstring).
 
-    Open it with :meth:`open`; :attr:`finished` maps offsets to the records saved so far, and
-    :meth:`save` adds one, atomically.
+    Open it with :meth:`open` (which locks the directory) and close it with :meth:`close`, or use
+    it as a context manager; :attr:`finished` maps offsets to the records saved so far, and
+    :meth:`save` adds one, atomically, stamped with the fingerprint.
     """
 
-    def __init__(self, path: Path, fingerprint: dict[str, Any], records: dict[int, BatchRecord]) -> None:
+    def __init__(self, path: Path, fingerprint: dict[str, Any], records: dict[int, BatchRecord],
+                 lock: FileLock | None = None) -> None:
         self.path = path
         self.fingerprint = fingerprint
+        self.stamp = fingerprint_sha256(fingerprint)
         self._records = records
+        self._lock = lock
 
     @classmethod
-    def open(cls, path: str | Path, fingerprint: Mapping[str, Any]) -> EvaluationState:
-        """Create the state directory ``path`` for an evaluation with ``fingerprint``, or open it.
+    def open(cls, path: str | Path, fingerprint: Mapping[str, Any], *, lock: bool = True) -> EvaluationState:
+        """Create the state directory ``path`` for an evaluation with ``fingerprint``, or open it, and lock it.
 
         ``fingerprint``: plain JSON values (the runner passes :meth:`robustness.EvalConfig.fingerprint` and
         :func:`model_fingerprint`). An existing directory must hold a ``meta.json`` with the same
-        fingerprint (else :class:`InputError`, naming what differs), or be empty.
+        fingerprint (else :class:`InputError`, naming what differs), or be empty. An evaluation
+        running in it already is an :class:`InputError` naming it; ``lock=False`` skips the lock
+        (for the ranks of a distributed evaluation whose rank 0 holds it).
         """
         path = Path(path)
         wanted = _as_json(dict(fingerprint))
@@ -132,25 +158,31 @@ class EvaluationState:
             raise InputError(f"the evaluation state {path} is a file, not a directory: pass a directory "
                              f"(it is created if missing)")
         path.mkdir(parents=True, exist_ok=True)
+        _listing(path)  # a foreign directory is refused before the lock file is created in it
+        held = acquire(path / LOCK, what=f"the evaluation state {path}",
+                       fix="wait for that evaluation to finish, or use another state directory (--state)") \
+            if lock else None
+        try:
+            return cls._open_locked(path, wanted, held)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+
+    @classmethod
+    def _open_locked(cls, path: Path, wanted: dict[str, Any], lock: FileLock | None) -> EvaluationState:
         _remove_stale(path)
         meta_path = path / META
-        # one listing decides: meta.json is written before any record (ranks of a distributed run open at once)
-        foreign = sorted(p.name for p in path.iterdir() if not _TEMPORARY.fullmatch(p.name))
-        if META in foreign:
+        # after the lock, one listing decides (the ranks of a distributed run open after rank 0 wrote meta.json)
+        if META in _listing(path):
             _check_meta(path, _read_meta(meta_path), wanted)
             records = _load_records(path, wanted)
             log.info("resuming the evaluation in %s: %d finished ranges (%d examples)", path, len(records),
                      sum(r.n for r in records.values()))
-            return cls(path, wanted, records)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise InputError(
-                f"{path} holds files ({shown}) but no {META}: it is not an evaluation state and nothing in it "
-                f"is overwritten; pass a new or empty directory as the state"
-            )
+            return cls(path, wanted, records, lock)
         meta = {"format": STATE_FORMAT, **_versions(), "fingerprint": wanted}
         atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        return cls(path, wanted, {})
+        return cls(path, wanted, {}, lock)
 
     @property
     def finished(self) -> Mapping[int, BatchRecord]:
@@ -160,12 +192,41 @@ class EvaluationState:
     def save(self, record: BatchRecord) -> None:
         """Write ``record`` to ``range-<offset>.pt`` atomically (replacing one of the same offset)."""
         state = _plain({f.name: getattr(record, f.name) for f in dataclasses.fields(record)}, "record")
+        state[STAMP] = self.stamp
         with atomic_open(self.path / _record_name(record.offset), "wb") as handle:
             torch.save(state, handle)
         self._records[record.offset] = record
 
+    def close(self) -> None:
+        """Release the directory's lock (the records stay); a second call does nothing."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> EvaluationState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"EvaluationState({str(self.path)!r}, {len(self._records)} finished ranges)"
+
+
+def fingerprint_sha256(fingerprint: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of ``fingerprint`` as canonical JSON: the stamp of each record file."""
+    return hashlib.sha256(json.dumps(_as_json(dict(fingerprint)), sort_keys=True).encode()).hexdigest()
+
+
+def _listing(path: Path) -> list[str]:
+    """The names in ``path`` besides the lock and temporary files; files without ``meta.json`` are an error."""
+    names = sorted(p.name for p in path.iterdir() if p.name != LOCK and not _TEMPORARY.fullmatch(p.name))
+    if names and META not in names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise InputError(
+            f"{path} holds files ({shown}) but no {META}: it is not an evaluation state and nothing in it "
+            f"is overwritten; pass a new or empty directory as the state"
+        )
+    return names
 
 
 def _record_name(offset: int) -> str:
@@ -271,8 +332,15 @@ def _load_record(p: Path, fingerprint: dict[str, Any]) -> BatchRecord:
     state = read_torch_file(p, what="evaluation state file", corrupt=lambda why: _corrupt(p, why),
                             objects_fix=f"delete it (the harness writes tensors only), or delete {p.parent}")
     names = {f.name for f in dataclasses.fields(BatchRecord)}
-    if not isinstance(state, dict) or set(state) != names:
+    if not isinstance(state, dict) or set(state) != names | {STAMP}:
         raise _corrupt(p, "not a batch record of this version")
+    stamp, wanted = state.pop(STAMP), fingerprint_sha256(fingerprint)
+    if stamp != wanted:
+        raise InputError(
+            f"the evaluation state file {p} was computed for another evaluation (fingerprint SHA-256 "
+            f"{str(stamp)[:12]}...) than the one {META} records ({wanted[:12]}...): delete that file to evaluate "
+            f"its examples again, or delete {p.parent} to start over"
+        )
     attacks = fingerprint.get("attacks")
     if (not isinstance(state["labels"], Tensor) or state["labels"].dim() != 1 or not isinstance(state["offset"], int)
             or (isinstance(attacks, dict) and set(state["broken"]) != set(attacks))):

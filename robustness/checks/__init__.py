@@ -79,6 +79,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from robustness.attacks.base import Attack
 from robustness.checks.attack_checks import (
@@ -186,6 +187,7 @@ def run_checks(
     num_classes: int,
     seed: int,
     strict: bool = False,
+    progress: bool = False,
 ) -> list[Check]:
     """The verdicts of every check in :data:`CHECKS`, in that order.
 
@@ -202,6 +204,8 @@ def run_checks(
         by_attack: the report's accuracy per attack and budget.
         norm, bounds, num_classes, seed: those of the evaluation.
         strict: a check that would warn fails instead.
+        progress: show a tqdm bar over the checks on stderr (the runner passes its own rule: asked for,
+            and stderr a terminal).
 
     Returns:
         One :class:`Check` per check.
@@ -217,8 +221,9 @@ def run_checks(
         bounds=bounds, num_classes=int(num_classes), seed=int(seed), strict=bool(strict),
     )
     results: list[Check] = []
-    with _untouched(model, device):
-        for name, check in CHECKS:
+    with _untouched(model, device), tqdm(CHECKS, desc="checks", unit="check", disable=not progress) as bar:
+        for name, check in bar:
+            bar.set_postfix_str(name)
             start = time.perf_counter()
             try:
                 result = check(ctx)

@@ -27,27 +27,21 @@ from robustness import cli
 CHILD = textwrap.dedent("""
     import dataclasses, sys, time
     from pathlib import Path
-    from torch.utils.data import Dataset
     from robustness import cli, datasets
+    from tests.hostile.stalling import Stalling
 
     marker, argv = Path(sys.argv[1]), sys.argv[2:]
     state = Path(argv[argv.index("--out") + 1] + ".state")
     real_load = datasets.load_dataset
 
-    class Stalling(Dataset):
-        def __init__(self, inner):
-            self.inner = inner
-        def __len__(self):
-            return len(self.inner)
-        def __getitem__(self, i):
-            if state.exists():  # epoch 1 is saved: wait here for the parent's signal
-                marker.touch()
-                time.sleep(600)
-            return self.inner[i]
+    def stall(i):
+        if state.exists():  # epoch 1 is saved: wait here for the parent's signal
+            marker.touch()
+            time.sleep(600)
 
     def load(name, **kw):
         data = real_load(name, **kw)
-        return dataclasses.replace(data, dataset=Stalling(data.dataset)) if kw.get("split") == "train" else data
+        return dataclasses.replace(data, dataset=Stalling(data.dataset, stall)) if kw.get("split") == "train" else data
 
     datasets.load_dataset = load
     raise SystemExit(cli.main(argv))
@@ -56,7 +50,9 @@ CHILD = textwrap.dedent("""
 TRAIN = ["train", "--arch", "small-cnn", "--arch-kwargs", "width=4", "--method", "pgd", "--steps", "1",
          "--epochs", "3", "--batch-size", "64", "--eval-steps", "2", "--eval-samples", "32", "--seed", "2",
          "--threads", "1", "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+REPO = Path(__file__).resolve().parents[2]  # on the children's path: they import tests.hostile.stalling
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 SIGNALS = {"SIGKILL": (signal.SIGKILL, -signal.SIGKILL), "SIGINT": (signal.SIGINT, 130)}  # 130: the CLI's Ctrl-C
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py

@@ -35,6 +35,8 @@ from robustness.datasets import load_dataset
 from robustness.distributed import ProcessGroup, local_device
 from robustness.errors import InputError
 from robustness.loading import DEFAULT_MODEL_PATH, load_model
+from robustness.locking import acquire
+from robustness.state import LOCK
 from tests.dist_utils import spawn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +71,12 @@ def _worker(rank: int, tmp: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=WORLD)
     try:
         out: dict[str, Any] = {"figures": _figures(_evaluate())}
+        # a state directory: rank 0 locks it for every rank; one locked by another process stops every rank
+        out["state_figures"] = _figures(_evaluate(state=Path(tmp) / "state"))
+        try:
+            _evaluate(state=Path(tmp) / "held")
+        except InputError as e:
+            out["held"] = str(e)
         x, y = torch.rand(100, 1, 8, 8), torch.randint(0, 10, (100,))
         x[70] += 2.0  # out of bounds in batch 1 (rank 1's): every rank checks every batch before gathering
         try:
@@ -96,7 +104,9 @@ def _spawn(worker: Any, tmp: str, timeout: float = 120.0) -> None:
 @pytest.fixture(scope="module")
 def ranks() -> Iterator[tuple[list[dict[str, Any]], Path]]:
     with tempfile.TemporaryDirectory() as tmp:
-        _spawn(_worker, tmp)
+        (Path(tmp) / "held").mkdir()
+        with acquire(Path(tmp) / "held" / LOCK, what="held", fix="wait"):  # another evaluation, for the workers
+            _spawn(_worker, tmp)
         yield [torch.load(Path(tmp) / f"out{r}.pt", weights_only=False) for r in range(WORLD)], Path(tmp)
 
 
@@ -111,6 +121,16 @@ def test_two_processes_give_the_single_process_report(ranks, single) -> None:
     assert single["checks"] and single["by_attack"] and single["per_class"] and single["perturbation"]
     for r in results:  # every rank returns rank 0's report
         assert r["figures"] == single
+
+
+def test_a_state_directory_is_locked_by_rank_0_for_every_rank(ranks, single) -> None:
+    results, tmp = ranks
+    for r in results:
+        assert r["state_figures"] == single
+        # rank 0's error, on every rank
+        assert r["held"].startswith(f"the evaluation state {tmp / 'held'} is in use by pid {os.getpid()} on ")
+    assert sorted(p.name for p in (tmp / "state").glob("range-*.pt")) == [f"range-{o:012d}.pt" for o in (0, 64, 128)]
+    assert sorted(p.name for p in (tmp / "held").iterdir()) == [LOCK]  # nobody evaluated into it
 
 
 def test_bad_input_is_an_input_error_on_every_rank(ranks) -> None:

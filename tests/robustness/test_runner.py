@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import io
+import re
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import robustness
 from robustness.attacks import FGSM, PGD
 from robustness.attacks.base import FixedBudgetAttack
+from robustness.checks import CHECKS
 from robustness.errors import InputError, RobustnessWarning
 
 
@@ -376,3 +380,32 @@ def test_a_half_precision_model_is_refused_with_advice(trained_model, test_batch
     model = copy.deepcopy(trained_model).to(dtype)
     with pytest.raises(InputError, match=r"half precision.*model.float\(\).*amp='bf16'"):
         robustness.evaluate(model, test_batch, attacks=["fgsm"], epsilons=[0.1], progress=False)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal: tqdm draws its bars into it."""
+
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("progress, tty", [(True, True), (False, True), (True, False)])
+def test_progress_bars_have_a_total_and_stay_quiet_when_asked_or_not_a_terminal(trained_model, test_batch,
+                                                                                monkeypatch, progress, tty) -> None:
+    stderr = _Terminal(tty)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    x, y = test_batch[0][:40], test_batch[1][:40]  # 3 batches of 16, 16 and 8
+    robustness.evaluate(trained_model, (x, y), attacks=["fgsm"], epsilons=[0, 0.1], batch_size=16,
+                        progress=progress)
+    text = stderr.getvalue()
+    if not (progress and tty):
+        assert text == ""
+        return
+    checks = len(CHECKS)
+    assert "evaluate: 100%" in text and "| 3/3 [" in text  # the total, hence the time left: [elapsed<left, ...]
+    assert re.search(r"evaluate:\s+0%\|\s+\| 0/3 \[00:00<\?", text)
+    assert "checks: 100%" in text and f"| {checks}/{checks} [" in text

@@ -1,5 +1,6 @@
-"""Resumable evaluations (robustness/state.py): kill -9 and resume, reuse of finished ranges, and a clear
-error for every mismatch or damaged file.
+"""Resumable evaluations (robustness/state.py): reuse of finished ranges, the lock, and a clear error for
+every mismatch or damaged file. The real processes killed, interrupted or racing on one directory are in
+tests/hostile/test_evaluate_interrupts.py.
 
 "The same report" here means ``Report.to_dict()`` without ``timings`` (wall-clock seconds: they differ
 from run to run), plus ``per_sample`` and the pixels of the example images. ``model_calls`` is part of it:
@@ -14,9 +15,7 @@ import io
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
+import socket
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -27,13 +26,12 @@ import torch
 from torch import nn
 
 import robustness
+from robustness import locking
 from robustness.attacks import FGSM
-from robustness import cli
 from robustness.errors import InputError, RobustnessWarning
-from robustness.loading import DEFAULT_MODEL_PATH
 from robustness.records import BatchRecord
 from robustness.report import Report
-from robustness.state import META, STALE_SECONDS, EvaluationState, model_fingerprint
+from robustness.state import LOCK, META, STALE_SECONDS, EvaluationState, model_fingerprint
 from tests.counting import Counting
 from tests.damage import KINDS, damage_file
 
@@ -75,44 +73,6 @@ def _files(state: Path) -> dict[str, tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# kill -9 in the middle of a CLI evaluation, then the same command again
-
-
-def test_kill_9_midway_then_the_same_command_resumes_to_the_uninterrupted_report(tmp_path) -> None:
-    state = tmp_path / "state"
-    # the shipped model, 64 examples in 4 ranges of 16; 300 PGD steps at a small budget (few samples break
-    # early) make each range take a fraction of a second, long enough to kill the run between two ranges
-    args = ["evaluate", "--model", str(DEFAULT_MODEL_PATH), "--n", "64", "--batch-size", "16", "--attacks",
-            "fgsm,pgd(steps=300)", "--eps", "0,0.05", "--norm", "linf", "--seed", "3", "--no-checks", "--quiet"]
-    command = [sys.executable, "-m", "robustness", *args, "--state", str(state), "--out", str(tmp_path / "resumed")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the reference runs in this process
-
-    victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(state.glob("range-*.pt")) and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    _, err = victim.communicate(timeout=60)
-    assert victim.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
-    killed = _files(state)
-    assert 1 <= len(killed) < 4, f"killed with {len(killed)} of 4 ranges finished"
-    assert not (tmp_path / "resumed").exists()
-
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    finished = _files(state)
-    assert len(finished) == 4
-    assert all(finished[name] == killed[name] for name in killed)  # ranges finished before were not redone
-
-    assert cli.main([*args, "--out", str(tmp_path / "uninterrupted")]) == 0
-    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("uninterrupted", "resumed"))
-    del a["timings"], b["timings"]
-    assert a == b
-    samples = [(tmp_path / d / "samples.csv").read_text() for d in ("uninterrupted", "resumed")]
-    assert samples[0] == samples[1]
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # resuming in-process
 
 
@@ -123,7 +83,8 @@ def test_resume_evaluates_only_the_missing_ranges_and_gives_the_same_report(trai
     full_model = Counting(trained_model)
     full = robustness.evaluate(full_model, (x, y), **SETTINGS, state=state)
     assert sorted(_files(state)) == [f"range-{o:012d}.pt" for o in (0, 16, 32, 48)]
-    kept = EvaluationState.open(state, json.loads((state / META).read_text())["fingerprint"]).finished
+    with EvaluationState.open(state, json.loads((state / META).read_text())["fingerprint"]) as store:
+        kept = dict(store.finished)
     for offset in (16, 48):  # as if killed: two ranges missing
         (state / f"range-{offset:012d}.pt").unlink()
     before = _files(state)
@@ -158,7 +119,7 @@ def test_saved_records_read_back_identical_and_compact(trained_model, test_batch
     robustness.evaluate(trained_model, (x, y), **SETTINGS, checks=False, state=tmp_path / "s")
     assert len(saved) == 2 and saved[0].examples and saved[0].subset is not None
     fingerprint = json.loads((tmp_path / "s" / META).read_text())["fingerprint"]
-    store = EvaluationState.open(tmp_path / "s", fingerprint)
+    store = EvaluationState.open(tmp_path / "s", fingerprint, lock=False)
     for record in saved:
         loaded = store.finished[record.offset]
         assert all(_same(getattr(record, f.name), getattr(loaded, f.name)) for f in fields(BatchRecord))
@@ -175,7 +136,7 @@ def test_saved_records_read_back_identical_and_compact(trained_model, test_batch
     store.save(big)  # the same offset again: overwritten
     assert (tmp_path / "s" / "range-000000000016.pt").stat().st_size < size + 1000
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [META, "range-000000000000.pt",
-                                                                  "range-000000000016.pt"]
+                                                                  "range-000000000016.pt", LOCK]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,7 +200,10 @@ def test_other_data_is_the_runners_error(small_state) -> None:
     assert _contents(state) == before
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "other-offset", "other-attacks"])
+OTHER_RUN = {"other-attacks": {"attacks": ["pgd"]}, "other-seed": {"seed": 1}}  # same shape: only the stamp differs
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "other-offset", *OTHER_RUN])
 def test_a_damaged_record_file_is_an_error_naming_it(small_state, damage, tmp_path) -> None:
     state, kwargs = small_state
     reference = robustness.evaluate(**{**kwargs, "state": None})
@@ -248,10 +212,11 @@ def test_a_damaged_record_file_is_an_error_naming_it(small_state, damage, tmp_pa
         damage_file(path, damage)
     elif damage == "other-offset":
         path.write_bytes((state / "range-000000000000.pt").read_bytes())
-    else:  # a record of another evaluation, copied in
-        robustness.evaluate(**{**kwargs, "attacks": ["pgd"], "state": tmp_path / "other"})
+    else:  # a record of another evaluation, copied in (what two runs racing on one directory left before the lock)
+        robustness.evaluate(**{**kwargs, **OTHER_RUN[damage], "state": tmp_path / "other"})
         path.write_bytes((tmp_path / "other" / path.name).read_bytes())
-    with pytest.raises(InputError, match="unreadable") as info:
+    expected = "was computed for another evaluation" if damage in OTHER_RUN else "unreadable"
+    with pytest.raises(InputError, match=expected) as info:
         robustness.evaluate(**kwargs)
     assert str(path) in str(info.value) and "delete that file" in str(info.value) and "\n" not in str(info.value)
     path.unlink()  # as the message says: that range is evaluated again
@@ -275,9 +240,41 @@ def test_another_format_is_an_error_and_another_version_a_warning(small_state) -
     (state / META).write_text(json.dumps({**meta, "robustness": "0.0.1"}))
     with pytest.warns(RobustnessWarning, match="written by robustness 0.0.1"):
         robustness.evaluate(**kwargs)
-    (state / META).write_text(json.dumps({**meta, "format": 99}))
-    with pytest.raises(InputError, match="has format 99"):
-        robustness.evaluate(**kwargs)
+    for old in (99, 1):  # 1: record files without the fingerprint stamp, written before the lock existed
+        (state / META).write_text(json.dumps({**meta, "format": old}))
+        with pytest.raises(InputError, match=f"has format {old} .*this version reads format 2: delete"):
+            robustness.evaluate(**kwargs)
+
+
+def test_a_state_in_use_is_refused_at_once_naming_the_holder(small_state) -> None:
+    state, kwargs = small_state
+    fingerprint = json.loads((state / META).read_text())["fingerprint"]
+    before = _contents(state)
+    with EvaluationState.open(state, fingerprint):  # another evaluation is running here
+        holder = json.loads((state / LOCK).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(InputError) as info:
+            robustness.evaluate(**kwargs)
+        assert _contents(state) == {**before, LOCK: (state / LOCK).read_bytes()}  # nothing written, lock kept
+    message = str(info.value)
+    assert message.startswith(f"the evaluation state {state} is in use by pid {os.getpid()} on "
+                              f"{socket.gethostname()} since {holder['since']} ({holder['command']}): wait ")
+    assert "another state directory (--state)" in message and "\n" not in message
+    assert (state / LOCK).read_text() == ""  # released and emptied
+    robustness.evaluate(**kwargs)  # free again: it resumes
+
+
+def test_a_holder_that_wrote_nothing_is_still_refused(tmp_path, monkeypatch) -> None:
+    fcntl = pytest.importorskip("fcntl")  # POSIX
+    monkeypatch.setattr(locking, "READ_HOLDER_SECONDS", 0.05)
+    (tmp_path / "s").mkdir()
+    with open(tmp_path / "s" / LOCK, "w") as handle:  # locked by a process that is not the harness
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match=r"is in use by another process \(it has not written itself into"):
+            EvaluationState.open(tmp_path / "s", {"model": "abc"})
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [LOCK]
+    with EvaluationState.open(tmp_path / "s", {"model": "abc"}):
+        assert json.loads((tmp_path / "s" / LOCK).read_text())["pid"] == os.getpid()
 
 
 def test_a_foreign_directory_or_a_file_is_never_used(trained_model, test_batch, tmp_path) -> None:
@@ -294,7 +291,7 @@ def test_a_foreign_directory_or_a_file_is_never_used(trained_model, test_batch, 
     empty = tmp_path / "empty"
     empty.mkdir()
     robustness.evaluate(trained_model, (test_batch[0][:16], test_batch[1][:16]), **kwargs, state=empty / "a" / "b")
-    assert sorted(p.name for p in (empty / "a" / "b").iterdir()) == [META, "range-000000000000.pt"]
+    assert sorted(p.name for p in (empty / "a" / "b").iterdir()) == [META, "range-000000000000.pt", LOCK]
 
 
 def test_leftover_temporary_files_are_ignored_and_stale_ones_removed(tmp_path) -> None:
@@ -307,11 +304,12 @@ def test_leftover_temporary_files_are_ignored_and_stale_ones_removed(tmp_path) -
     os.utime(half_meta, (old, old))
     fresh = state / ".range-000000000016.pt.x7y8z9.tmp"  # maybe being written by another rank right now
     fresh.write_bytes(b"\x00partial")
-    store = EvaluationState.open(state, fingerprint)
-    assert dict(store.finished) == {} and not half_meta.exists() and fresh.exists()
+    with EvaluationState.open(state, fingerprint) as store:
+        assert dict(store.finished) == {} and not half_meta.exists() and fresh.exists()
     os.utime(fresh, (old, old))
-    assert dict(EvaluationState.open(state, fingerprint).finished) == {} and not fresh.exists()
-    assert sorted(p.name for p in state.iterdir()) == [META]
+    with EvaluationState.open(state, fingerprint) as store:
+        assert dict(store.finished) == {} and not fresh.exists()
+    assert sorted(p.name for p in state.iterdir()) == [META, LOCK]
 
 
 # ----------------------------------------------------------------------------------------------------------------
