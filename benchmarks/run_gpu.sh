@@ -25,8 +25,8 @@ step() {  # step SECONDS NAME COMMAND...
   timeout "$limit" "$@" >> "$LOG" 2>&1
   echo "## $name: exit $? after $((SECONDS - start)) s" >> "$LOG"
 }
-step 90 gpu_tests "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
-step 100 cuda_paths "$PY" -m pytest -q -p no:cacheprovider tests/robustness/test_gpu.py \
+step 80 gpu_tests "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step 90 cuda_paths "$PY" -m pytest -q -p no:cacheprovider tests/robustness/test_gpu.py \
   tests/robustness/test_acceleration.py tests/attacks/test_early_stop.py tests/attacks/test_contract.py
 step 220 bench_gpu "$PY" benchmarks/bench_gpu.py --repeats 2 --no-art-apgd --out "$OUT"
 step 140 bench_models "$PY" benchmarks/bench_models.py --device cuda --standard --out "$OUT"
