@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-art-apgd", action="store_true", help="leave ART's APGD out of the apgd section")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for gpu.json and gpu.md")
+    parser.add_argument("--stem", default="gpu", help="result file names: STEM.json and STEM.md (default gpu)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the result files alone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = section_standard(model, x, y, repeats, warmup, "smoke" if args.quick else "standard")
         result = _result(args, date, info, batch, device, steps, targets, queries, repeats, warmup, results)
         if not args.no_write:  # after every section, so that a run stopped by a time limit keeps what it measured
-            save_results(args.out, "gpu", result, _markdown(result))
+            save_results(args.out, args.stem, result, _markdown(result))
     print(_markdown(result))
     return 0
 

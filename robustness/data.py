@@ -42,6 +42,7 @@ def as_loader(data: DataLike, batch_size: int, pin_memory: bool = False) -> Iter
         if x.shape[0] != y.shape[0]:
             raise InputError(f"x has {x.shape[0]} examples but y has {y.shape[0]}: pass one label per input")
         data = TensorDataset(x, y)
+        pin_memory = pin_memory and x.device.type == "cpu"  # tensors already on a GPU cannot be pinned
     if isinstance(data, Dataset):
         try:
             size = len(data)  # type: ignore[arg-type]

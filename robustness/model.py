@@ -124,6 +124,9 @@ def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Ite
     moved = device is not None and torch.device(device) != original
     if any(m.training for m in model.modules()):
         log.info("the model was in training mode: evaluating in eval mode, and restoring its mode afterwards")
+    # Module.to keeps each Parameter object but replaces every buffer by a new tensor: the user's
+    # own buffer objects (a BatchNorm's running_mean, which they may hold) are put back after the move
+    buffers = [(m, name, buf) for m in model.modules() for name, buf in m._buffers.items() if buf is not None]
     with modes_restored(model), random_state_restored(model):
         try:
             model.eval()
@@ -133,6 +136,12 @@ def evaluation_mode(model: nn.Module, device: torch.device | None = None) -> Ite
         finally:
             if moved:
                 model.to(original)
+                with torch.no_grad():
+                    for m, name, buf in buffers:
+                        current = m._buffers.get(name)
+                        if current is not None and current is not buf and current.shape == buf.shape:
+                            buf.copy_(current)
+                            m._buffers[name] = buf
 
 
 class CallCounter(nn.Module):

@@ -241,7 +241,13 @@ def test_on_cuda_follows_the_input_device(trained_model, test_batch) -> None:
     device = torch.device("cuda", torch.cuda.device_count() - 1)
     model = trained_model.to(device)
     on_gpu = attack(model, x.to(device), y.to(device), eps=0.1)
-    assert on_gpu.device == device and torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+    assert on_gpu.device == device
+    # FGSM steps by the gradient's sign: where a component is ~0, CPU and GPU kernels (TF32
+    # convolutions) may disagree on it, so a few pixels may differ, each by at most 2 * eps
+    differs = (on_gpu.cpu() - on_cpu).abs() > 1e-5
+    assert differs.float().mean() < 0.02
+    assert (on_gpu.cpu() - on_cpu).abs().max() <= 0.2 + 1e-5
+    assert (on_gpu.cpu() - x).abs().max() <= 0.1 + 1e-5
     assert all(p.device == device for p in model.parameters())
 
 

@@ -3,6 +3,8 @@ agrees, and the model goes back to the device it came from."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -27,8 +29,21 @@ def test_evaluate_on_cuda_matches_cpu_and_restores_device(trained_model, test_ba
 def test_pgd_runs_on_the_inputs_device(trained_model, test_batch) -> None:
     from robustness.attacks import PGD
 
-    model = trained_model.cuda()
+    model = copy.deepcopy(trained_model).cuda()  # the fixture is shared: never move it
     x, y = (t.cuda() for t in test_batch)
     adv = PGD(steps=5)(model, x, y, eps=0.1, generator=torch.Generator(device="cuda").manual_seed(0))
     assert adv.device.type == "cuda"
     assert (adv - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_data_already_on_the_gpu_is_evaluated_and_the_models_buffers_come_back(trained_model, test_batch) -> None:
+    """CUDA tensors as data (they cannot be pinned), and the model's own buffer objects back after the move."""
+    x, y = test_batch
+    model = copy.deepcopy(trained_model)
+    buffers = {name: buf for name, buf in model.named_buffers()}
+    kwargs = dict(attacks=["fgsm"], epsilons=[0.1], progress=False, checks=False)
+    on_gpu = robustness.evaluate(model, (x.cuda(), y.cuda()), device="cuda", **kwargs)
+    on_cpu = robustness.evaluate(model, (x, y), device="cpu", **kwargs)
+    assert abs(on_gpu.robust_accuracy[0.1] - on_cpu.robust_accuracy[0.1]) <= 1 / x.shape[0] + 1e-9
+    assert model_device(model).type == "cpu"
+    assert all(buf is buffers[name] for name, buf in model.named_buffers())
