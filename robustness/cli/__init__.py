@@ -38,7 +38,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,13 +366,14 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
                           f"{tuple(data.input_shape)} in {list(data.bounds)} ({diameter:.4g}): any input can become "
                           f"any image, so robust accuracy is 0 by construction; for 0-255 pixel units divide the "
                           f"budget by 255", RobustnessWarning, stacklevel=2)
-    failed = False
+    failed, saved = False, 0
     for sweep in sweeps:
         results: list[tuple[str | None, Report, Path, bool]] = []
         for label, loaded in models:
             state = _state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1)
             config = _eval_config(args, sweep, data.bounds, device, state=state, distributed=rank is not None)
-            report = runner.evaluate(loaded.model, data.dataset, config=config)
+            with _model_may_not_exit("while it was evaluated"):
+                report = runner.evaluate(loaded.model, data.dataset, config=config)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
@@ -391,7 +393,21 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             _print_side_by_side(results, sweep, args)
         for _, report, out, _ in results:
             report.save(out)
+            saved += 1
+    if not rank and (saved == 0 or saved != len(sweeps) * len(models)):  # never exit 0 (or 1) without the reports
+        raise RuntimeError(f"{saved} of {len(sweeps) * len(models)} reports were written")
     return 1 if failed else 0
+
+
+@contextmanager
+def _model_may_not_exit(when: str) -> Iterator[None]:
+    """The model's code calling ``sys.exit`` (``SystemExit``) ``when`` is an input error: it would otherwise
+    end the command with the model's exit code (0: a CI gate that passed without an evaluation)."""
+    try:
+        yield
+    except SystemExit as e:
+        raise InputError(f"the model's code called sys.exit({e.code!r}) {when}: a model must return logits, "
+                         "never exit; no report was written") from None
 
 
 def _check_out(out: Path) -> None:
@@ -570,9 +586,12 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
     except KeyboardInterrupt:
         sys.stderr.write("robustness: interrupted\n")
         return 130, None
-    except Exception as e:  # a bug or an unforeseen input: never exit 1, which means "the gate failed"
+    except BaseException as e:  # a bug, an unforeseen input, or a SystemExit from code we called: never 0 or 1
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, SystemExit):
+            return 3, (f"internal error: code the command ran called sys.exit({e.code!r}); the command did not "
+                       "finish (rerun with --debug for the traceback)")
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         return 3, (f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback, and "
                    "please report it)")
