@@ -47,7 +47,8 @@ from typing import Any
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
+from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, float_type, int_type, naming,
+                                   parse_device, parse_epsilons, parse_floats, parse_seed)
 from robustness.cli.train import _add_train_parser, _train
 from robustness.config import EvalConfig
 from robustness.distributed import CollectiveError, torchrun_session
@@ -82,11 +83,22 @@ SHIPPED_AT_SCRIPT = "scripts/train_digits_cnn_at.sh"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors on one line with exit code 2."""
+    """argparse that reports usage errors on one line with exit code 2, and refuses an empty or blank
+    value (``--eps "$UNSET"``) instead of taking it for the default."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"robustness: error: {message}{_suggest_choice(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if action.option_strings and isinstance(value, str) and not value.strip() and value != action.default:
+                self.error(f"argument {'/'.join(action.option_strings)}: empty value (an unset shell variable?): "
+                           "give a value, or leave the flag out for its default")
+        return namespace, extras
 
 
 def _suggest_choice(message: str) -> str:
@@ -99,7 +111,8 @@ def _suggest_choice(message: str) -> str:
 
 
 def split_attack_list(text: str) -> list[str]:
-    """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries.
+    """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries; an empty ``text``
+    or an empty entry (``fgsm,,pgd``) is an :class:`InputError`.
 
     Commas inside parentheses belong to an entry's settings, and parentheses or commas inside
     quoted strings belong to the string. Registry and preset names (the text before ``(``) are
@@ -129,14 +142,18 @@ def split_attack_list(text: str) -> list[str]:
     if depth != 0:
         raise InputError(f"--attacks: unbalanced '(' in {text!r}")
     parts.append("".join(current))
+    if not text.strip():
+        raise InputError("--attacks is empty (an unset shell variable?): give attack names, e.g. --attacks fgsm,pgd")
     out = []
     for part in (p.strip() for p in parts):
-        if part:
-            if part.lower().startswith("art:"):
-                out.append(part)
-            else:  # the name is case-insensitive; settings (True, False, strings) are kept as written
-                head, paren, tail = part.partition("(")
-                out.append(head.lower() + paren + tail)
+        if not part:
+            raise InputError(f"--attacks: empty item in {text!r} (a doubled or trailing comma?): give attack names "
+                             "separated by single commas, e.g. --attacks fgsm,pgd")
+        if part.lower().startswith("art:"):
+            out.append(part)
+        else:  # the name is case-insensitive; settings (True, False, strings) are kept as written
+            head, paren, tail = part.partition("(")
+            out.append(head.lower() + paren + tail)
     return out
 
 
@@ -174,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eps", default=None, help="comma-separated budgets, fractions allowed: 0,2/255,8/255")
     ev.add_argument("--norm", default=None, choices=list(NORMS), type=str.lower,
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
-    ev.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of n examples")
+    ev.add_argument("--n", type=int_type(1), default=None, help="evaluate a seeded random subset of n examples")
     ev.add_argument("--batch-size", type=_batch_size, default=None,
                     help="examples per batch, or auto (the default): on a GPU the largest that fits, found by "
                          "halving from 4096 on an out-of-memory error; 256 on the CPU")
@@ -189,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     ev.add_argument("--seed", type=parse_seed, default=0)
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
-    ev.add_argument("--min-accuracy", type=float, default=None,
+    ev.add_argument("--min-accuracy", type=float_type("a fraction in [0, 1] (0.4 means 40%)", lambda v: 0 <= v <= 1),
+                    default=None,
                     help="exit 1 if the worst-case robust accuracy at the largest budget is below this (0..1)")
     ev.add_argument("--schedule", default="ascending", choices=["ascending", "bisect"],
                     help="how fixed-budget attacks visit the budgets: ascending (warm-started, strongest; default) "
@@ -215,27 +233,28 @@ class _Sweep:
 
 
 def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
+    """The sweeps to run: ``--eps`` and ``--attacks`` when given (empty ones are errors, never the defaults)."""
     table = DEFAULT_EPS.get(dataset, DEFAULT_EPS["*"])
-    norms = [args.norm] if args.norm else (["linf"] if args.attacks or args.eps else ["linf", "l2"])
+    given = args.attacks is not None or args.eps is not None
+    norms = [args.norm] if args.norm else (["linf"] if given else ["linf", "l2"])
     out = []
     for norm in norms:
-        names = split_attack_list(args.attacks or DEFAULT_ATTACKS[norm])
-        if not names:
-            raise InputError("--attacks: give at least one attack name, e.g. --attacks fgsm,pgd")
-        out.append(_Sweep(norm, names, parse_epsilons(args.eps or table[norm])))
+        eps = args.eps if args.eps is not None else table[norm]
+        names = split_attack_list(args.attacks if args.attacks is not None else DEFAULT_ATTACKS[norm])
+        out.append(_Sweep(norm, names, parse_epsilons(eps)))
     return out
 
 
 def _batch_size(text: str) -> int | None:
-    """``--batch-size``: a positive integer, or ``auto`` (``None``: the runner chooses)."""
+    """``--batch-size``: a positive integer below 2**63, or ``auto`` (``None``: the runner chooses)."""
     if text.strip().lower() == "auto":
         return None
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    if not 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"expected a positive integer below 2**63, or auto, got {text!r}")
     return value
 
 
@@ -284,8 +303,6 @@ def _check_attacks(sweep: _Sweep, norm_given: bool) -> None:
 def _check_evaluate(args: argparse.Namespace) -> None:
     """Everything about ``evaluate``'s flags that needs no data or model: checked before any work,
     and before ``--nproc`` starts its workers (a bad attack is then one line, not a failed launch)."""
-    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
-        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
     if args.strict and args.no_checks:
         raise InputError("--strict needs the sanity checks (it fails on their warnings) and --no-checks skips "
                          "them: drop one")
@@ -299,9 +316,12 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     _floats(args.std, "--std")
     parse_device(args.device)
     for sweep in _sweeps(args, args.data):
-        _check_attacks(sweep, norm_given=args.norm is not None)
+        with naming("--attacks", ",".join(sweep.attacks)):
+            _check_attacks(sweep, norm_given=args.norm is not None)
     if not _torchrun_rank():
         _check_out(Path(args.out))
+        if args.state is not None:
+            check_writable(Path(args.state), "--state")
 
 
 def _version() -> str:
@@ -317,8 +337,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_evaluate(args)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
-        data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
-                                     n=args.n, seed=args.seed)
+        with naming("--data", args.data):
+            data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir,
+                                         download=args.download, n=args.n, seed=args.seed)
         models: list[tuple[str | None, loading.LoadedModel]]
         threads = torch.get_num_threads()
         if args.model is None:
@@ -326,9 +347,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
             torch.set_num_threads(1)
         else:
-            models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
-                                                in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
-                                                std=_floats(args.std, "--std"), input_shape=data.input_shape))]
+            with naming("--model", args.model):
+                models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
+                                                    in_channels=data.input_shape[0], input_shape=data.input_shape,
+                                                    mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std")))]
         try:
             return _run_sweeps(args, data, models, device, rank=None if group is None else group.rank)
         finally:
@@ -411,15 +433,12 @@ def _model_may_not_exit(when: str) -> Iterator[None]:
 
 
 def _check_out(out: Path) -> None:
-    """``--out`` must be a directory we can write into (or create): checked before any work is done,
-    without creating anything (an input error later leaves no empty directory behind)."""
+    """``--out`` must be a directory we can write into (or create): checked before any work is done by
+    creating and removing a probe file (:func:`~robustness.cli.common.check_writable`), without creating
+    a directory (an input error later leaves no empty directory behind)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory: give a directory for the report files")
-    existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise InputError(f"--out {out} lies under {existing}, which is a file: give a directory for the reports")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {existing} is not writable by you; give another directory")
+    check_writable(out, "--out")
 
 
 def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:

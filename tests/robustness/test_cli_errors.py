@@ -8,6 +8,7 @@ check the CLI alone and run in milliseconds; one runs a subprocess as the consol
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -254,3 +255,11 @@ def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
     code, _, _ = _run(["evaluate", "--model", "m.pt", "--norm", "L2", "--eps", "0,1", "--out", str(tmp_path)], capsys)
     assert code == 0 and stub["evaluate"][-1].norm == "l2"
 
+
+# 13. --out is checked by writing into it, not by its permission bits (root passes those) ------
+
+def test_an_out_that_permission_bits_call_writable_is_still_checked_before_any_work(stub, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # what root sees, even on /proc
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--out", "/proc/self/robustness-report"], capsys)
+    assert code == 2 and "cannot create files in /proc/self" in err and len(err.strip().splitlines()) == 1
+    assert stub["model"] == [] and stub["evaluate"] == []
