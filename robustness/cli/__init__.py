@@ -40,15 +40,15 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, float_type, int_type, naming,
-                                   parse_device, parse_epsilons, parse_floats, parse_seed)
+from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
+                                   naming, parse_device, parse_epsilons, parse_floats, parse_seed)
 from robustness.cli.train import _add_train_parser, _train
 from robustness.config import EvalConfig
 from robustness.distributed import CollectiveError, torchrun_session
@@ -230,6 +230,7 @@ class _Sweep:
     norm: str
     attacks: list[str]
     epsilons: list[float]
+    labels: dict[float, str] = field(default_factory=dict)  # budgets typed as fractions, as typed
 
 
 def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
@@ -241,7 +242,7 @@ def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
     for norm in norms:
         eps = args.eps if args.eps is not None else table[norm]
         names = split_attack_list(args.attacks if args.attacks is not None else DEFAULT_ATTACKS[norm])
-        out.append(_Sweep(norm, names, parse_epsilons(eps)))
+        out.append(_Sweep(norm, names, parse_epsilons(eps), epsilon_labels(eps)))
     return out
 
 
@@ -379,12 +380,13 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     diameter = width * math.sqrt(math.prod(data.input_shape))  # the L2 distance between opposite corners
     for sweep in sweeps:
         top = max(sweep.epsilons)
+        typed = sweep.labels.get(top, format_eps(top))
         if sweep.norm == "linf" and top >= width:
-            warnings.warn(f"--eps {format_eps(top)} in Linf covers the whole input range {list(data.bounds)}: any "
+            warnings.warn(f"--eps {typed} in Linf covers the whole input range {list(data.bounds)}: any "
                           f"input can become any image, so robust accuracy is 0 by construction; for 0-255 "
                           f"pixel units write the budget as a fraction, e.g. 8/255", RobustnessWarning, stacklevel=2)
         elif sweep.norm == "l2" and top >= diameter:
-            warnings.warn(f"--eps {format_eps(top)} in L2 is at least the distance between any two inputs of shape "
+            warnings.warn(f"--eps {typed} in L2 is at least the distance between any two inputs of shape "
                           f"{tuple(data.input_shape)} in {list(data.bounds)} ({diameter:.4g}): any input can become "
                           f"any image, so robust accuracy is 0 by construction; for 0-255 pixel units divide the "
                           f"budget by 255", RobustnessWarning, stacklevel=2)
@@ -396,6 +398,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             config = _eval_config(args, sweep, data.bounds, device, state=state, distributed=rank is not None)
             with _model_may_not_exit("while it was evaluated"):
                 report = runner.evaluate(loaded.model, data.dataset, config=config)
+            report.epsilon_labels = dict(sweep.labels)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
@@ -505,7 +508,7 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                     print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
         print("|" + "---:|" * (1 + len(labels)))
-        labels_of = eps_labels([e for _, r, _, _ in results for e in r.robust_accuracy])
+        labels_of = eps_labels([e for _, r, _, _ in results for e in r.robust_accuracy], sweep.labels)
         for eps in sorted(first.robust_accuracy):
             cells = [f"{100 * r.robust_accuracy[eps]:.1f}%" if eps in r.robust_accuracy else "-"
                      for _, r, _, _ in results]

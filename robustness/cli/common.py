@@ -1,5 +1,5 @@
-"""Argument helpers that ``robustness evaluate`` and ``robustness train`` share: budgets,
-number lists (``--mean``/``--std``), bounded integers, ``--device``, ``--seed``,
+"""Argument helpers that ``robustness evaluate`` and ``robustness train`` share: budgets and
+their labels, number lists (``--mean``/``--std``), bounded integers, ``--device``, ``--seed``,
 ``--nproc`` and the writability of an output path. Each raises :class:`robustness.errors.InputError`
 (or argparse's ``ArgumentTypeError``) with what to type instead: a value that overflows a float
 (``1e400``) or an integer beyond 64 bits is an input error, never an ``OverflowError``; an empty
@@ -8,6 +8,7 @@ list or an empty item in one (``0.1,,0.2``: an unset shell variable) is an error
 Example::
 
     parse_epsilons("0,2/255,8/255")  # [0.0, 0.00784..., 0.03137...]
+    epsilon_labels("0,2/255,8/255")  # {0.00784...: "2/255", 0.03137...: "8/255"}
     parse_floats("0.5,0.25", "--std")  # [0.5, 0.25]
 """
 
@@ -27,7 +28,7 @@ import torch
 
 from robustness.errors import InputError
 
-__all__ = ["add_nproc", "check_writable", "float_type", "int_type", "naming", "parse_device",
+__all__ = ["add_nproc", "check_writable", "epsilon_labels", "float_type", "int_type", "naming", "parse_device",
            "parse_epsilons", "parse_floats", "parse_seed"]
 
 #: the largest integer a flag takes: torch and Python's C code read sizes as signed 64-bit integers
@@ -39,6 +40,17 @@ MAX_PROCESSES = 1024
 def parse_epsilons(text: str) -> list[float]:
     """``"0,2/255,0.1"`` -> ``[0.0, 0.00784..., 0.1]``; raises :class:`InputError` on bad values."""
     return [value for _, value in _budget_items(text)]
+
+
+def epsilon_labels(text: str) -> dict[float, str]:
+    """The budgets of ``text`` written as fractions, as the user wrote them: ``"0,8/255"`` ->
+    ``{0.0313...: "8/255"}``. Reports print these labels instead of ``0.0313725`` (presentation only:
+    the evaluation and its fingerprint use the floats); the first spelling of a budget wins."""
+    labels: dict[float, str] = {}
+    for part, value in _budget_items(text):
+        if "/" in part:
+            labels.setdefault(value, "".join(part.split()))
+    return labels
 
 
 def _budget_items(text: str) -> list[tuple[str, float]]:

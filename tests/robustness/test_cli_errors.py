@@ -8,6 +8,7 @@ check the CLI alone and run in milliseconds; one runs a subprocess as the consol
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -254,6 +255,25 @@ def test_help_shows_the_version_flag_and_misspelt_commands_get_a_suggestion(caps
 def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
     code, _, _ = _run(["evaluate", "--model", "m.pt", "--norm", "L2", "--eps", "0,1", "--out", str(tmp_path)], capsys)
     assert code == 0 and stub["evaluate"][-1].norm == "l2"
+
+
+# 12. budgets typed as fractions print as typed; report.json keeps the floats beside them -------
+
+def test_budgets_typed_as_fractions_keep_their_form(tmp_path, capsys) -> None:
+    code, out, _ = _run(["--eps", "0,1/10,3/10", "--attacks", "fgsm", "--n", "16", "--no-checks",
+                         "--out", str(tmp_path)], capsys)  # both shipped models, side by side
+    assert code == 0
+    rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| ") and "eps" not in ln]
+    assert rows == ["0", "1/10", "3/10"] and "worst case at eps=3/10" in out
+    report_dir = tmp_path / "standard" / "linf"
+    assert "| 3/10 |" in (report_dir / "report.md").read_text()
+    assert "3/10" in (report_dir / "samples.csv").read_text()  # the budget that broke each example
+    data = json.loads((report_dir / "report.json").read_text())
+    assert data["epsilons"] == [0.0, 0.1, 0.3] and set(data["robust_accuracy"]) == {"0.0", "0.1", "0.3"}
+    assert data["epsilon_labels"] == {"0.1": "1/10", "0.3": "3/10"}
+    assert Report.from_dict(data).eps_label(0.3) == "3/10"
+    del data["epsilon_labels"]  # a report written before the labels existed
+    assert Report.from_dict(data).eps_label(0.3) == "0.3"
 
 
 # 13. --out is checked by writing into it, not by its permission bits (root passes those) ------
