@@ -829,7 +829,7 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
             if name in params or takes_any:
                 kwargs[name] = value
             else:
-                log.info("%s does not take %s; not passing %s=%s", spec, name, name, value)
+                log.debug("%s does not take %s; not passing %s=%s", spec, name, name, value)
         net = _call_factory(spec, factory, kwargs)
         initial = _depends_on_seed(spec, factory, kwargs, net) if isinstance(net, nn.Module) else None
     else:

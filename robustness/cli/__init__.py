@@ -3,8 +3,12 @@
 ``robustness evaluate`` parses arguments, loads the model and data, calls ``evaluate``,
 prints the table, writes the report and picks the exit code: 0 ok, 1 a gate failed
 (``--min-accuracy``, or a check under ``--strict``), 2 a usage or input error (one line, no
-traceback; flags, attacks, budgets and ``--out`` are checked before any work), 3 an internal
-error (one line; ``--debug``, before or after the command, re-raises it with its traceback).
+traceback; flags, attacks, budgets and ``--out`` are checked before any work; an empty value or
+an empty item in a list is an error, never a default), 3 an internal error (one line; ``--debug``,
+before or after the command, re-raises it with its traceback). It exits 0 only after every report
+was written, and user code that calls ``sys.exit`` (a model factory, a model's forward) is an
+error, never the command's exit. Budgets typed as fractions (``8/255``) print as typed.
+ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks and the norms each supports.
 
 Without arguments it evaluates both shipped digits models (``standard`` and ``adv-trained``)
@@ -215,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strict", action="store_true",
                     help="a sanity check that warns fails instead, and a failed check exits 1 (a CI gate)")
     ev.add_argument("--no-checks", action="store_true", help="skip the sanity checks (not recommended)")
-    ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
+    talk = ev.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
+    talk.add_argument("--verbose", action="store_true",
+                      help="also show ART's log lines and the loader's notes (hidden by default)")
     add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins (attacks, with the norms each supports)")
@@ -554,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = _torchrun_rank()  # under torchrun, rank 0 speaks for every rank
     logging.basicConfig(level=logging.ERROR if rank else logging.WARNING if quiet else logging.INFO,
                         format="%(message)s")
+    _set_log_levels(verbose=getattr(args, "verbose", False) and not rank)
     args.shown_warnings = set()
     with warnings.catch_warnings():
         if rank:
@@ -565,6 +573,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not record_exit(code, message) and message is not None:  # a --nproc launcher prints it once itself
         sys.stderr.write(f"robustness: error{f' (rank {rank})' if rank else ''}: {message}\n")
     return code
+
+
+def _set_log_levels(*, verbose: bool) -> None:
+    """ART logs at INFO what it does on import (``set ART_DATA_PATH``) and per attack (``Inferred 1 hidden
+    layers``), and the loader notes at DEBUG what it did not pass to a factory: hidden unless ``verbose``.
+    The command's own settings, replaced on every call (a second ``main`` in one process starts afresh)."""
+    logging.getLogger("art").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("robustness").setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 def _one_line_warning(shown: set[str]) -> Callable[..., None]:

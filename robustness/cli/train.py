@@ -95,7 +95,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--threads", type=int_type(1, MAX_PROCESSES), default=None,
                     help="CPU threads for torch (default: torch's choice); 1 is fastest for small models on a busy "
                          "machine. A resumed run matches an uninterrupted one bit for bit at the same thread count")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars, logs or table; one summary line")
+    talk = tr.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress bars, logs or table; one summary line")
+    talk.add_argument("--verbose", action="store_true", help="also show the log lines of libraries (hidden by default)")
     add_nproc(tr, "trains on its shard under DistributedDataParallel; --batch-size is the global batch, split "
                    "evenly; rank 0 writes the checkpoints")
 

@@ -9,6 +9,7 @@ check the CLI alone and run in milliseconds; one runs a subprocess as the consol
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -257,6 +258,7 @@ def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
     assert code == 0 and stub["evaluate"][-1].norm == "l2"
 
 
+
 # 12. budgets typed as fractions print as typed; report.json keeps the floats beside them -------
 
 def test_budgets_typed_as_fractions_keep_their_form(tmp_path, capsys) -> None:
@@ -283,3 +285,39 @@ def test_an_out_that_permission_bits_call_writable_is_still_checked_before_any_w
     code, _, err = _run(["evaluate", "--model", "m.pt", "--out", "/proc/self/robustness-report"], capsys)
     assert code == 2 and "cannot create files in /proc/self" in err and len(err.strip().splitlines()) == 1
     assert stub["model"] == [] and stub["evaluate"] == []
+
+
+# 14. ART's log lines and the loader's notes show only with --verbose -----------------------------
+
+FACTORY = ("import torch\nfrom robustness import loading\n"
+           "def make():  # takes no num_classes: the loader notes that it does not pass it\n"
+           "    return loading.default_model().model\n")
+
+
+def test_library_logs_show_only_with_verbose(tmp_path, monkeypatch, caplog) -> None:
+    (tmp_path / "quiet_models_q16.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    for name in ("art", "robustness"):  # main sets both; leave them as they were for the other tests
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    caplog.set_level(logging.INFO)  # the root level `robustness evaluate` sets without --quiet ...
+    caplog.handler.setLevel(logging.NOTSET)  # ... and its handler's, which passes what the loggers let through
+    argv = ["evaluate", "--model", "quiet_models_q16:make", "--attacks", "art:FastGradientMethod", "--eps", "0,0.1",
+            "--n", "8", "--no-checks", "--out", str(tmp_path / "out")]
+    for verbose in (True, False):
+        caplog.clear()
+        assert cli.main([*argv, *(["--verbose"] if verbose else [])]) == 0
+        from_art = [r.getMessage() for r in caplog.records if r.name.startswith("art")]
+        notes = [r.getMessage() for r in caplog.records if "does not take num_classes" in r.getMessage()]
+        assert bool(from_art) is verbose and bool(notes) is verbose, (verbose, from_art, notes)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no cwd on sys.path) is 3.11+")
+def test_a_real_run_with_an_art_attack_prints_no_library_lines(tmp_path) -> None:
+    (tmp_path / "quiet_models_q16.py").write_text(FACTORY)
+    proc = subprocess.run([sys.executable, "-P", "-m", "robustness", "evaluate", "--model", "quiet_models_q16:make",
+                           "--attacks", "art:FastGradientMethod", "--eps", "0,0.1", "--n", "8", "--no-checks",
+                           "--out", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for text in ("ART_DATA_PATH", "Inferred", "does not take"):
+        assert text not in proc.stdout + proc.stderr
+    assert "worst case at eps=0.1" in proc.stdout
