@@ -75,12 +75,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--steps", type=int_type(1), default=10, help="attack steps of pgd and trades (default 10)")
     tr.add_argument("--step-size", type=float_type("a number > 0", lambda v: v > 0), default=None,
                     help="attack step as a fraction of eps (default 2.5/steps; 1.25 for fgsm-rs)")
-    tr.add_argument("--beta", type=float_type("a number >= 0", lambda v: v >= 0), default=6.0, help="TRADES weight of the KL term (default 6)")
+    tr.add_argument("--beta", type=float_type("a number >= 0", lambda v: v >= 0), default=6.0,
+                    help="TRADES weight of the KL term (default 6)")
     tr.add_argument("--eps-warmup", type=int_type(0), default=0,
                     help="epochs of linearly growing budget before the full one")
     tr.add_argument("--epochs", type=int_type(1), default=30)
     tr.add_argument("--batch-size", type=int_type(1), default=128)
-    tr.add_argument("--lr", type=float_type("a number > 0", lambda v: v > 0), default=0.1, help="peak learning rate of the one-cycle schedule (SGD)")
+    tr.add_argument("--lr", type=float_type("a number > 0", lambda v: v > 0), default=0.1,
+                    help="peak learning rate of the one-cycle schedule (SGD)")
     tr.add_argument("--weight-decay", type=float_type("a number >= 0", lambda v: v >= 0), default=5e-4)
     tr.add_argument("--eval-steps", type=int_type(1), default=10, help="PGD steps of the per-epoch validation attack")
     tr.add_argument("--eval-samples", type=int_type(1), default=512, help="validation examples attacked per epoch")
