@@ -99,3 +99,13 @@ def test_a_sys_exit_outside_the_model_is_an_internal_error(monkeypatch, capsys) 
     monkeypatch.setattr(cli, "_list", exits)
     code, err = _run(["list", "attacks"], capsys)
     assert code == 3 and "called sys.exit(0)" in err and len(err.splitlines()) == 1
+
+
+def test_a_model_module_that_exits_on_import_is_an_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "exits_on_import_q6.py").write_text("import sys\nsys.exit(0)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "exits_on_import_q6", raising=False)
+    code, err = _run(["evaluate", "--model", "exits_on_import_q6:make", "--out", str(tmp_path / "out"), *FAST],
+                     capsys)
+    assert code == 2 and "called sys.exit(0)" in err and "exits_on_import_q6" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
