@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -484,8 +485,10 @@ def _read_pt(path: Path) -> dict[str, Any]:
         return InputError(f"dataset file {path} is corrupt or truncated ({why}): {_SAVE_ADVICE} again")
 
     try:
-        loaded = read_torch_file(path, what="dataset file", corrupt=corrupt,
-                                 objects_fix=f"a .pt data file holds tensors only; {_SAVE_ADVICE}")
+        with warnings.catch_warnings():  # torch's note on reading sparse tensors: _load_file refuses them anyway
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+            loaded = read_torch_file(path, what="dataset file", corrupt=corrupt,
+                                     objects_fix=f"a .pt data file holds tensors only; {_SAVE_ADVICE}")
     except InputError as e:
         if (pickled_global(e.__cause__ or e) or "").startswith("numpy"):
             raise InputError(f"{path} holds NumPy arrays, which torch.load(weights_only=True) does not read: save "
@@ -498,7 +501,10 @@ def _read_pt(path: Path) -> dict[str, Any]:
 
 
 def _load_file(path: Path) -> LoadedData:
-    if not path.is_file():
+    if not path.is_file():  # checked without opening it: a FIFO would block, a device never end
+        if path.exists():
+            raise InputError(f"dataset file {path} is not a regular file (a directory, FIFO or device): give a "
+                             ".npz or .pt file")
         raise InputError(f"dataset file {path} not found")
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".pt", ".pth"):
@@ -512,6 +518,13 @@ def _load_file(path: Path) -> LoadedData:
         y = arrays["y"] if isinstance(arrays["y"], Tensor) else torch.as_tensor(np.asarray(arrays["y"]))
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"x and y in {path} must be numeric arrays: {e}") from e
+    for key, t in (("x", x), ("y", y)):  # tensors without plain values would fail deep inside torch
+        odd = ("a meta-device tensor, which holds no values" if t.is_meta else "a nested tensor" if t.is_nested
+               else "a quantized tensor" if t.is_quantized else f"a {t.layout} tensor" if t.layout != torch.strided
+               else None)
+        if odd:
+            hint = f" ({key}.to_dense())" if t.layout != torch.strided else ""
+            raise InputError(f"{key} in {path} is {odd}: save a dense tensor holding its values{hint}")
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() != 4:

@@ -806,6 +806,9 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
     except Exception as e:  # the module's own code failed while importing
         raise InputError(f"importing module {module_name!r} for model {spec!r} failed: {type(e).__name__}: "
                          f"{e}") from e
+    except SystemExit as e:  # sys.exit at import: never the caller's exit (a CLI would exit 0 unevaluated)
+        raise InputError(f"importing module {module_name!r} for model {spec!r} called sys.exit({e.code!r}): "
+                         "a module that defines a model must not exit when imported") from None
     factory: Any = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -826,7 +829,7 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
             if name in params or takes_any:
                 kwargs[name] = value
             else:
-                log.info("%s does not take %s; not passing %s=%s", spec, name, name, value)
+                log.debug("%s does not take %s; not passing %s=%s", spec, name, name, value)
         net = _call_factory(spec, factory, kwargs)
         initial = _depends_on_seed(spec, factory, kwargs, net) if isinstance(net, nn.Module) else None
     else:
@@ -837,13 +840,17 @@ def _factory_model(spec: str, num_classes: int | None, in_channels: int | None) 
 
 
 def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``; its failure, or its ``sys.exit``, is a one-line :class:`InputError`."""
+    call = f"{spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
     try:
         return factory(**kwargs)
     except InputError:
         raise
     except Exception as e:  # the user's factory failed: name it, one line, no traceback
-        raise InputError(f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-                         f"{type(e).__name__}: {e}") from e
+        raise InputError(f"calling {call} failed: {type(e).__name__}: {e}") from e
+    except SystemExit as e:  # never the caller's exit: a CLI would exit 0 without evaluating anything
+        raise InputError(f"calling {call} called sys.exit({e.code!r}): the model's code tried to exit; a factory "
+                         "must return an nn.Module") from None
 
 
 def _depends_on_seed(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any], net: nn.Module) -> bool | None:

@@ -2,7 +2,8 @@
 
 ``Report.save(directory)`` writes, each atomically:
 
-* ``report.json``: everything, machine-readable (budgets as exact float strings), with the
+* ``report.json``: everything, machine-readable (budgets as exact float strings; ``epsilon_labels``
+  maps those typed as fractions to their text, ``{"0.03137254901960784": "8/255"}``), with the
   model block (:class:`~robustness.model_info.ModelInfo`: the SHA-256 of the weights measured,
   their normalization, whether they are a network's initial random weights);
 * ``report.md``: for humans, the checks that did not pass first;
@@ -18,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,19 @@ def format_eps(eps: float) -> str:
     return f"{eps:.6g}"
 
 
-def eps_labels(budgets: Iterable[float]) -> dict[float, str]:
-    """Each budget's label: :func:`format_eps`'s short form, with more digits where two budgets
-    would print alike (``0.1`` and ``0.1000001``)."""
+def eps_labels(budgets: Iterable[float], given: Mapping[float, str] | None = None) -> dict[float, str]:
+    """Each budget's label: its ``given`` text (``8/255`` as the user typed it), else :func:`format_eps`'s
+    short form, with more digits where two budgets would print alike (``0.1`` and ``0.1000001``)."""
+    given = given or {}
     ordered = sorted(set(budgets))
     labels = {e: format_eps(e) for e in ordered}
     digits = 7
     while len(set(labels.values())) < len(ordered) and digits <= 17:
         labels = {e: f"{e:.{digits}g}" for e in ordered}
         digits += 1
-    return labels if len(set(labels.values())) == len(ordered) else {e: repr(e) for e in ordered}
+    labels = labels if len(set(labels.values())) == len(ordered) else {e: repr(e) for e in ordered}
+    typed = {**labels, **{e: text for e, text in given.items() if e in labels}}
+    return typed if len(set(typed.values())) == len(ordered) else labels
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class Report:
     ``model`` (:class:`~robustness.model_info.ModelInfo`) names the weights measured (their SHA-256),
     the normalization inside the model, and whether they are a network's initial random weights;
     ``from_dict`` also reads older reports, whose ``"model"`` was the source as a string.
+
+    ``epsilon_labels[eps]`` is how a budget was typed when that was a fraction (``"8/255"``): the
+    tables, report.md and samples.csv print it instead of ``0.0313725`` (presentation only).
     """
 
     clean_accuracy: float
@@ -139,6 +146,7 @@ class Report:
     model_calls: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     per_sample: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    epsilon_labels: dict[float, str] = field(default_factory=dict)
 
     @property
     def worst_case(self) -> float:
@@ -152,7 +160,7 @@ class Report:
 
     def eps_label(self, eps: float) -> str:
         """``eps`` as the report prints it: short, with the digits that tell this report's budgets apart."""
-        return eps_labels([*self.epsilons, *self.robust_accuracy, eps])[eps]
+        return eps_labels([*self.epsilons, *self.robust_accuracy, eps], self.epsilon_labels)[eps]
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -179,6 +187,7 @@ class Report:
             "model_calls": self.model_calls,
             "n_examples": self.n_examples,
             "epsilons": self.epsilons,
+            "epsilon_labels": _keyed(self.epsilon_labels),
             "norm": self.norm,
             "bounds": list(self.bounds),
             "attacks": self.attacks,
@@ -234,6 +243,7 @@ class Report:
             perturbation={n: {float(e): _floats(stats) for e, stats in v.items()}
                           for n, v in data.get("perturbation", {}).items()},
             model_calls=data.get("model_calls", {}),
+            epsilon_labels={float(e): str(text) for e, text in data.get("epsilon_labels", {}).items()},
         )
 
     def table(self) -> str:
@@ -339,7 +349,7 @@ class Report:
         budgets = sorted(e for e in self.robust_accuracy if e > 0)
         names = [k.split(":", 1)[1] for k in s if k.startswith("broken_at:") and k != "broken_at:worst"]
 
-        labels = eps_labels([*self.epsilons, *self.robust_accuracy])
+        labels = eps_labels([*self.epsilons, *self.robust_accuracy], self.epsilon_labels)
 
         def at(index: int) -> str:
             return labels[budgets[index]] if index < len(budgets) else ""

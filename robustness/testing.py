@@ -147,6 +147,7 @@ def _strict_reason(report: Report) -> str:
 def _fail_on(reasons: list[str], report: Report, strict: bool, title: str, measured: float,
              threshold: float | None) -> None:
     """Raise :class:`RobustnessAssertionError` with ``reasons`` (plus the failed checks under ``strict``), if any."""
+    __tracebackhide__ = True  # pytest shows the user's call, not this frame and its long Report(...) argument
     if strict and not report.checks_passed:
         reasons.append(_strict_reason(report))
     if reasons:

@@ -48,9 +48,9 @@ def check_not_boolean(labels: Tensor, what: str) -> None:
 
 
 def check_batch_size(batch_size: object) -> int:
-    """``batch_size`` as an ``int`` >= 1; booleans and anything else are an error."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    """``batch_size`` as an ``int`` in ``[1, 2**63)``; booleans and anything else are an error."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size < 2**63:
+        raise InputError(f"batch_size must be an integer >= 1 and below 2**63, got {batch_size!r}")
     return batch_size
 
 

@@ -3,8 +3,12 @@
 ``robustness evaluate`` parses arguments, loads the model and data, calls ``evaluate``,
 prints the table, writes the report and picks the exit code: 0 ok, 1 a gate failed
 (``--min-accuracy``, or a check under ``--strict``), 2 a usage or input error (one line, no
-traceback; flags, attacks, budgets and ``--out`` are checked before any work), 3 an internal
-error (one line; ``--debug``, before or after the command, re-raises it with its traceback).
+traceback; flags, attacks, budgets and ``--out`` are checked before any work; an empty value or
+an empty item in a list is an error, never a default), 3 an internal error (one line; ``--debug``,
+before or after the command, re-raises it with its traceback). It exits 0 only after every report
+was written, and user code that calls ``sys.exit`` (a model factory, a model's forward) is an
+error, never the command's exit. Budgets typed as fractions (``8/255``) print as typed.
+ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
 
@@ -41,15 +45,17 @@ import re
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_floats, parse_seed
+from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
+                                   naming, parse_device, parse_epsilons, parse_floats, parse_seed)
 from robustness.cli.train import _add_train_parser, _train
 from robustness.config import EvalConfig
 from robustness.distributed import CollectiveError, torchrun_session
@@ -84,11 +90,22 @@ SHIPPED_AT_SCRIPT = "scripts/train_digits_cnn_at.sh"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors on one line with exit code 2."""
+    """argparse that reports usage errors on one line with exit code 2, and refuses an empty or blank
+    value (``--eps "$UNSET"``) instead of taking it for the default."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"robustness: error: {message}{_suggest_choice(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if action.option_strings and isinstance(value, str) and not value.strip() and value != action.default:
+                self.error(f"argument {'/'.join(action.option_strings)}: empty value (an unset shell variable?): "
+                           "give a value, or leave the flag out for its default")
+        return namespace, extras
 
 
 def _suggest_choice(message: str) -> str:
@@ -101,7 +118,8 @@ def _suggest_choice(message: str) -> str:
 
 
 def split_attack_list(text: str) -> list[str]:
-    """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries.
+    """``"fgsm,art:DeepFool(max_iter=20,epsilon=1e-3),standard"`` -> three entries; an empty ``text``
+    or an empty entry (``fgsm,,pgd``) is an :class:`InputError`.
 
     Commas inside parentheses belong to an entry's settings, and parentheses or commas inside
     quoted strings belong to the string. Registry and preset names (the text before ``(``) are
@@ -131,14 +149,18 @@ def split_attack_list(text: str) -> list[str]:
     if depth != 0:
         raise InputError(f"--attacks: unbalanced '(' in {text!r}")
     parts.append("".join(current))
+    if not text.strip():
+        raise InputError("--attacks is empty (an unset shell variable?): give attack names, e.g. --attacks fgsm,pgd")
     out = []
     for part in (p.strip() for p in parts):
-        if part:
-            if part.lower().startswith("art:"):
-                out.append(part)
-            else:  # the name is case-insensitive; settings (True, False, strings) are kept as written
-                head, paren, tail = part.partition("(")
-                out.append(head.lower() + paren + tail)
+        if not part:
+            raise InputError(f"--attacks: empty item in {text!r} (a doubled or trailing comma?): give attack names "
+                             "separated by single commas, e.g. --attacks fgsm,pgd")
+        if part.lower().startswith("art:"):
+            out.append(part)
+        else:  # the name is case-insensitive; settings (True, False, strings) are kept as written
+            head, paren, tail = part.partition("(")
+            out.append(head.lower() + paren + tail)
     return out
 
 
@@ -176,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eps", default=None, help="comma-separated budgets, fractions allowed: 0,2/255,8/255")
     ev.add_argument("--norm", default=None, choices=list(NORMS), type=str.lower,
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
-    ev.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of n examples")
+    ev.add_argument("--n", type=int_type(1), default=None, help="evaluate a seeded random subset of n examples")
     ev.add_argument("--batch-size", type=_batch_size, default=None,
                     help="examples per batch, or auto (the default): on a GPU the largest that fits, found by "
                          "halving from 4096 on an out-of-memory error; 256 on the CPU")
@@ -191,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     ev.add_argument("--seed", type=parse_seed, default=0)
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
-    ev.add_argument("--min-accuracy", type=float, default=None,
+    ev.add_argument("--min-accuracy", type=float_type("a fraction in [0, 1] (0.4 means 40%)", lambda v: 0 <= v <= 1),
+                    default=None,
                     help="exit 1 if the worst-case robust accuracy at the largest budget is below this (0..1)")
     ev.add_argument("--schedule", default="ascending", choices=["ascending", "bisect"],
                     help="how fixed-budget attacks visit the budgets: ascending (warm-started, strongest; default) "
@@ -199,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strict", action="store_true",
                     help="a sanity check that warns fails instead, and a failed check exits 1 (a CI gate)")
     ev.add_argument("--no-checks", action="store_true", help="skip the sanity checks (not recommended)")
-    ev.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
+    talk = ev.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
+    talk.add_argument("--verbose", action="store_true",
+                      help="also show ART's log lines and the loader's notes (hidden by default)")
     add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins (attacks: norms, kind, settings and defaults)")
@@ -214,30 +240,32 @@ class _Sweep:
     norm: str
     attacks: list[str]
     epsilons: list[float]
+    labels: dict[float, str] = field(default_factory=dict)  # budgets typed as fractions, as typed
 
 
 def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
+    """The sweeps to run: ``--eps`` and ``--attacks`` when given (empty ones are errors, never the defaults)."""
     table = DEFAULT_EPS.get(dataset, DEFAULT_EPS["*"])
-    norms = [args.norm] if args.norm else (["linf"] if args.attacks or args.eps else ["linf", "l2"])
+    given = args.attacks is not None or args.eps is not None
+    norms = [args.norm] if args.norm else (["linf"] if given else ["linf", "l2"])
     out = []
     for norm in norms:
-        names = split_attack_list(args.attacks or DEFAULT_ATTACKS[norm])
-        if not names:
-            raise InputError("--attacks: give at least one attack name, e.g. --attacks fgsm,pgd")
-        out.append(_Sweep(norm, names, parse_epsilons(args.eps or table[norm])))
+        eps = args.eps if args.eps is not None else table[norm]
+        names = split_attack_list(args.attacks if args.attacks is not None else DEFAULT_ATTACKS[norm])
+        out.append(_Sweep(norm, names, parse_epsilons(eps), epsilon_labels(eps)))
     return out
 
 
 def _batch_size(text: str) -> int | None:
-    """``--batch-size``: a positive integer, or ``auto`` (``None``: the runner chooses)."""
+    """``--batch-size``: a positive integer below 2**63, or ``auto`` (``None``: the runner chooses)."""
     if text.strip().lower() == "auto":
         return None
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    if not 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"expected a positive integer below 2**63, or auto, got {text!r}")
     return value
 
 
@@ -286,8 +314,6 @@ def _check_attacks(sweep: _Sweep, norm_given: bool) -> None:
 def _check_evaluate(args: argparse.Namespace) -> None:
     """Everything about ``evaluate``'s flags that needs no data or model: checked before any work,
     and before ``--nproc`` starts its workers (a bad attack is then one line, not a failed launch)."""
-    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
-        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy}")
     if args.strict and args.no_checks:
         raise InputError("--strict needs the sanity checks (it fails on their warnings) and --no-checks skips "
                          "them: drop one")
@@ -301,9 +327,12 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     _floats(args.std, "--std")
     parse_device(args.device)
     for sweep in _sweeps(args, args.data):
-        _check_attacks(sweep, norm_given=args.norm is not None)
+        with naming("--attacks", ",".join(sweep.attacks)):
+            _check_attacks(sweep, norm_given=args.norm is not None)
     if not _torchrun_rank():
         _check_out(Path(args.out))
+        if args.state is not None:
+            check_writable(Path(args.state), "--state")
 
 
 def _version() -> str:
@@ -319,8 +348,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_evaluate(args)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
-        data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir, download=args.download,
-                                     n=args.n, seed=args.seed)
+        with naming("--data", args.data):
+            data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir,
+                                         download=args.download, n=args.n, seed=args.seed)
         models: list[tuple[str | None, loading.LoadedModel]]
         threads = torch.get_num_threads()
         if args.model is None:
@@ -328,9 +358,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
             torch.set_num_threads(1)
         else:
-            models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
-                                                in_channels=data.input_shape[0], mean=_floats(args.mean, "--mean"),
-                                                std=_floats(args.std, "--std"), input_shape=data.input_shape))]
+            with naming("--model", args.model):
+                models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
+                                                    in_channels=data.input_shape[0], input_shape=data.input_shape,
+                                                    mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std")))]
         try:
             return _run_sweeps(args, data, models, device, rank=None if group is None else group.rank)
         finally:
@@ -359,22 +390,25 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     diameter = width * math.sqrt(math.prod(data.input_shape))  # the L2 distance between opposite corners
     for sweep in sweeps:
         top = max(sweep.epsilons)
+        typed = sweep.labels.get(top, format_eps(top))
         if sweep.norm == "linf" and top >= width:
-            warnings.warn(f"--eps {format_eps(top)} in Linf covers the whole input range {list(data.bounds)}: any "
+            warnings.warn(f"--eps {typed} in Linf covers the whole input range {list(data.bounds)}: any "
                           f"input can become any image, so robust accuracy is 0 by construction; for 0-255 "
                           f"pixel units write the budget as a fraction, e.g. 8/255", RobustnessWarning, stacklevel=2)
         elif sweep.norm == "l2" and top >= diameter:
-            warnings.warn(f"--eps {format_eps(top)} in L2 is at least the distance between any two inputs of shape "
+            warnings.warn(f"--eps {typed} in L2 is at least the distance between any two inputs of shape "
                           f"{tuple(data.input_shape)} in {list(data.bounds)} ({diameter:.4g}): any input can become "
                           f"any image, so robust accuracy is 0 by construction; for 0-255 pixel units divide the "
                           f"budget by 255", RobustnessWarning, stacklevel=2)
-    failed = False
+    failed, saved = False, 0
     for sweep in sweeps:
         results: list[tuple[str | None, Report, Path, bool]] = []
         for label, loaded in models:
             state = _state_dir(args.state, label, sweep.norm, len(models) * len(sweeps) > 1)
             config = _eval_config(args, sweep, data.bounds, device, state=state, distributed=rank is not None)
-            report = runner.evaluate(loaded.model, data.dataset, config=config)
+            with _model_may_not_exit("while it was evaluated"):
+                report = runner.evaluate(loaded.model, data.dataset, config=config)
+            report.epsilon_labels = dict(sweep.labels)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
@@ -394,19 +428,30 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             _print_side_by_side(results, sweep, args)
         for _, report, out, _ in results:
             report.save(out)
+            saved += 1
+    if not rank and (saved == 0 or saved != len(sweeps) * len(models)):  # never exit 0 (or 1) without the reports
+        raise RuntimeError(f"{saved} of {len(sweeps) * len(models)} reports were written")
     return 1 if failed else 0
 
 
+@contextmanager
+def _model_may_not_exit(when: str) -> Iterator[None]:
+    """The model's code calling ``sys.exit`` (``SystemExit``) ``when`` is an input error: it would otherwise
+    end the command with the model's exit code (0: a CI gate that passed without an evaluation)."""
+    try:
+        yield
+    except SystemExit as e:
+        raise InputError(f"the model's code called sys.exit({e.code!r}) {when}: a model must return logits, "
+                         "never exit; no report was written") from None
+
+
 def _check_out(out: Path) -> None:
-    """``--out`` must be a directory we can write into (or create): checked before any work is done,
-    without creating anything (an input error later leaves no empty directory behind)."""
+    """``--out`` must be a directory we can write into (or create): checked before any work is done by
+    creating and removing a probe file (:func:`~robustness.cli.common.check_writable`), without creating
+    a directory (an input error later leaves no empty directory behind)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory: give a directory for the report files")
-    existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise InputError(f"--out {out} lies under {existing}, which is a file: give a directory for the reports")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {existing} is not writable by you; give another directory")
+    check_writable(out, "--out")
 
 
 def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
@@ -473,7 +518,7 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
                     print(f"warning ({label}): {w}")
         print("| eps | " + " | ".join(labels) + " |")
         print("|" + "---:|" * (1 + len(labels)))
-        labels_of = eps_labels([e for _, r, _, _ in results for e in r.robust_accuracy])
+        labels_of = eps_labels([e for _, r, _, _ in results for e in r.robust_accuracy], sweep.labels)
         for eps in sorted(first.robust_accuracy):
             cells = [f"{100 * r.robust_accuracy[eps]:.1f}%" if eps in r.robust_accuracy else "-"
                      for _, r, _, _ in results]
@@ -541,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = _torchrun_rank()  # under torchrun, rank 0 speaks for every rank
     logging.basicConfig(level=logging.ERROR if rank else logging.WARNING if quiet else logging.INFO,
                         format="%(message)s")
+    _set_log_levels(verbose=getattr(args, "verbose", False) and not rank)
     args.shown_warnings = set()
     with warnings.catch_warnings():
         if rank:
@@ -552,6 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not record_exit(code, message) and message is not None:  # a --nproc launcher prints it once itself
         sys.stderr.write(f"robustness: error{f' (rank {rank})' if rank else ''}: {message}\n")
     return code
+
+
+def _set_log_levels(*, verbose: bool) -> None:
+    """ART logs at INFO what it does on import (``set ART_DATA_PATH``) and per attack (``Inferred 1 hidden
+    layers``), and the loader notes at DEBUG what it did not pass to a factory: hidden unless ``verbose``.
+    The command's own settings, replaced on every call (a second ``main`` in one process starts afresh)."""
+    logging.getLogger("art").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("robustness").setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 def _one_line_warning(shown: set[str]) -> Callable[..., None]:
@@ -595,9 +649,12 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
     except KeyboardInterrupt:
         sys.stderr.write("robustness: interrupted\n")
         return 130, None
-    except Exception as e:  # a bug or an unforeseen input: never exit 1, which means "the gate failed"
+    except BaseException as e:  # a bug, an unforeseen input, or a SystemExit from code we called: never 0 or 1
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, SystemExit):
+            return 3, (f"internal error: code the command ran called sys.exit({e.code!r}); the command did not "
+                       "finish (rerun with --debug for the traceback)")
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         return 3, (f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback, and "
                    "please report it)")

@@ -33,7 +33,8 @@ import torch
 
 from robustness import datasets, loading
 from robustness.architectures import build_architecture, default_architecture
-from robustness.cli.common import add_nproc, parse_device, parse_epsilons, parse_seed
+from robustness.cli.common import (MAX_PROCESSES, add_nproc, check_writable, float_type, int_type, naming,
+                                   parse_device, parse_epsilons, parse_seed)
 from robustness.distributed import ProcessGroup, torchrun_session
 from robustness.errors import InputError
 from robustness.model import NormalizedModel
@@ -60,7 +61,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                          "trains on the train split and validates on the test split")
     tr.add_argument("--data-dir", default=None, help="where torchvision datasets live")
     tr.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
-    tr.add_argument("--n", type=int, default=None, help="train on a seeded random subset of n training examples")
+    tr.add_argument("--n", type=int_type(1), default=None,
+                    help="train on a seeded random subset of n training examples")
     tr.add_argument("--arch", default=None, help="architecture (default: the usual one for the dataset, "
                                                  "small-cnn for digits/MNIST, preact-resnet18 for CIFAR/SVHN)")
     tr.add_argument("--arch-kwargs", default=None, help="architecture arguments, e.g. width=32 (comma separated)")
@@ -70,17 +72,20 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--eps", default=None,
                     help="training budget, fractions allowed (default: 0.1 Linf / 1 L2 on digits, 8/255 / 0.5 on CIFAR)")
     tr.add_argument("--norm", default="linf", choices=list(NORMS))
-    tr.add_argument("--steps", type=int, default=10, help="attack steps of pgd and trades (default 10)")
-    tr.add_argument("--step-size", type=float, default=None,
+    tr.add_argument("--steps", type=int_type(1), default=10, help="attack steps of pgd and trades (default 10)")
+    tr.add_argument("--step-size", type=float_type("a number > 0", lambda v: v > 0), default=None,
                     help="attack step as a fraction of eps (default 2.5/steps; 1.25 for fgsm-rs)")
-    tr.add_argument("--beta", type=float, default=6.0, help="TRADES weight of the KL term (default 6)")
-    tr.add_argument("--eps-warmup", type=int, default=0, help="epochs of linearly growing budget before the full one")
-    tr.add_argument("--epochs", type=int, default=30)
-    tr.add_argument("--batch-size", type=int, default=128)
-    tr.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule (SGD)")
-    tr.add_argument("--weight-decay", type=float, default=5e-4)
-    tr.add_argument("--eval-steps", type=int, default=10, help="PGD steps of the per-epoch validation attack")
-    tr.add_argument("--eval-samples", type=int, default=512, help="validation examples attacked per epoch")
+    tr.add_argument("--beta", type=float_type("a number >= 0", lambda v: v >= 0), default=6.0,
+                    help="TRADES weight of the KL term (default 6)")
+    tr.add_argument("--eps-warmup", type=int_type(0), default=0,
+                    help="epochs of linearly growing budget before the full one")
+    tr.add_argument("--epochs", type=int_type(1), default=30)
+    tr.add_argument("--batch-size", type=int_type(1), default=128)
+    tr.add_argument("--lr", type=float_type("a number > 0", lambda v: v > 0), default=0.1,
+                    help="peak learning rate of the one-cycle schedule (SGD)")
+    tr.add_argument("--weight-decay", type=float_type("a number >= 0", lambda v: v >= 0), default=5e-4)
+    tr.add_argument("--eval-steps", type=int_type(1), default=10, help="PGD steps of the per-epoch validation attack")
+    tr.add_argument("--eval-samples", type=int_type(1), default=512, help="validation examples attacked per epoch")
     tr.add_argument("--out", required=True, help="the model checkpoint to write (its training state goes to OUT.state)")
     again = tr.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
@@ -89,10 +94,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                             "OUT or OUT.state is an error)")
     tr.add_argument("--seed", type=parse_seed, default=0)
     tr.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
-    tr.add_argument("--threads", type=int, default=None,
+    tr.add_argument("--threads", type=int_type(1, MAX_PROCESSES), default=None,
                     help="CPU threads for torch (default: torch's choice); 1 is fastest for small models on a busy "
                          "machine. A resumed run matches an uninterrupted one bit for bit at the same thread count")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars, logs or table; one summary line")
+    talk = tr.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress bars, logs or table; one summary line")
+    talk.add_argument("--verbose", action="store_true", help="also show the log lines of libraries (hidden by default)")
     add_nproc(tr, "trains on its shard under DistributedDataParallel; --batch-size is the global batch, split "
                    "evenly; rank 0 writes the checkpoints")
 
@@ -116,6 +123,14 @@ def _parse_kwargs(text: str | None) -> dict[str, int | float | str]:
                 continue
         out[key.strip()] = parsed
     return out
+
+
+def _training_eps(text: str) -> float:
+    """``--eps`` of ``train``: one budget (fractions allowed)."""
+    eps = parse_epsilons(text)
+    if len(eps) != 1:
+        raise InputError(f"--eps: give one training budget, got {text!r}")
+    return eps[0]
 
 
 def _check_earlier_run(out: Path, state: Path, resume: bool, overwrite: bool, *, lead: bool) -> None:
@@ -158,25 +173,16 @@ def _describe_earlier_run(out: Path, state: Path) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Run ``robustness train`` with parsed ``args``; the exit code (:class:`InputError` for bad flags)."""
+    """Run ``robustness train`` with parsed ``args``; the exit code (:class:`InputError` for bad flags).
 
-    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                             ("--steps", args.steps, 1), ("--eval-steps", args.eval_steps, 1),
-                             ("--eval-samples", args.eval_samples, 1), ("--eps-warmup", args.eps_warmup, 0),
-                             ("--seed", args.seed, 0)):
-        if value < low:
-            raise InputError(f"{flag} must be an integer >= {low}, got {value}")
-    if args.n is not None and args.n < 1:
-        raise InputError(f"--n must be >= 1, got {args.n}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    if not (args.lr > 0 and args.lr < float("inf")):
-        raise InputError(f"--lr must be a positive number, got {args.lr}")
-    if not 0 <= args.weight_decay < float("inf"):
-        raise InputError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    The flags are checked before any data is read (the numbers' ranges by argparse): ``--eps`` and that
+    ``--out`` can be written."""
+    if args.eps is not None:
+        _training_eps(args.eps)
     out = Path(args.out).expanduser()
     if out.is_dir():
         raise InputError(f"--out {out} is a directory: give the model file to write, e.g. {out / 'model.pt'}")
+    check_writable(out, "--out", file=True)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         return _train_run(args, out, device, group)
 
@@ -197,21 +203,22 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
     np.random.seed(args.seed)
     random.seed(args.seed)
 
-    train = datasets.load_dataset(args.data, split="train", data_dir=args.data_dir, download=args.download,
-                                  n=args.n, seed=args.seed)
-    test = datasets.load_dataset(args.data, split="test", data_dir=args.data_dir, download=args.download)
-    arch = (args.arch or default_architecture(train.name)).lower()
+    with naming("--data", args.data):
+        train = datasets.load_dataset(args.data, split="train", data_dir=args.data_dir, download=args.download,
+                                      n=args.n, seed=args.seed)
+        test = datasets.load_dataset(args.data, split="test", data_dir=args.data_dir, download=args.download)
+    arch = (args.arch if args.arch is not None else default_architecture(train.name)).lower()
     arch_kwargs: dict[str, int | float | str] = {"num_classes": train.num_classes,
                                                  "in_channels": int(train.input_shape[0])}
     if arch == "small-cnn":
         arch_kwargs["input_size"] = int(train.input_shape[-1])
     arch_kwargs.update(_parse_kwargs(args.arch_kwargs))
-    model = NormalizedModel(build_architecture(arch, **arch_kwargs), train.mean, train.std)
-    eps_text = args.eps or DEFAULT_TRAIN_EPS.get(train.name, DEFAULT_TRAIN_EPS["*"])[args.norm]
-    eps = parse_epsilons(eps_text)
-    if len(eps) != 1:
-        raise InputError(f"--eps: give one training budget, got {eps_text!r}")
-    trainer = AdversarialTrainer(method=args.method, eps=eps[0], norm=args.norm, steps=args.steps,
+    with naming(*(("--arch-kwargs", args.arch_kwargs) if args.arch_kwargs is not None else ("--arch", arch))):
+        model = NormalizedModel(build_architecture(arch, **arch_kwargs), train.mean, train.std)
+    default_eps = DEFAULT_TRAIN_EPS.get(train.name, DEFAULT_TRAIN_EPS["*"])[args.norm]
+    eps_text = args.eps if args.eps is not None else default_eps
+    eps = _training_eps(eps_text)
+    trainer = AdversarialTrainer(method=args.method, eps=eps, norm=args.norm, steps=args.steps,
                                  step_size=args.step_size, beta=args.beta, eps_warmup_epochs=args.eps_warmup,
                                  bounds=train.bounds, seed=args.seed, eval_steps=args.eval_steps,
                                  eval_samples=args.eval_samples)
@@ -243,7 +250,7 @@ def _train_run(args: argparse.Namespace, out: Path, device: torch.device, group:
         meta={
             "command": command,
             "training": f"adversarial ({args.method})" if args.method != "standard" else "standard (non-adversarial)",
-            "method": args.method, "eps": eps[0], "eps_text": eps_text, "norm": args.norm, "steps": args.steps,
+            "method": args.method, "eps": eps, "eps_text": eps_text, "norm": args.norm, "steps": args.steps,
             "step_fraction": trainer.step_fraction, "beta": args.beta, "eps_warmup_epochs": args.eps_warmup,
             "epochs": args.epochs, "epochs_completed": len(history.records), "batch_size": args.batch_size,
             "processes": world,

@@ -8,6 +8,9 @@ check the CLI alone and run in milliseconds; one runs a subprocess as the consol
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -254,3 +257,67 @@ def test_norm_is_case_insensitive(stub, tmp_path, capsys) -> None:
     code, _, _ = _run(["evaluate", "--model", "m.pt", "--norm", "L2", "--eps", "0,1", "--out", str(tmp_path)], capsys)
     assert code == 0 and stub["evaluate"][-1].norm == "l2"
 
+
+
+# 12. budgets typed as fractions print as typed; report.json keeps the floats beside them -------
+
+def test_budgets_typed_as_fractions_keep_their_form(tmp_path, capsys) -> None:
+    code, out, _ = _run(["--eps", "0,1/10,3/10", "--attacks", "fgsm", "--n", "16", "--no-checks",
+                         "--out", str(tmp_path)], capsys)  # both shipped models, side by side
+    assert code == 0
+    rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| ") and "eps" not in ln]
+    assert rows == ["0", "1/10", "3/10"] and "worst case at eps=3/10" in out
+    report_dir = tmp_path / "standard" / "linf"
+    assert "| 3/10 |" in (report_dir / "report.md").read_text()
+    assert "3/10" in (report_dir / "samples.csv").read_text()  # the budget that broke each example
+    data = json.loads((report_dir / "report.json").read_text())
+    assert data["epsilons"] == [0.0, 0.1, 0.3] and set(data["robust_accuracy"]) == {"0.0", "0.1", "0.3"}
+    assert data["epsilon_labels"] == {"0.1": "1/10", "0.3": "3/10"}
+    assert Report.from_dict(data).eps_label(0.3) == "3/10"
+    del data["epsilon_labels"]  # a report written before the labels existed
+    assert Report.from_dict(data).eps_label(0.3) == "0.3"
+
+
+# 13. --out is checked by writing into it, not by its permission bits (root passes those) ------
+
+def test_an_out_that_permission_bits_call_writable_is_still_checked_before_any_work(stub, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # what root sees, even on /proc
+    code, _, err = _run(["evaluate", "--model", "m.pt", "--out", "/proc/self/robustness-report"], capsys)
+    assert code == 2 and "cannot create files in /proc/self" in err and len(err.strip().splitlines()) == 1
+    assert stub["model"] == [] and stub["evaluate"] == []
+
+
+# 14. ART's log lines and the loader's notes show only with --verbose -----------------------------
+
+FACTORY = ("import torch\nfrom robustness import loading\n"
+           "def make():  # takes no num_classes: the loader notes that it does not pass it\n"
+           "    return loading.default_model().model\n")
+
+
+def test_library_logs_show_only_with_verbose(tmp_path, monkeypatch, caplog) -> None:
+    (tmp_path / "quiet_models_q16.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    for name in ("art", "robustness"):  # main sets both; leave them as they were for the other tests
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    caplog.set_level(logging.INFO)  # the root level `robustness evaluate` sets without --quiet ...
+    caplog.handler.setLevel(logging.NOTSET)  # ... and its handler's, which passes what the loggers let through
+    argv = ["evaluate", "--model", "quiet_models_q16:make", "--attacks", "art:FastGradientMethod", "--eps", "0,0.1",
+            "--n", "8", "--no-checks", "--out", str(tmp_path / "out")]
+    for verbose in (True, False):
+        caplog.clear()
+        assert cli.main([*argv, *(["--verbose"] if verbose else [])]) == 0
+        from_art = [r.getMessage() for r in caplog.records if r.name.startswith("art")]
+        notes = [r.getMessage() for r in caplog.records if "does not take num_classes" in r.getMessage()]
+        assert bool(from_art) is verbose and bool(notes) is verbose, (verbose, from_art, notes)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no cwd on sys.path) is 3.11+")
+def test_a_real_run_with_an_art_attack_prints_no_library_lines(tmp_path) -> None:
+    (tmp_path / "quiet_models_q16.py").write_text(FACTORY)
+    proc = subprocess.run([sys.executable, "-P", "-m", "robustness", "evaluate", "--model", "quiet_models_q16:make",
+                           "--attacks", "art:FastGradientMethod", "--eps", "0,0.1", "--n", "8", "--no-checks",
+                           "--out", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for text in ("ART_DATA_PATH", "Inferred", "does not take"):
+        assert text not in proc.stdout + proc.stderr
+    assert "worst case at eps=0.1" in proc.stdout

@@ -152,7 +152,7 @@ def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> 
         (["--method", "madry"], "invalid choice"),
         (["--eps", "8"], "8/255"),
         (["--eps", "abc"], "not a number"),
-        (["--epochs", "0"], "--epochs must be"),
+        (["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
         (["--arch", "resnet9000"], "unknown architecture"),
         (["--arch-kwargs", "width"], "KEY=VALUE"),
         (["--arch-kwargs", "depth=3"], "does not take depth"),

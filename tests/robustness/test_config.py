@@ -115,7 +115,7 @@ NOT_SETTINGS = {
     "--model", "--arch", "--mean", "--std",  # what to evaluate: the model
     "--data-dir", "--download", "--split", "--n",  # how to load the data (--data also gives the bounds)
     "--out", "--min-accuracy",  # where the report goes, and the exit-code gate on it
-    "--nproc", "--debug", "--help", "-h",  # how the command runs
+    "--nproc", "--debug", "--verbose", "--help", "-h",  # how the command runs (--verbose: library logs)
 }
 
 

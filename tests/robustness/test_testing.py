@@ -24,6 +24,8 @@ from robustness.testing import (
     verify_robust,
 )
 
+pytest_plugins = ["pytester"]
+
 
 def linear_case(margins: list[float], wrong: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     """A fixed linear classifier on 4 features and points at Linf distance ``m`` from its boundary.
@@ -249,3 +251,35 @@ def test_verify_robust_reads_a_saved_report(tmp_path) -> None:
     assert verify_robust(loaded, min_accuracy=0.55) is loaded
     with pytest.raises(RobustnessAssertionError, match="below min_accuracy=0.65"):
         verify_robust(loaded, min_accuracy=0.65)
+
+
+GATES = """
+import torch
+from torch import nn
+from robustness.testing import assert_attack_succeeds, assert_robust
+
+def constant():  # always class 0: nothing can be broken
+    model = nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([2.0, 0.0]))
+    return model.eval()
+
+def test_robust():
+    assert_robust(constant(), (torch.rand(8, 4), torch.ones(8, dtype=torch.long)), eps=0.1, min_accuracy=0.5,
+                  attacks="fgsm")
+
+def test_attack():
+    assert_attack_succeeds(constant(), (torch.rand(8, 4), torch.zeros(8, dtype=torch.long)), attack="fgsm", eps=0.1,
+                           min_success_rate=0.5)
+"""
+
+
+def test_a_failed_gate_shows_the_users_call_not_the_helpers_frames(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gates=GATES)
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    assert "RobustnessAssertionError: assert_robust failed" in text
+    assert "RobustnessAssertionError: assert_attack_succeeds failed" in text
+    assert "report = Report(" not in text and "def _fail_on" not in text and "robustness/testing.py" not in text
