@@ -30,21 +30,23 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 
 def accuracy_png(robust_accuracy: dict[float, float], by_attack: dict[str, dict[float, float]], *, norm: str,
-                 clean_accuracy: float, n_examples: int) -> bytes:
+                 clean_accuracy: float, n_examples: int, eps_text: dict[float, str] | None = None) -> bytes:
     """:func:`accuracy_figure` as PNG bytes."""
     return _png(accuracy_figure(robust_accuracy, by_attack, norm=norm, clean_accuracy=clean_accuracy,
-                                n_examples=n_examples))
+                                n_examples=n_examples, eps_text=eps_text))
 
 
 def accuracy_figure(robust_accuracy: dict[float, float], by_attack: dict[str, dict[float, float]], *, norm: str,
-                    clean_accuracy: float, n_examples: int) -> Any:
+                    clean_accuracy: float, n_examples: int, eps_text: dict[float, str] | None = None) -> Any:
     """Robust accuracy against the budget: one line per attack (``by_attack[name][eps]``) over the worst
     case (``robust_accuracy[eps]``); titled with the clean accuracy and ``n_examples``.
 
     The worst case equals the strongest attack's line wherever one attack breaks everything the
     others do, so it is drawn first, as a wide translucent grey band, and every attack on top of it
     with a line style and a hollow marker of its own, the markers shrinking from one attack to the
-    next: lines that coincide stay visible, nested. Returns a matplotlib ``Figure`` (Agg canvas).
+    next: lines that coincide stay visible, nested. ``eps_text`` (budget -> its text, e.g.
+    ``"8/255"``), when given, labels the x ticks at the budgets as the user typed them. Returns a
+    matplotlib ``Figure`` (Agg canvas).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -59,6 +61,8 @@ def accuracy_figure(robust_accuracy: dict[float, float], by_attack: dict[str, di
         ax.plot(xs, [acc.get(e, math.nan) for e in xs], marker=MARKERS[i % len(MARKERS)],
                 linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=max(10 - 1.5 * i, 4),
                 markerfacecolor="none", markeredgewidth=1.5, linewidth=1.4, zorder=3 + i, label=name)
+    if eps_text:
+        ax.set_xticks(xs, [eps_text.get(e, f"{e:g}") for e in xs], rotation=45 if len(xs) > 6 else 0)
     ax.set_xlabel(f"eps ({norm})")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.03, 1.03)

@@ -369,8 +369,10 @@ class Report:
 
     def plot_png(self) -> bytes:
         """PNG bytes of robust accuracy against budget."""
+        # budgets typed as fractions label the axis as typed; plain floats keep matplotlib's ticks
+        text = eps_labels(list(self.robust_accuracy), self.epsilon_labels) if self.epsilon_labels else None
         return plots.accuracy_png(self.robust_accuracy, self.by_attack, norm=self.norm,
-                                  clean_accuracy=self.clean_accuracy, n_examples=self.n_examples)
+                                  clean_accuracy=self.clean_accuracy, n_examples=self.n_examples, eps_text=text)
 
     def save(self, directory: str | Path) -> Path:
         """Write report.json, report.md, samples.csv, robust_accuracy.png and examples.png into

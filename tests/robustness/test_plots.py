@@ -3,6 +3,7 @@ nothing was broken. Judged on matplotlib's objects and on the rendered pixels.""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -72,3 +73,28 @@ def test_nothing_broken_still_writes_examples_png_with_a_note(trained_model, tes
     assert (tmp_path / "examples.png").read_bytes()[:4] == b"\x89PNG"
     fig = plots.examples_figure(report.examples, report.bounds)
     assert [t.get_text() for t in fig.texts] == [plots.NOTHING_BROKEN] and not fig.axes
+
+
+def test_budgets_typed_as_fractions_label_the_axis_as_typed(monkeypatch) -> None:
+    text = {0.0: "0", 2 / 255: "2/255", 8 / 255: "8/255"}
+    worst = {e: 1.0 - i / 3 for i, e in enumerate(text)}
+    fig = plots.accuracy_figure(worst, {"pgd": dict(worst)}, norm="linf", clean_accuracy=1.0, n_examples=3,
+                                eps_text=text)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2/255", "8/255"]
+    assert list(ax.get_xticks()) == pytest.approx(list(text))
+    # through the report: epsilon_labels label the saved plot; a report of plain floats keeps numeric ticks
+    from tests.robustness.test_cli import _fake_report
+
+    plain = _fake_report("linf", worst=0.5)
+    typed = dataclasses.replace(plain, epsilon_labels={0.1: "1/10"})
+    seen = {}
+    real = plots.accuracy_figure
+
+    def spy(*args, **kwargs):
+        seen.setdefault("eps_text", []).append(kwargs.get("eps_text"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "accuracy_figure", spy)
+    plain.plot_png(), typed.plot_png()
+    assert seen["eps_text"] == [None, {0.0: "0", 0.1: "1/10"}]
