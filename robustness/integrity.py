@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from robustness.errors import InputError
 
-__all__ = ["load_weights_only", "pickled_global", "read_torch_file", "tensor_bytes", "verify_torch_file",
+__all__ = ["hash_tensor", "load_weights_only", "pickled_global", "read_torch_file", "verify_torch_file",
            "weights_sha256"]
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,16 @@ def read_torch_file(path: Path, *, what: str, corrupt: CorruptError, objects_fix
     return load_weights_only(path, what=what, corrupt=corrupt, objects_fix=objects_fix, map_location=map_location)
 
 
-def tensor_bytes(name: str, tensor: Tensor) -> memoryview:
+def hash_tensor(digest: Any, prefix: list[str], name: str, tensor: Tensor) -> None:
+    """Feed one tensor into a ``hashlib`` ``digest``: a JSON header line (``prefix``, name, dtype,
+    shape, byte count), then its raw bytes. The one tensor hash behind the weights' SHA-256 and the
+    evaluation state's model fingerprint."""
+    data = _tensor_bytes(name, tensor)
+    digest.update(json.dumps([*prefix, name, str(tensor.dtype), list(tensor.shape), data.nbytes]).encode() + b"\n")
+    digest.update(data)
+
+
+def _tensor_bytes(name: str, tensor: Tensor) -> memoryview:
     """The values of ``tensor`` as raw bytes on the CPU (no copy for a contiguous CPU tensor)."""
     if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
         raise InputError(f"the model's {name} is not initialized yet (a lazy module): run one forward pass first")
@@ -154,8 +163,5 @@ def weights_sha256(weights: Mapping[str, Any] | nn.Module) -> str:
     state = weights.state_dict() if isinstance(weights, nn.Module) else weights
     digest = hashlib.sha256(b"robustness-weights-sha256 1\n")
     for name in sorted(k for k, v in state.items() if isinstance(v, Tensor)):
-        data = tensor_bytes(name, state[name])
-        header = [name, str(state[name].dtype), list(state[name].shape), data.nbytes]
-        digest.update(json.dumps(header).encode() + b"\n")
-        digest.update(data)
+        hash_tensor(digest, [], name, state[name])
     return digest.hexdigest()

@@ -69,7 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from robustness.errors import InputError, RobustnessWarning
-from robustness.integrity import read_torch_file, tensor_bytes
+from robustness.integrity import hash_tensor, read_torch_file
 from robustness.io import atomic_open, atomic_write_text
 from robustness.locking import FileLock, acquire
 from robustness.records import BatchRecord
@@ -119,10 +119,7 @@ def model_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha256(f"robustness-model-fingerprint 1 {type(model).__qualname__}\n".encode())
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
-            data = tensor_bytes(name, tensor)
-            header = [kind, name, str(tensor.dtype), list(tensor.shape), data.nbytes]
-            digest.update(json.dumps(header).encode() + b"\n")
-            digest.update(data)
+            hash_tensor(digest, [kind], name, tensor)
     return digest.hexdigest()
 
 
