@@ -320,6 +320,9 @@ class MinimizationAttack(Attack):
     """An attack that searches the smallest adversarial perturbation, answering every budget at once."""
 
     minimizes: ClassVar[bool] = True
+    #: ``_run`` accepts ``eps`` (the largest budget the caller cares about) and may stop working on a
+    #: sample once it found an adversarial input within it (FAB); others search to the end
+    stops_at_eps: ClassVar[bool] = False
 
     def __call__(
         self,
@@ -332,7 +335,12 @@ class MinimizationAttack(Attack):
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Smallest adversarial inputs found (``x`` where none); with ``eps``, only those within it."""
+        """Smallest adversarial inputs found (``x`` where none); with ``eps``, only those within it.
+
+        With ``eps``, an attack that declares ``stops_at_eps`` may stop searching on the samples it
+        has already broken within ``eps``: their result is then within ``eps`` but not the smallest
+        it could find. Call without ``eps`` for the smallest perturbations (the robustness curve).
+        """
         bounds = self._validate_call(model, x, y, target, bounds)
         if eps is not None:
             eps = _check_eps(eps)
@@ -341,9 +349,10 @@ class MinimizationAttack(Attack):
         model, x, y, target = self._prepare(model, x, y, target, bounds)
         if generator is None:
             generator = default_generator(x.device)
+        extra = {"eps": eps} if eps is not None and self.stops_at_eps else {}
         with _attack_running(model, self.label):
             x_adv = clip_to_bounds(
-                self._run(model, x, y, bounds=bounds, target=target, generator=generator).detach(), bounds
+                self._run(model, x, y, bounds=bounds, target=target, generator=generator, **extra).detach(), bounds
             )
         if eps is not None:
             within = norm_of(x_adv - x, self.norm) <= eps

@@ -204,7 +204,8 @@ def sweep_minimization(
         return out
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x0, y0 = x[alive], y[alive]
-    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, bounds=bounds, generator=gen), x0), bounds)
+    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=max(budgets), bounds=bounds, generator=gen), x0),
+                           bounds)
     with torch.no_grad():
         pred = model(x_adv).argmax(dim=1)
     fooled = pred != y0
