@@ -95,6 +95,20 @@ def _check_eps(eps: object) -> float:
     return value
 
 
+def _check_sample_eps(eps: object, x: Tensor) -> float | Tensor:
+    """``eps`` of a minimization attack: a number (:func:`_check_eps`) or a ``(N,)`` real tensor of
+    per-sample budgets, finite and ``>= 0`` (returned in ``x``'s dtype, on its device)."""
+    if not isinstance(eps, Tensor) or eps.dim() == 0:
+        return _check_eps(eps)
+    if eps.shape != (x.shape[0],) or not eps.is_floating_point():
+        raise InputError(f"eps must be a number or a floating-point tensor of shape ({x.shape[0]},) (one budget "
+                         f"per sample), got a {eps.dtype} tensor of shape {tuple(eps.shape)}")
+    eps = eps.detach().to(device=x.device, dtype=x.dtype)
+    if eps.numel() and not bool(torch.isfinite(eps).all() & (eps >= 0).all()):
+        raise InputError("every per-sample eps must be a finite number >= 0")
+    return eps
+
+
 def _check_labels(name: str, labels: object, n: int) -> None:
     """``labels`` is a ``(n,)`` tensor of an integer dtype (bool and floats are refused)."""
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != n:
@@ -330,20 +344,22 @@ class MinimizationAttack(Attack):
         x: Tensor,
         y: Tensor,
         *,
-        eps: float | None = None,
+        eps: float | Tensor | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Smallest adversarial inputs found (``x`` where none); with ``eps``, only those within it.
 
+        ``eps`` is one number, or a ``(N,)`` tensor of per-sample budgets (finite, ``>= 0``): a cascade
+        passes each sample the largest budget at which it is still unbroken.
         With ``eps``, an attack that declares ``stops_at_eps`` may stop searching on the samples it
         has already broken within ``eps``: their result is then within ``eps`` but not the smallest
         it could find. Call without ``eps`` for the smallest perturbations (the robustness curve).
         """
         bounds = self._validate_call(model, x, y, target, bounds)
         if eps is not None:
-            eps = _check_eps(eps)
+            eps = _check_sample_eps(eps, x)
         if x.shape[0] == 0:
             return x.detach().clone()
         model, x, y, target = self._prepare(model, x, y, target, bounds)
@@ -355,7 +371,8 @@ class MinimizationAttack(Attack):
                 self._run(model, x, y, bounds=bounds, target=target, generator=generator, **extra).detach(), bounds
             )
         if eps is not None:
-            within = norm_of(x_adv - x, self.norm) <= eps
+            limit = eps.to(device=x.device, dtype=x.dtype) if isinstance(eps, Tensor) else eps
+            within = norm_of(x_adv - x, self.norm) <= limit
             x_adv = torch.where(within.view((-1,) + (1,) * (x.dim() - 1)), x_adv, x)
         return x_adv
 
