@@ -35,7 +35,8 @@ from robustness.sweep import SCHEDULES
 from robustness.seeding import validate_seed
 from robustness.validation import CURVE, check_batch_size, check_budget_list, check_flag
 
-__all__ = ["AttackLike", "EvalConfig", "SETTINGS", "make_config", "minimization_attacks", "resolve_attacks"]
+__all__ = ["AttackLike", "EvalConfig", "SETTINGS", "check_curve_attacks", "make_config", "minimization_attacks",
+           "resolve_attacks"]
 
 AttackLike = Union[str, Attack]
 #: the settings :func:`robustness.evaluate` cannot do without when it is given no config
@@ -98,7 +99,7 @@ class EvalConfig:
         put("attacks", _attack_tuple(self.attacks))
         put("_named", tuple(resolve_attacks(self.attacks, self.norm).items()))
         if curve:
-            _check_curve_attacks(self.named_attacks, self.budgets, self.norm)
+            check_curve_attacks(self.named_attacks, self.budgets, self.norm)
         if self.device is not None:
             put("device", torch.device(self.device))
             if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -190,7 +191,7 @@ def minimization_attacks(norm: str | None = None) -> list[str]:
     return out
 
 
-def _check_curve_attacks(named: Mapping[str, Attack], budgets: Sequence[float], norm: str) -> None:
+def check_curve_attacks(named: Mapping[str, Attack], budgets: Sequence[float], norm: str) -> None:
     """The robustness curve needs a minimization attack, and fixed-budget attacks need budgets."""
     if not any(getattr(a, "minimizes", False) for a in named.values()):
         available = minimization_attacks(norm)
