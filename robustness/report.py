@@ -291,7 +291,7 @@ class Report:
         """Markdown: the curve at each listed budget above 0, from every attack and from the minimization
         attacks alone, the fixed-budget worst case there, and how far the minimization curve lies above
         it; empty without a curve."""
-        if self.curve is None:
+        if self.curve is None or not any(e > 0 for e in self.robust_accuracy):
             return ""
         c = self.curve
         rows = ["| eps | curve (all attacks) | minimization attacks | fixed-budget worst case | min-norm above by |",
@@ -381,7 +381,7 @@ class Report:
                  f"- {len(c.breakpoints)} breakpoints (exact, in report.json; a sample at distance d is broken at "
                  f"every budget >= d); the step curve is in curve.png", ""]
         table = self.curve_table()
-        if table.count("\n") > 1:
+        if table:
             lines += ["A minimization attack looks for the smallest perturbation, not for the strongest one within "
                       "a budget: where it lies above the fixed-budget attacks, the curve between the listed "
                       "budgets is that much too optimistic.", "", table, ""]

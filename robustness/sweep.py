@@ -232,6 +232,8 @@ def sweep_minimization(
     fooled = pred != y0
     size = norm_of(x_adv - x0, norm)
     out.distance[alive[fooled]] = size[fooled].double()
+    if not budgets:  # the curve alone: nothing to count per budget
+        return out
     eps_t = torch.tensor(budgets, device=x.device, dtype=torch.float64)  # as the report's budgets and the curve
     fits = fooled[:, None] & (size.double()[:, None] <= eps_t[None, :])  # (n, budgets), monotone in the budget
     ok = fits.any(dim=1)

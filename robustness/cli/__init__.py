@@ -497,9 +497,10 @@ def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
 def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: bool, label: str | None = None) -> str:
     """One line per evaluation: clean and worst-case accuracy, size, time, where it went, what failed."""
     top = report.eps_label(max(report.robust_accuracy))
+    worst = (f"worst case at eps={top}: {100 * report.worst_case:.1f}%" if max(report.robust_accuracy) > 0
+             else "no budget listed (curve only)")
     line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
-            f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
-            f"{report.timings['total']:.1f} s) -> {out}")
+            f"{worst} ({report.n_examples} examples, {report.timings['total']:.1f} s) -> {out}")
     if report.model is not None and report.model.initial_weights:
         line += "  UNTRAINED: initial random weights"
     if gate:
@@ -523,7 +524,7 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
         print(report.table())
-        if report.curve is not None:
+        if report.curve_table():
             print(report.curve_table())
     print(line)
 
