@@ -103,7 +103,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{', '.join(r['attacks'])}; median distance {r['median_distance']:.4g}",
                   f"- time: curve {r['curve_seconds']:.1f} s, APGD-CE sweep over 20 budgets {r['sweep_seconds']:.1f} s "
                   f"({r['sweep_seconds'] / r['curve_seconds']:.1f}x the curve's)",
-                  f"- largest gap curve - sweep: {100 * r['largest_gap']:+.1f} points (at eps {r['largest_gap_at']:g}); "
+                  f"- largest gap curve - sweep: {100 * r['largest_gap']:+.1f} points "
+                  f"(at eps {r['largest_gap_at']:g}); "
                   f"largest |gap| {100 * r['largest_abs_gap']:.1f} points", ""]
         lines.append(markdown_table(["eps", "curve", "APGD-CE sweep", "gap"],
                                     [[f"{row['eps']:g}", f"{100 * row['curve']:.1f}%", f"{100 * row['apgd_ce']:.1f}%",

@@ -56,7 +56,8 @@ class EvalConfig:
     Built once, validated once (:class:`~robustness.errors.InputError` with what to do), then
     read by the runner, the evaluation state and the report. Values are normalized: ``epsilons``
     sorted and de-duplicated floats, after ``"curve"`` when the robustness curve was asked for
-    (``epsilons="curve"`` is ``("curve", 0.0)``; see :attr:`curve`), ``norm`` and ``gradient_mode`` lower case, ``device`` a
+    (``epsilons="curve"`` is ``("curve", 0.0)``; see :attr:`curve`), ``norm`` and ``gradient_mode``
+    lower case, ``device`` a
     ``torch.device`` (or ``None``), ``state`` a ``Path`` (or ``None``). ``attacks`` keeps what was
     given (objects, registry names, specs, presets); :attr:`named_attacks` holds them built for
     ``norm``. ``dataclasses.replace(config, norm="l2")`` builds and validates a new one.
@@ -207,10 +208,11 @@ def check_curve_attacks(named: Mapping[str, Attack], budgets: Sequence[float], n
             f"or list budgets without 'curve'")
     fixed = [name for name, a in named.items() if not getattr(a, "minimizes", False)]
     if fixed and not budgets:
+        several = len(fixed) > 1
         raise InputError(
-            f"fixed-budget attack{'s' if len(fixed) > 1 else ''} {', '.join(fixed)} need{'' if len(fixed) > 1 else 's'} budgets to run at and "
-            f"epsilons='curve' gives none: list them with the curve (epsilons=['curve', 0, 0.1, 0.2]; CLI "
-            f"--eps curve,0,0.1,0.2), or drop {'them' if len(fixed) > 1 else 'it'}")
+            f"fixed-budget attack{'s' if several else ''} {', '.join(fixed)} need{'' if several else 's'} budgets "
+            f"to run at and epsilons='curve' gives none: list them with the curve (epsilons=['curve', 0, 0.1, 0.2]; "
+            f"CLI --eps curve,0,0.1,0.2), or drop {'them' if several else 'it'}")
 
 
 def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:

@@ -496,7 +496,8 @@ def load_model(
         raise InputError(f"model must be a model name, a file path, torchvision:NAME or package.module:factory, "
                          f"got {spec!r}")
     named = None if Path(spec.strip()).expanduser().exists() else resolve(spec)
-    loaded = _load(str(named) if named is not None else spec.strip(), arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+    loaded = _load(str(named) if named is not None else spec.strip(), arch=arch, num_classes=num_classes,
+                   in_channels=in_channels, mean=mean, std=std,
                    map_location=map_location, min_classes=min_classes)
     if named is not None:
         loaded.source = spec.strip()

@@ -8,6 +8,10 @@ an empty item in a list is an error, never a default), 3 an internal error (one 
 before or after the command, re-raises it with its traceback). It exits 0 only after every report
 was written, and user code that calls ``sys.exit`` (a model factory, a model's forward) is an
 error, never the command's exit. Budgets typed as fractions (``8/255``) print as typed.
+``--eps curve`` (alone or among budgets: ``curve,0,0.5,1``) measures the robustness curve with the
+minimization attacks (default attacks then: :data:`CURVE_ATTACKS`) and prints the median distance
+and, at each listed budget, how far the minimization attacks' curve lies above the fixed-budget
+attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``).
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
