@@ -33,9 +33,10 @@ from robustness.registry import ATTACKS
 from robustness.specs import parse_spec
 from robustness.sweep import SCHEDULES
 from robustness.seeding import validate_seed
-from robustness.validation import check_batch_size, check_epsilons, check_flag
+from robustness.validation import CURVE, check_batch_size, check_budget_list, check_flag
 
-__all__ = ["AttackLike", "EvalConfig", "SETTINGS", "make_config", "resolve_attacks"]
+__all__ = ["AttackLike", "EvalConfig", "SETTINGS", "check_curve_attacks", "make_config", "minimization_attacks",
+           "resolve_attacks"]
 
 AttackLike = Union[str, Attack]
 #: the settings :func:`robustness.evaluate` cannot do without when it is given no config
@@ -54,7 +55,9 @@ class EvalConfig:
 
     Built once, validated once (:class:`~robustness.errors.InputError` with what to do), then
     read by the runner, the evaluation state and the report. Values are normalized: ``epsilons``
-    sorted and de-duplicated floats, ``norm`` and ``gradient_mode`` lower case, ``device`` a
+    sorted and de-duplicated floats, after ``"curve"`` when the robustness curve was asked for
+    (``epsilons="curve"`` is ``("curve", 0.0)``; see :attr:`curve`), ``norm`` and ``gradient_mode``
+    lower case, ``device`` a
     ``torch.device`` (or ``None``), ``state`` a ``Path`` (or ``None``). ``attacks`` keeps what was
     given (objects, registry names, specs, presets); :attr:`named_attacks` holds them built for
     ``norm``. ``dataclasses.replace(config, norm="l2")`` builds and validates a new one.
@@ -63,7 +66,7 @@ class EvalConfig:
     """
 
     attacks: tuple[AttackLike, ...]
-    epsilons: tuple[float, ...]
+    epsilons: tuple[float | str, ...]
     norm: str = "linf"
     bounds: tuple[float, float] = (0.0, 1.0)
     batch_size: int | None = None
@@ -88,13 +91,16 @@ class EvalConfig:
 
         put("norm", check_norm(self.norm))
         put("bounds", check_bounds(self.bounds))
-        put("epsilons", tuple(check_epsilons(self.epsilons)))
+        curve, listed = check_budget_list(self.epsilons)
+        put("epsilons", ((CURVE,) if curve else ()) + tuple(listed))
         put("seed", validate_seed(self.seed))
         put("gradient_mode", None if self.gradient_mode is None else check_gradient_mode(self.gradient_mode))
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
         put("attacks", _attack_tuple(self.attacks))
         put("_named", tuple(resolve_attacks(self.attacks, self.norm).items()))
+        if curve:
+            check_curve_attacks(self.named_attacks, self.budgets, self.norm)
         if self.device is not None:
             put("device", torch.device(self.device))
             if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -113,9 +119,20 @@ class EvalConfig:
         return dict(self._named)
 
     @property
+    def curve(self) -> bool:
+        """Whether the robustness curve was asked for (``"curve"`` among the epsilons): the minimization
+        attacks then run once per batch without a budget, for each sample's smallest perturbation."""
+        return CURVE in self.epsilons
+
+    @property
+    def listed(self) -> list[float]:
+        """The numeric budgets of :attr:`epsilons` (0 included): the per-budget tables' rows."""
+        return [float(e) for e in self.epsilons if not isinstance(e, str)]
+
+    @property
     def budgets(self) -> list[float]:
-        """The budgets the attacks run at: :attr:`epsilons` above 0."""
-        return [e for e in self.epsilons if e > 0]
+        """The budgets the attacks run at: :attr:`listed` above 0."""
+        return [e for e in self.listed if e > 0]
 
     def attack_descriptions(self) -> dict[str, str]:
         """Each attack's report name and settings (``Report.attacks``)."""
@@ -157,6 +174,45 @@ def make_config(config: EvalConfig | None, settings: Mapping[str, Any], *, calle
         raise InputError(f"config must be a robustness.EvalConfig, got {type(config).__name__}: pass the settings "
                          f"as keywords or build one with robustness.EvalConfig(attacks=..., epsilons=...)")
     return dataclasses.replace(config, **settings) if settings else config
+
+
+def minimization_attacks(norm: str | None = None) -> list[str]:
+    """The registered attacks that search the smallest perturbation (their class's ``minimizes``),
+    those that build for ``norm`` when given. Classes are imported only when this is called."""
+    out = []
+    for name in ATTACKS.list():
+        try:
+            if getattr(ATTACKS.load(name), "minimizes", False) is not True:
+                continue
+            if norm is not None:
+                ATTACKS.create(name, norm=norm)
+        except Exception:  # noqa: BLE001 - a plug-in that fails to load or refuses the norm is not one to offer
+            continue
+        out.append(name)
+    return out
+
+
+def check_curve_attacks(named: Mapping[str, Attack], budgets: Sequence[float], norm: str) -> None:
+    """The robustness curve needs a minimization attack, and fixed-budget attacks need budgets."""
+    if not any(getattr(a, "minimizes", False) for a in named.values()):
+        available = minimization_attacks(norm)
+        if available:
+            hint = f"add one of {', '.join(available)} (e.g. attacks=[..., {available[0]!r}])"
+        else:
+            others = minimization_attacks()
+            hint = (f"no registered minimization attack builds for {norm} (for other norms: "
+                    f"{', '.join(others) or 'none'}): register one for {norm}")
+        raise InputError(
+            f"epsilons='curve' needs at least one minimization attack (one that searches each sample's smallest "
+            f"perturbation) and {', '.join(named)} {'is' if len(named) == 1 else 'are'} fixed-budget: {hint}, "
+            f"or list budgets without 'curve'")
+    fixed = [name for name, a in named.items() if not getattr(a, "minimizes", False)]
+    if fixed and not budgets:
+        several = len(fixed) > 1
+        raise InputError(
+            f"fixed-budget attack{'s' if several else ''} {', '.join(fixed)} need{'' if several else 's'} budgets "
+            f"to run at and epsilons='curve' gives none: list them with the curve (epsilons=['curve', 0, 0.1, 0.2]; "
+            f"CLI --eps curve,0,0.1,0.2), or drop {'them' if several else 'it'}")
 
 
 def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:

@@ -67,6 +67,7 @@ from robustness.errors import InputError, RobustnessWarning
 from robustness.integrity import load_weights_only, verify_torch_file, weights_sha256
 from robustness.io import atomic_open
 from robustness.model import NormalizedModel
+from robustness.named_models import SHIPPED, resolve, unknown_name_hint
 from robustness.model_info import BATCHNORM_UNTOUCHED, ModelInfo, initial_weights_warning, untouched_batchnorm
 from robustness.norms import check_bounds
 
@@ -86,8 +87,8 @@ CHECKPOINT_FORMAT = "robustness-checkpoint"
 CHECKPOINT_VERSION = 1
 
 #: The shipped default model: a SmallCNN trained on the digits train split
-#: (``scripts/train_digits_cnn.py``).
-DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "weights" / "digits_cnn.pt"
+#: (``scripts/train_digits_cnn.py``); public name ``digits-cnn`` (:mod:`robustness.named_models`).
+DEFAULT_MODEL_PATH: Path = SHIPPED["digits-cnn"].path
 
 MapLocation = Union[str, torch.device, None]
 
@@ -446,6 +447,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a model for evaluation on pixel-space inputs, from any of:
 
+    * a model name (:func:`robustness.named_models.model_names`: ``digits-cnn``, ``digits-cnn-at``,
+      the shipped models); an existing file of that name wins;
     * a robustness checkpoint (:func:`save_checkpoint`): architecture, normalization,
       dataset and bounds are read from it; arguments it records must match it, and so must the
       recorded SHA-256 of its weights;
@@ -490,9 +493,14 @@ def load_model(
         loaded.model(torch.rand(1, 3, 32, 32))
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise InputError(f"model must be a file path, torchvision:NAME or package.module:factory, got {spec!r}")
-    loaded = _load(spec.strip(), arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+        raise InputError(f"model must be a model name, a file path, torchvision:NAME or package.module:factory, "
+                         f"got {spec!r}")
+    named = None if Path(spec.strip()).expanduser().exists() else resolve(spec)
+    loaded = _load(str(named) if named is not None else spec.strip(), arch=arch, num_classes=num_classes,
+                   in_channels=in_channels, mean=mean, std=std,
                    map_location=map_location, min_classes=min_classes)
+    if named is not None:
+        loaded.source = spec.strip()
     data_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if data_shape is not None and loaded.input_shape is not None and data_shape != tuple(loaded.input_shape):
         raise InputError(
@@ -528,7 +536,7 @@ def _load(spec: str, *, arch: str | None, num_classes: int | None, in_channels: 
     if not path.exists():
         raise InputError(
             f"model file {path} not found (expected a checkpoint/state_dict/TorchScript file, "
-            "torchvision:NAME or package.module:factory)"
+            f"torchvision:NAME, package.module:factory or a model name){unknown_name_hint(spec)}"
         )
     if not path.is_file():
         what = "a directory" if path.is_dir() else "not a regular file"

@@ -11,7 +11,8 @@ import io
 import math
 from typing import Any
 
-__all__ = ["NOTHING_BROKEN", "accuracy_figure", "accuracy_png", "can_show_images", "examples_figure", "examples_png"]
+__all__ = ["NOTHING_BROKEN", "accuracy_figure", "accuracy_png", "can_show_images", "curve_figure", "curve_png",
+           "curve_grid", "examples_figure", "examples_png"]
 
 
 def _pct(value: float) -> str:
@@ -69,6 +70,71 @@ def accuracy_figure(robust_accuracy: dict[float, float], by_attack: dict[str, di
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"clean {_pct(clean_accuracy)}, n={n_examples}")
+    return fig
+
+
+#: points of the fine grid the robustness curve is drawn on
+CURVE_GRID_POINTS = 512
+
+
+def curve_grid(breakpoints: list[tuple[float, float]], start: float, top: float,
+               points: int = CURVE_GRID_POINTS) -> tuple[list[float], list[float]]:
+    """The step curve of ``breakpoints`` (``(distance, accuracy from there on)``, ``start`` before the
+    first) sampled on ``points`` evenly spaced budgets from 0 to ``top``, plus every breakpoint itself
+    (so no step is lost between grid points): ``(budgets, accuracies)``, budgets increasing."""
+    import bisect
+
+    grid = [top * i / (points - 1) for i in range(points)] if top > 0 else [0.0]
+    xs = sorted(set(grid) | {d for d, _ in breakpoints if d <= top})
+    steps = [d for d, _ in breakpoints]
+    ys = []
+    for x in xs:
+        i = bisect.bisect_right(steps, x)
+        ys.append(start if i == 0 else breakpoints[i - 1][1])
+    return xs, ys
+
+
+def curve_png(breakpoints: list[tuple[float, float]], minimization: list[tuple[float, float]], *,
+              clean_accuracy: float, fixed: dict[float, float], norm: str, n_examples: int, median: float,
+              budgets: list[float]) -> bytes:
+    """:func:`curve_figure` as PNG bytes."""
+    return _png(curve_figure(breakpoints, minimization, clean_accuracy=clean_accuracy, fixed=fixed, norm=norm,
+                             n_examples=n_examples, median=median, budgets=budgets))
+
+
+def curve_figure(breakpoints: list[tuple[float, float]], minimization: list[tuple[float, float]], *,
+                 clean_accuracy: float, fixed: dict[float, float], norm: str, n_examples: int, median: float,
+                 budgets: list[float]) -> Any:
+    """The robustness curve: robust accuracy against the budget as a step function on a fine grid
+    (:func:`curve_grid`), over every attack (``breakpoints``) and from the minimization attacks alone
+    (``minimization``), with the fixed-budget attacks' worst case at the budgets they ran at (``fixed``)
+    as markers and the median distance as a dotted line. The x axis reaches past the largest finite
+    distance and the largest listed budget. Returns a matplotlib ``Figure`` (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    far = max([d for d, _ in breakpoints + minimization] + list(budgets) + [0.0])
+    top = 1.05 * far if far > 0 else 1.0
+    xs, ys = curve_grid(breakpoints, clean_accuracy, top)
+    ax.step(xs, ys, where="post", color="black", linewidth=2.2, alpha=0.5, label="all attacks")
+    xs, ys = curve_grid(minimization, clean_accuracy, top)
+    ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.2, linestyle="--", label="minimization attacks")
+    if fixed:
+        es = sorted(fixed)
+        ax.plot(es, [fixed[e] for e in es], linestyle="none", marker="o", markerfacecolor="none",
+                markeredgewidth=1.5, color="tab:red", label="fixed-budget worst case")
+    if math.isfinite(median):
+        ax.axvline(median, color="grey", linestyle=":", linewidth=1, label=f"median distance {median:.3g}")
+    ax.set_xlabel(f"eps ({norm})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_xlim(0, top)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"robustness curve: clean {_pct(clean_accuracy)}, n={n_examples}")
     return fig
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from robustness import summary
 from robustness.config import EvalConfig
+from robustness.curve import Curve
 from robustness.report import Report
 
 __all__ = ["BatchRecord", "Assembled", "assemble", "digest", "CHECK_SUBSET", "EXAMPLES"]
@@ -40,8 +41,9 @@ class BatchRecord:
     Per attack ``name``: ``broken[name]`` (long, index of the smallest budget that broke each
     sample, ``len(budgets)`` for never), ``size[name]`` (norm of the verified perturbation,
     NaN where not broken), ``adv_pred[name]`` (prediction on it, -1 where not broken),
-    ``max_used[name]`` (largest norm returned per budget), ``seconds[name]`` and
-    ``calls[name]``. ``seconds["clean"]`` is the clean pass. ``examples``: up to
+    ``max_used[name]`` (largest norm returned per budget), ``distance[name]`` (float64: the smallest
+    verified adversarial distance found, ``inf`` for none; records written before it existed have
+    none), ``seconds[name]`` and ``calls[name]``. ``seconds["clean"]`` is the clean pass. ``examples``: up to
     :data:`EXAMPLES` broken samples with their images. ``subset``: this batch's share of the
     first :data:`CHECK_SUBSET` examples of the evaluation (inputs, labels, clean correctness,
     ``broken``), ``None`` when it holds none.
@@ -62,6 +64,7 @@ class BatchRecord:
     probabilities: bool = False
     examples: list[dict[str, Any]] = field(default_factory=list)
     subset: dict[str, Any] | None = None
+    distance: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -105,6 +108,7 @@ class Assembled:
     size: dict[str, Tensor]
     adv_pred: dict[str, Tensor]
     subset: dict[str, Any] | None
+    distance: dict[str, Tensor] = field(default_factory=dict)  #: per attack; filled for curve runs
 
     @property
     def correct(self) -> Tensor:
@@ -147,7 +151,7 @@ def assemble(
     The report's settings come from ``config``; ``batch_size`` and ``device`` are those the run
     used, ``notes`` its warnings and ``defenses`` the model's preprocessing defenses.
     """
-    names, epsilons, budgets = list(config.named_attacks), list(config.epsilons), config.budgets
+    names, epsilons, budgets = list(config.named_attacks), config.listed, config.budgets
     records = sorted(records, key=lambda r: r.offset)
     ends = [r.offset + r.n for r in records]
     if [r.offset for r in records] != [0] + ends[:-1]:
@@ -157,7 +161,8 @@ def assemble(
     clean = torch.cat([r.clean for r in records])
     data = Assembled(labels=labels, clean=clean, broken=_cat(records, "broken", names),
                      size=_cat(records, "size", names), adv_pred=_cat(records, "adv_pred", names),
-                     subset=_subset(records, names))
+                     subset=_subset(records, names),
+                     distance=_cat(records, "distance", names) if config.curve else {})
     n = int(labels.shape[0])
     correct = data.correct
     stacked = torch.stack([data.broken[k] for k in names])
@@ -175,6 +180,17 @@ def assemble(
         "adversarial_prediction": torch.where(is_broken, worst_pred, torch.full_like(worst_pred, -1)).tolist(),
         "perturbation": [v if ok else None for v, ok in zip(worst_size.tolist(), is_broken.tolist())],
     }
+    curve = None
+    if config.curve:
+        per_sample.update(_distances(data.distance, correct, names))
+        attacks = config.named_attacks
+        minimizing = [k for k in names if getattr(attacks[k], "minimizes", False)]
+        fixed = [k for k in names if k not in minimizing]
+        fixed_worst = {}
+        if fixed and budgets:
+            fixed_broken = torch.stack([data.broken[k] for k in fixed]).min(dim=0).values
+            fixed_worst = summary.accuracy_curve(correct, fixed_broken, budgets, budgets)
+        curve = Curve.measure(correct, data.distance, minimizing, fixed_worst)
     seconds = {"clean": sum(r.seconds.get("clean", 0.0) for r in records)}
     seconds.update({k: sum(r.seconds.get(k, 0.0) for r in records) for k in names})
     calls = {k: {c: sum(r.calls[k][c] for r in records) for c in ("calls", "samples", "gradient_samples")}
@@ -209,8 +225,21 @@ def assemble(
         model_calls=calls,
         examples=examples,
         per_sample=per_sample,
+        curve=curve,
     )
     return report, data
+
+
+def _distances(distance: dict[str, Tensor], correct: Tensor, names: list[str]) -> dict[str, list[Any]]:
+    """Per sample: ``distance``, the smallest verified adversarial distance any attack found (0 for a
+    sample misclassified clean, ``inf`` where none was found), and ``distance_by``, the attack that
+    found it (the first in order on ties; ``""`` where none did)."""
+    stacked = torch.stack([distance[k].double() for k in names])
+    best, which = stacked.min(dim=0)
+    found = torch.isfinite(best) & correct
+    best = torch.where(correct, best, torch.zeros_like(best))
+    return {"distance": best.tolist(),
+            "distance_by": [names[int(w)] if ok else "" for w, ok in zip(which, found.tolist())]}
 
 
 def batch_examples(x: Tensor, y: Tensor, found: dict[str, Any], names: list[str], budgets: list[float],

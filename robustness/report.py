@@ -10,6 +10,9 @@
 * ``samples.csv``: one row per example (label, clean prediction, smallest budget that broke it,
   which attack, its adversarial prediction and perturbation size), to look at the hardest ones;
 * ``robust_accuracy.png``: accuracy against budget, one line per attack plus the worst case;
+* ``curve.png`` (runs with ``epsilons="curve"``): the robustness curve as a step function on a fine
+  grid, over all attacks and from the minimization attacks alone, with the fixed-budget worst case
+  at the listed budgets;
 * ``examples.png``: clean and adversarial examples side by side (image data only), or a note when
   nothing was broken.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from robustness import plots
+from robustness.curve import Curve
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 from robustness.model_info import ModelInfo
 
@@ -115,6 +119,30 @@ class Report:
 
     ``epsilon_labels[eps]`` is how a budget was typed when that was a fraction (``"8/255"``): the
     tables, report.md and samples.csv print it instead of ``0.0313725`` (presentation only).
+
+    ``curve`` (:class:`~robustness.curve.Curve`, runs with ``epsilons="curve"``; ``None`` otherwise):
+    the robustness curve's exact breakpoints, the median adversarial distance, and how far the
+    minimization attacks' curve lies above the fixed-budget worst case at each listed budget.
+
+    Per-sample results. ``per_sample`` holds one list per key, one entry per example in data order
+    (:meth:`samples` gives the same as typed rows; :func:`robustness.compare_samples` compares two
+    reports sample by sample). Budgets are indices into the budgets above 0 of :attr:`epsilons`,
+    sorted (``budgets = sorted(e for e in report.epsilons if e > 0)``), ``len(budgets)`` meaning never:
+
+    * ``label``, ``clean_prediction``: the true class and the clean prediction (a sample is attacked
+      only when they agree);
+    * ``broken_at:<attack>``: the index of the smallest budget at which that attack broke the sample;
+    * ``broken_at:worst``: the smallest over the attacks (the per-sample worst case that
+      :attr:`robust_accuracy` counts); ``broken_by``: the attack that reached it (the first in order
+      on ties; ``""`` when never broken);
+    * ``adversarial_prediction``: the prediction on that attack's verified adversarial input (-1 when
+      never broken); ``perturbation``: its norm (``None`` when never broken);
+    * curve runs only: ``distance``, the smallest verified adversarial distance any attack found,
+      at any budget or none (``0.0`` for a sample misclassified clean; ``inf`` where no attack broke
+      it, written ``null`` in report.json), and ``distance_by``, the attack that found it (``""``
+      where none did, misclassified samples included).
+
+    ``per_sample`` is written to report.json (and as samples.csv) and read back by :meth:`from_dict`.
     """
 
     clean_accuracy: float
@@ -147,6 +175,7 @@ class Report:
     examples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     per_sample: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     epsilon_labels: dict[float, str] = field(default_factory=dict)
+    curve: Curve | None = None
 
     @property
     def worst_case(self) -> float:
@@ -174,8 +203,9 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the same keys as the attributes; budgets become strings.
 
-        ``examples`` keeps each example's metadata (not its pixels); ``per_sample`` is in
-        ``samples.csv``.
+        ``examples`` keeps each example's metadata (not its pixels); ``per_sample`` is written with
+        its keys (an infinite ``distance`` as ``null``); ``curve`` is :meth:`Curve.to_dict` (``null``
+        without a curve).
         """
         return {
             "clean_accuracy": self.clean_accuracy,
@@ -207,6 +237,8 @@ class Report:
             "schedule": self.schedule,
             "speedups": self.speedups,
             "examples": [{k: v for k, v in e.items() if k not in ("clean", "adversarial")} for e in self.examples],
+            "curve": self.curve.to_dict() if self.curve is not None else None,
+            "per_sample": self.per_sample,
         }
 
     @classmethod
@@ -244,7 +276,44 @@ class Report:
                           for n, v in data.get("perturbation", {}).items()},
             model_calls=data.get("model_calls", {}),
             epsilon_labels={float(e): str(text) for e, text in data.get("epsilon_labels", {}).items()},
+            per_sample=_per_sample(data.get("per_sample") or {}),
+            curve=Curve.from_dict(data.get("curve")),
         )
+
+    def samples(self) -> list[Any]:
+        """:attr:`per_sample` as one typed row per example (:class:`robustness.samples.SampleResult`),
+        budgets as values instead of indices."""
+        from robustness.samples import sample_rows
+
+        return sample_rows(self)
+
+    def curve_table(self) -> str:
+        """Markdown: the curve at each listed budget above 0, from every attack and from the minimization
+        attacks alone, the fixed-budget worst case there, and how far the minimization curve lies above
+        it; empty without a curve."""
+        if self.curve is None or not any(e > 0 for e in self.robust_accuracy):
+            return ""
+        c = self.curve
+        rows = ["| eps | curve (all attacks) | minimization attacks | fixed-budget worst case | min-norm above by |",
+                "|---:|---:|---:|---:|---:|"]
+        for eps in sorted(e for e in self.robust_accuracy if e > 0):
+            g = c.gap.get(eps)
+            cells = [self.eps_label(eps), _pct(c.accuracy_at(eps)), _pct(c.minimization_at(eps)),
+                     _pct(g["fixed_budget"]) if g else "-", f"{100 * g['gap']:+.1f} pts" if g else "-"]
+            rows.append("| " + " | ".join(cells) + " |")
+        return "\n".join(rows)
+
+    def curve_summary(self) -> str:
+        """One line: the median adversarial distance and the largest gap; empty without a curve."""
+        if self.curve is None:
+            return ""
+        c = self.curve
+        line = (f"median {self.norm} distance of the correctly classified samples: {_distance(c.median_distance)} "
+                f"({c.never_broken} never broken)")
+        if c.gap:
+            line += (f"; the minimization attacks' curve lies at most {100 * c.largest_gap:.1f} points above the "
+                     f"fixed-budget worst case at the listed budgets")
+        return line
 
     def table(self) -> str:
         """Markdown table: one row per budget, the worst case and each attack as columns."""
@@ -291,6 +360,7 @@ class Report:
                           f"{p['backward']}" for p in d["preprocessors"]]
             lines.append("")
         lines += ["## Robust accuracy (per-sample worst case over attacks)", "", self.table(), ""]
+        lines += self._curve_lines()
         lines += self._cumulative_lines() + self._per_class_lines() + self._cost_lines()
         lines += ["## Largest perturbation actually used", "", "| eps | largest norm |", "|---:|---:|"]
         lines += [f"| {self.eps_label(eps)} | {used:.6g} |" for eps, used in sorted(self.max_perturbation.items())]
@@ -299,6 +369,23 @@ class Report:
         lines += ["", "## Attacks", ""] + [f"- `{n}`: {d}" for n, d in self.attacks.items()]
         lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
+
+    def _curve_lines(self) -> list[str]:
+        if self.curve is None:
+            return []
+        c = self.curve
+        lines = ["## Robustness curve", "",
+                 f"- {self.curve_summary()}",
+                 f"- minimization attacks: {', '.join(c.minimization_attacks)} (median distance from them alone: "
+                 f"{_distance(c.minimization_median)})",
+                 f"- {len(c.breakpoints)} breakpoints (exact, in report.json; a sample at distance d is broken at "
+                 f"every budget >= d); the step curve is in curve.png", ""]
+        table = self.curve_table()
+        if table:
+            lines += ["A minimization attack looks for the smallest perturbation, not for the strongest one within "
+                      "a budget: where it lies above the fixed-budget attacks, the curve between the listed "
+                      "budgets is that much too optimistic.", "", table, ""]
+        return lines
 
     def _cumulative_lines(self) -> list[str]:
         if len(self.cumulative) < 2:
@@ -356,15 +443,18 @@ class Report:
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
+        curve = "distance" in s
         w.writerow(["index", "label", "clean_prediction", "correct", "broken_at_eps", "broken_by",
-                    "adversarial_prediction", "perturbation_norm"] + [f"broken_at_eps:{n}" for n in names])
+                    "adversarial_prediction", "perturbation_norm"] + [f"broken_at_eps:{n}" for n in names]
+                   + (["distance", "distance_by"] if curve else []))
         for i, (label, pred) in enumerate(zip(s["label"], s["clean_prediction"])):
             worst = s["broken_at:worst"][i]
             broken = worst < len(budgets)
             w.writerow([i, label, pred, int(label == pred), at(worst), s.get("broken_by", [""] * (i + 1))[i],
                          s["adversarial_prediction"][i] if broken and "adversarial_prediction" in s else "",
                          f"{s['perturbation'][i]:.6g}" if broken and "perturbation" in s else ""]
-                        + [at(s[f"broken_at:{n}"][i]) for n in names])
+                        + [at(s[f"broken_at:{n}"][i]) for n in names]
+                        + ([_distance(s["distance"][i]), s["distance_by"][i]] if curve else []))
         return buf.getvalue()
 
     def plot_png(self) -> bytes:
@@ -374,8 +464,18 @@ class Report:
         return plots.accuracy_png(self.robust_accuracy, self.by_attack, norm=self.norm,
                                   clean_accuracy=self.clean_accuracy, n_examples=self.n_examples, eps_text=text)
 
+    def curve_png(self) -> bytes:
+        """PNG bytes of the robustness curve (a report with :attr:`curve` only)."""
+        if self.curve is None:
+            raise ValueError("this report has no curve: evaluate with epsilons='curve'")
+        c = self.curve
+        return plots.curve_png(c.breakpoints, c.minimization, clean_accuracy=c.clean_accuracy,
+                               fixed={e: g["fixed_budget"] for e, g in c.gap.items()}, norm=self.norm,
+                               n_examples=self.n_examples, median=c.median_distance,
+                               budgets=[e for e in self.robust_accuracy if e > 0])
+
     def save(self, directory: str | Path) -> Path:
-        """Write report.json, report.md, samples.csv, robust_accuracy.png and examples.png into
+        """Write report.json, report.md, samples.csv, robust_accuracy.png, curve.png and examples.png into
         ``directory``, each atomically. examples.png: a grid of the broken examples for image data;
         a note (:data:`robustness.plots.NOTHING_BROKEN`) when no attack broke any example at any
         budget; none without a budget above 0, or for broken examples that are not images."""
@@ -388,6 +488,10 @@ class Report:
         else:  # never leave an earlier report's file beside this one
             (out / "samples.csv").unlink(missing_ok=True)
         atomic_write_bytes(out / "robust_accuracy.png", self.plot_png())
+        if self.curve is not None:
+            atomic_write_bytes(out / "curve.png", self.curve_png())
+        else:
+            (out / "curve.png").unlink(missing_ok=True)
         nothing_broken = not self.examples and any(e > 0 for e in self.epsilons)
         if plots.can_show_images(self.examples) or nothing_broken:  # the latter: a note that says so
             atomic_write_bytes(out / "examples.png", plots.examples_png(self.examples, self.bounds))
@@ -398,6 +502,21 @@ class Report:
 
 def _pct(value: float) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _distance(value: float) -> str:
+    """A distance as the tables print it: ``inf`` for never broken, ``n/a`` for NaN."""
+    if value is None or math.isinf(value):
+        return "inf"
+    return "n/a" if math.isnan(value) else f"{value:.4g}"
+
+
+def _per_sample(data: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """``per_sample`` read from report.json: an infinite ``distance`` was written ``null``."""
+    out = {k: list(v) for k, v in data.items()}
+    if "distance" in out:
+        out["distance"] = [math.inf if v is None else float(v) for v in out["distance"]]
+    return out
 
 
 def _num(value: float) -> str:

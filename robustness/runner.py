@@ -10,7 +10,8 @@ an evaluation's state while it runs. What it spends and what it trusts:
   has not broken yet, and starts from the best point it found for them at the previous budget
   (which lies inside the larger ball) instead of from scratch. A minimization attack
   (Carlini-Wagner) runs once and answers every budget by the size of the perturbation it
-  found (:mod:`robustness.sweep`).
+  found (:mod:`robustness.sweep`); with ``epsilons="curve"`` it runs without a budget, and the
+  smallest verified distances give the whole robustness curve (:mod:`robustness.curve`).
 * Nothing an attack returns is trusted: the runner projects it onto the budget, clips it
   to the bounds, re-predicts, and counts only what it verified.
 * ``robust_accuracy`` is the per-sample worst case over all attacks; the report adds each
@@ -76,7 +77,14 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
         data: an ``(x, y)`` pair of tensors, a ``Dataset`` or a ``DataLoader``.
         config: the settings below as one object (:class:`robustness.EvalConfig`).
         attacks: attack objects or registry names (``"fgsm"``, ``"pgd"``, ``"cw"``).
-        epsilons: budgets in the ``norm``; 0 means clean accuracy.
+        epsilons: budgets in the ``norm``; 0 means clean accuracy. ``"curve"`` (alone, or among the
+            budgets: ``["curve", 0, 0.1, 0.2]``) also measures the robustness curve
+            (:class:`robustness.curve.Curve`, ``Report.curve``): the minimization attacks (at least one
+            is required) run once per batch without a budget, each sample's smallest verified adversarial
+            distance over all attacks gives the robust accuracy at every budget, and the report adds the
+            median distance and, at each listed budget, how far the minimization attacks' curve lies
+            above the fixed-budget attacks' worst case. Fixed-budget attacks run at the listed budgets
+            (required when there are any).
         norm: ``"linf"`` or ``"l2"``.
         bounds: the valid input range; inputs outside it are an error.
         batch_size: examples per batch when ``data`` is not already a ``DataLoader``; ``None``
@@ -270,7 +278,8 @@ class _Evaluation:
             t0 = time.perf_counter()
             before = self.counted.snapshot()
             found[name] = sweep(self.counted, attack, x, y, correct, budgets, bounds=config.bounds, norm=config.norm,
-                                seed=derive_seed(config.seed, "attack", offset, a), schedule=config.schedule)
+                                seed=derive_seed(config.seed, "attack", offset, a), schedule=config.schedule,
+                                curve=config.curve)
             _sync(self.device)
             seconds[name] = time.perf_counter() - t0
             calls[name] = dict(zip(("calls", "samples", "gradient_samples"),
@@ -291,6 +300,7 @@ class _Evaluation:
             probabilities=looks_like_probabilities(logits),
             examples=batch_examples(x, y, found, names, budgets, offset) if budgets else [],
             subset=subset,
+            distance={k: r.distance.cpu() for k, r in found.items()},
         )
 
     def report(self, records: list[BatchRecord], loader: Any, defenses: list[dict[str, Any]], start: float) -> Report:
@@ -309,6 +319,9 @@ class _Evaluation:
                                      device=str(self.device), notes=notes, defenses=defenses)
         report.model = describe_model(self.model)  # weights SHA-256, normalization, untrained BatchNorm
         report.warnings += warn_if_initial(report.model)
+        if config.checks and config.curve and not config.budgets:
+            report.warnings.append("the sanity checks run at listed budgets and epsilons='curve' lists none: list "
+                                   "budgets with the curve (epsilons=['curve', 0, 0.1]) to run them")
         if config.checks and config.budgets and assembled.subset is not None:
             t0 = time.perf_counter()
             report.checks = self.run_checks(assembled.subset, report)

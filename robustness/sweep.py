@@ -9,7 +9,15 @@
   taking a sample the attack could not break inside a larger ball as robust inside every
   smaller one: about ``log2(budgets + 1)`` attacks per sample, for long sweeps and big models.
 * :func:`sweep_minimization` (Carlini-Wagner): one run; each budget counts the verified
-  adversarial inputs whose perturbation fits in it.
+  adversarial inputs whose perturbation fits in it. Told the largest budget (attacks that
+  declare ``stops_at_eps`` then stop early), except for the robustness curve (``curve=True``):
+  run without a budget, for each sample's smallest perturbation.
+
+Every result also holds each sample's verified adversarial ``distance`` (the smallest
+perturbation norm this attack was verified to break it with; infinite where it found none);
+with ``curve=True`` a fixed-budget attack's ``broken`` also counts a sample broken at the smallest
+budget that holds that distance (an attack may break a sample at one budget with a perturbation
+that fits in a smaller one), so that the per-budget tables and the curve agree.
 
 Whatever the attack returns is projected onto the budget, clipped to the bounds and
 re-predicted here; only verified misclassifications count.
@@ -29,7 +37,8 @@ from robustness.errors import InputError, RobustnessWarning
 from robustness.norms import Norm, clip_to_bounds, norm_of, project
 from robustness.seeding import derive_seed
 
-__all__ = ["SCHEDULES", "SweepResult", "sweep", "sweep_bisect", "sweep_fixed", "sweep_minimization"]
+__all__ = ["SCHEDULES", "SweepResult", "first_budget_within", "sweep", "sweep_bisect", "sweep_fixed",
+           "sweep_minimization"]
 
 #: how a fixed-budget attack visits the budgets (see :func:`sweep`)
 SCHEDULES: tuple[str, ...] = ("ascending", "bisect")
@@ -44,7 +53,9 @@ class SweepResult:
     verified adversarial perturbation at that budget (NaN where not broken). ``adversarial``:
     the verified adversarial input where broken, the clean input elsewhere. ``prediction``: the
     model's prediction on that adversarial input (-1 where not broken). ``max_used[j]``: the
-    largest perturbation norm the attack returned at budget ``j``.
+    largest perturbation norm the attack returned at budget ``j``. ``distance[i]``: the smallest
+    norm of a verified adversarial perturbation of sample ``i`` found (``inf``: none; a
+    minimization attack's may lie beyond every budget).
     """
 
     broken: Tensor
@@ -52,6 +63,7 @@ class SweepResult:
     adversarial: Tensor
     prediction: Tensor
     max_used: list[float]
+    distance: Tensor
 
 
 def _empty(x: Tensor, budgets: list[float]) -> SweepResult:
@@ -62,6 +74,7 @@ def _empty(x: Tensor, budgets: list[float]) -> SweepResult:
         adversarial=x.clone(),
         prediction=torch.full((n,), -1, dtype=torch.long, device=x.device),
         max_used=[0.0] * len(budgets),
+        distance=torch.full((n,), math.inf, dtype=torch.float64, device=x.device),
     )
 
 
@@ -109,6 +122,8 @@ def _attack_at(
     out.size[hit] = sizes[fooled]
     out.adversarial[hit] = x_adv[fooled]
     out.prediction[hit] = pred[fooled]
+    # verified inside the eps ball (projected above): a norm a rounding error above eps is eps
+    out.distance[hit] = torch.minimum(out.distance[hit], sizes[fooled].double().clamp(max=eps))
     return fooled, x_adv
 
 
@@ -196,22 +211,31 @@ def sweep_minimization(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    curve: bool = False,
 ) -> SweepResult:
-    """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it."""
+    """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it.
+
+    The attack is told the largest budget (``eps=max(budgets)``: an attack that declares
+    ``stops_at_eps`` may stop on samples broken within it), except with ``curve=True``, where it runs
+    without one for each sample's smallest perturbation (``distance``), also beyond every budget.
+    """
     out = _empty(x, budgets)
     alive = correct.nonzero().squeeze(1)
-    if alive.numel() == 0 or not budgets:
+    if alive.numel() == 0 or not (budgets or curve):
         return out
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x0, y0 = x[alive], y[alive]
-    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=max(budgets), bounds=bounds, generator=gen), x0),
-                           bounds)
+    eps = None if curve else max(budgets)
+    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen), x0), bounds)
     with torch.no_grad():
         pred = model(x_adv).argmax(dim=1)
     fooled = pred != y0
     size = norm_of(x_adv - x0, norm)
-    eps_t = torch.tensor(budgets, device=x.device, dtype=size.dtype)
-    fits = fooled[:, None] & (size[:, None] <= eps_t[None, :])  # (n, budgets), monotone in the budget
+    out.distance[alive[fooled]] = size[fooled].double()
+    if not budgets:  # the curve alone: nothing to count per budget
+        return out
+    eps_t = torch.tensor(budgets, device=x.device, dtype=torch.float64)  # as the report's budgets and the curve
+    fits = fooled[:, None] & (size.double()[:, None] <= eps_t[None, :])  # (n, budgets), monotone in the budget
     ok = fits.any(dim=1)
     first = torch.where(ok, fits.float().argmax(dim=1), torch.full_like(alive, len(budgets)))
     out.broken[alive] = first
@@ -226,6 +250,13 @@ def sweep_minimization(
     return out
 
 
+def first_budget_within(distance: Tensor, budgets: list[float]) -> Tensor:
+    """Per sample, the index of the smallest budget ``>= distance`` (``len(budgets)``: none; an
+    infinite distance never fits)."""
+    eps_t = torch.tensor(budgets, device=distance.device, dtype=torch.float64)
+    return torch.searchsorted(eps_t, distance.double().contiguous(), right=False)
+
+
 def sweep(
     model: nn.Module,
     attack: Attack,
@@ -238,14 +269,22 @@ def sweep(
     norm: Norm,
     seed: int,
     schedule: str = "ascending",
+    curve: bool = False,
 ) -> SweepResult:
     """:func:`sweep_minimization` for minimization attacks; for the others :func:`sweep_fixed`
     (``schedule="ascending"``, the default: strongest) or :func:`sweep_bisect` (``"bisect"``: fewer
-    attacks per sample)."""
+    attacks per sample). ``curve=True`` (the robustness curve): minimization attacks run without a
+    budget, even with no budgets listed, and a fixed-budget attack's sample counts as broken at the
+    smallest budget that holds its verified distance."""
+    if isinstance(attack, MinimizationAttack):
+        if not budgets and not curve:
+            return _empty(x, budgets)
+        return sweep_minimization(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed,
+                                  curve=curve)
     if not budgets:
         return _empty(x, budgets)
-    if isinstance(attack, MinimizationAttack):
-        run = sweep_minimization
-    else:
-        run = sweep_bisect if schedule == "bisect" else sweep_fixed
-    return run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)  # type: ignore[arg-type]
+    run = sweep_bisect if schedule == "bisect" else sweep_fixed
+    out = run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)
+    if curve:
+        out.broken = torch.minimum(out.broken, first_budget_within(out.distance, budgets))
+    return out

@@ -17,9 +17,12 @@ from torch import Tensor
 from robustness.errors import InputError
 
 __all__ = [
-    "check_batch", "check_batch_size", "check_epsilons", "check_flag", "check_logits", "check_not_boolean",
-    "looks_like_probabilities",
+    "CURVE", "check_batch", "check_batch_size", "check_budget_list", "check_epsilons", "check_flag", "check_logits",
+    "check_not_boolean", "looks_like_probabilities",
 ]
+
+#: the word that asks for the robustness curve among the budgets (``epsilons="curve"``, ``--eps curve,0,0.1``)
+CURVE = "curve"
 
 _BOUNDS_TOL = 1e-6
 
@@ -38,6 +41,25 @@ def check_epsilons(epsilons: Sequence[float] | float) -> list[float]:
             raise InputError(f"every budget must be a finite number >= 0, got {e!r}")
         values.append(float(e))
     return sorted(set(values))
+
+
+def check_budget_list(epsilons: Sequence[float | str] | float | str) -> tuple[bool, list[float]]:
+    """``(curve, budgets)``: whether :data:`CURVE` (any case) is among ``epsilons``, and the numeric
+    budgets sorted and de-duplicated (:func:`check_epsilons`). ``"curve"`` alone lists the budget 0
+    (clean accuracy), so that the report always has a per-budget table."""
+    if isinstance(epsilons, str):
+        epsilons = [epsilons]
+    if isinstance(epsilons, (int, float)) or isinstance(epsilons, bytes) or not isinstance(epsilons, Sequence):
+        return False, check_epsilons(epsilons)  # type: ignore[arg-type]
+    words = [e for e in epsilons if isinstance(e, str)]
+    unknown = [w for w in words if w.strip().lower() != CURVE]
+    if unknown:
+        raise InputError(f"every budget must be a number or {CURVE!r} (the robustness curve of the minimization "
+                         f"attacks), got {unknown[0]!r}")
+    numbers = [e for e in epsilons if not isinstance(e, str)]
+    if words and not numbers:
+        return True, [0.0]
+    return bool(words), check_epsilons(numbers)
 
 
 def check_not_boolean(labels: Tensor, what: str) -> None:

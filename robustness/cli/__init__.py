@@ -8,6 +8,10 @@ an empty item in a list is an error, never a default), 3 an internal error (one 
 before or after the command, re-raises it with its traceback). It exits 0 only after every report
 was written, and user code that calls ``sys.exit`` (a model factory, a model's forward) is an
 error, never the command's exit. Budgets typed as fractions (``8/255``) print as typed.
+``--eps curve`` (alone or among budgets: ``curve,0,0.5,1``) measures the robustness curve with the
+minimization attacks (default attacks then: :data:`CURVE_ATTACKS`) and prints the median distance
+and, at each listed budget, how far the minimization attacks' curve lies above the fixed-budget
+attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``).
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
@@ -57,9 +61,10 @@ from robustness import datasets, loading, runner
 from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
                                    naming, parse_device, parse_epsilons, parse_floats, parse_seed)
 from robustness.cli.train import _add_train_parser, _train
-from robustness.config import EvalConfig
+from robustness.config import EvalConfig, check_curve_attacks
 from robustness.distributed import CollectiveError, torchrun_session
 from robustness.errors import InputError, RobustnessWarning
+from robustness.named_models import SHIPPED, model_names
 from robustness.norms import NORMS
 from robustness.attacks.presets import PRESETS
 from robustness.registry import ATTACKS
@@ -78,11 +83,14 @@ DEFAULT_EPS: dict[str, dict[str, str]] = {
 }
 #: attacks run for each norm when --attacks is not given
 DEFAULT_ATTACKS: dict[str, str] = {"linf": "fgsm,pgd,apgd-ce", "l2": "pgd,apgd-ce(restarts=2),cw"}
+#: attacks run for each norm by ``--eps curve`` when --attacks is not given: minimization attacks
+CURVE_ATTACKS: dict[str, str] = {"linf": "fmn,fab", "l2": "fmn,ddn,fab", "l1": "fmn,fab"}
 
-#: The shipped digits models that `robustness evaluate` without --model compares, by label.
+#: The shipped digits models that `robustness evaluate` without --model compares, by label
+#: (their public names, also accepted by --model: digits-cnn and digits-cnn-at).
 SHIPPED_MODELS: dict[str, Path] = {
-    "standard": loading.DEFAULT_MODEL_PATH,
-    "adv-trained": loading.DEFAULT_MODEL_PATH.parent / "digits_cnn_at.pt",
+    "standard": SHIPPED["digits-cnn"].path,
+    "adv-trained": SHIPPED["digits-cnn-at"].path,
 }
 #: how the shipped adversarially trained model was made (also in its checkpoint's meta)
 SHIPPED_AT_SCRIPT = "scripts/train_digits_cnn_at.sh"
@@ -174,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     ev = sub.add_parser("evaluate", help="robust accuracy per budget (the default command)")
     ev.add_argument("--model", default=None,
-                    help="checkpoint, TorchScript file, torchvision:NAME (its initial random weights: untrained) or "
+                    help=f"a model name ({', '.join(model_names())}: the shipped digits CNNs), checkpoint, "
+                         "TorchScript file, torchvision:NAME (its initial random weights: untrained) or "
                          "package.module:factory (default: both shipped digits CNNs, standard and adversarially "
                          "trained, side by side)")
     ev.add_argument("--arch", default=None,
@@ -195,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "'fgsm,apgd-ce(steps=200,restarts=3)', presets (standard, smoke) and ART attacks "
                          "(art:DeepFool(max_iter=20)); see `robustness list attacks`. Default: "
                          "fgsm,pgd,apgd-ce for linf and pgd,apgd-ce(restarts=2),cw for l2")
-    ev.add_argument("--eps", default=None, help="comma-separated budgets, fractions allowed: 0,2/255,8/255")
+    ev.add_argument("--eps", default=None,
+                    help="comma-separated budgets, fractions allowed: 0,2/255,8/255; 'curve' (alone or among them: "
+                         "curve,0,0.1,0.2) measures the robustness curve with the minimization attacks (default "
+                         "attacks then: fmn,fab for linf and l1, fmn,ddn,fab for l2)")
     ev.add_argument("--norm", default=None, choices=list(NORMS), type=str.lower,
                     help="default: linf, and with no --attacks/--eps also an l2 sweep")
     ev.add_argument("--n", type=int_type(1), default=None, help="evaluate a seeded random subset of n examples")
@@ -241,6 +253,17 @@ class _Sweep:
     attacks: list[str]
     epsilons: list[float]
     labels: dict[float, str] = field(default_factory=dict)  # budgets typed as fractions, as typed
+    curve: bool = False  # 'curve' was among --eps
+
+
+def _split_curve(text: str) -> tuple[bool, str | None]:
+    """``--eps curve,0,0.1`` -> ``(True, "0,0.1")``; ``curve`` alone -> ``(True, None)``; no ``curve``:
+    ``(False, text)``. Empty items are left for the budget parser's error."""
+    parts = text.split(",")
+    rest = [p for p in parts if p.strip().lower() != "curve"]
+    if len(rest) == len(parts):
+        return False, text
+    return True, (",".join(rest) if rest else None)
 
 
 def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
@@ -250,9 +273,13 @@ def _sweeps(args: argparse.Namespace, dataset: str) -> list[_Sweep]:
     norms = [args.norm] if args.norm else (["linf"] if given else ["linf", "l2"])
     out = []
     for norm in norms:
-        eps = args.eps if args.eps is not None else table[norm]
-        names = split_attack_list(args.attacks if args.attacks is not None else DEFAULT_ATTACKS[norm])
-        out.append(_Sweep(norm, names, parse_epsilons(eps), epsilon_labels(eps)))
+        curve, eps = _split_curve(args.eps) if args.eps is not None else (False, table[norm])
+        defaults = CURVE_ATTACKS if curve else DEFAULT_ATTACKS
+        names = split_attack_list(args.attacks if args.attacks is not None else defaults[norm])
+        if eps is None:
+            out.append(_Sweep(norm, names, [], {}, curve=True))
+        else:
+            out.append(_Sweep(norm, names, parse_epsilons(eps), epsilon_labels(eps), curve=curve))
     return out
 
 
@@ -308,7 +335,9 @@ def _check_attacks(sweep: _Sweep, norm_given: bool) -> None:
                 f"--attacks {name}: {name} is an {' and '.join(norms)} attack and this sweep is {sweep.norm}"
                 f"{'' if norm_given else ' (the default --norm)'}: add --norm {norms[0]}, or use an {sweep.norm} "
                 f"attack ({', '.join(others)})")
-    runner.resolve_attacks(sweep.attacks, sweep.norm)  # unknown names and settings: the runner's messages
+    named = runner.resolve_attacks(sweep.attacks, sweep.norm)  # unknown names and settings: the runner's messages
+    if sweep.curve:
+        check_curve_attacks(named, [e for e in sweep.epsilons if e > 0], sweep.norm)
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
@@ -329,6 +358,9 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     for sweep in _sweeps(args, args.data):
         with naming("--attacks", ",".join(sweep.attacks)):
             _check_attacks(sweep, norm_given=args.norm is not None)
+        if sweep.curve and args.min_accuracy is not None and not any(e > 0 for e in sweep.epsilons):
+            raise InputError("--min-accuracy gates the worst case at the largest listed budget and --eps curve lists "
+                             "none: list budgets with the curve, e.g. --eps curve,0,0.3")
     if not _torchrun_rank():
         _check_out(Path(args.out))
         if args.state is not None:
@@ -373,7 +405,8 @@ def _eval_config(args: argparse.Namespace, sweep: _Sweep, bounds: tuple[float, f
     """The settings of one evaluation: the one place where ``evaluate``'s flags become an :class:`EvalConfig`
     (``bounds`` come from the data, ``device`` and ``distributed`` from ``--device`` and torchrun)."""
     return EvalConfig(
-        attacks=tuple(sweep.attacks), epsilons=sweep.epsilons, norm=sweep.norm, bounds=bounds,
+        attacks=tuple(sweep.attacks), epsilons=(["curve"] if sweep.curve else []) + sweep.epsilons, norm=sweep.norm,
+        bounds=bounds,
         batch_size=args.batch_size, device=device, seed=args.seed, progress=not args.quiet,
         checks=not args.no_checks, strict=args.strict, schedule=args.schedule, state=state, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, distributed=distributed,
@@ -389,7 +422,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
     width = data.bounds[1] - data.bounds[0]
     diameter = width * math.sqrt(math.prod(data.input_shape))  # the L2 distance between opposite corners
     for sweep in sweeps:
-        top = max(sweep.epsilons)
+        top = max(sweep.epsilons, default=0.0)
         typed = sweep.labels.get(top, format_eps(top))
         if sweep.norm == "linf" and top >= width:
             warnings.warn(f"--eps {typed} in Linf covers the whole input range {list(data.bounds)}: any "
@@ -468,9 +501,10 @@ def _shipped_models() -> list[tuple[str | None, loading.LoadedModel]]:
 def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: bool, label: str | None = None) -> str:
     """One line per evaluation: clean and worst-case accuracy, size, time, where it went, what failed."""
     top = report.eps_label(max(report.robust_accuracy))
+    worst = (f"worst case at eps={top}: {100 * report.worst_case:.1f}%" if max(report.robust_accuracy) > 0
+             else "no budget listed (curve only)")
     line = (f"{label + ': ' if label else ''}{report.norm}: clean {100 * report.clean_accuracy:.1f}%, "
-            f"worst case at eps={top}: {100 * report.worst_case:.1f}% ({report.n_examples} examples, "
-            f"{report.timings['total']:.1f} s) -> {out}")
+            f"{worst} ({report.n_examples} examples, {report.timings['total']:.1f} s) -> {out}")
     if report.model is not None and report.model.initial_weights:
         line += "  UNTRAINED: initial random weights"
     if gate:
@@ -480,6 +514,8 @@ def _summary_line(report: Report, out: Path, args: argparse.Namespace, gate: boo
     warned = [c.name for c in report.checks if c.status == "warning"]
     if warned:
         line += f"  {len(warned)} check warning{'s' if len(warned) > 1 else ''}: {', '.join(warned)} (see report.md)"
+    if report.curve is not None:
+        line += f"\n  {label + ': ' if label else ''}{report.curve_summary()}"
     return line
 
 
@@ -492,6 +528,8 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
         print(report.table())
+        if report.curve_table():
+            print(report.curve_table())
     print(line)
 
 
@@ -523,6 +561,9 @@ def _print_side_by_side(results: list[tuple[str | None, Report, Path, bool]], sw
             cells = [f"{100 * r.robust_accuracy[eps]:.1f}%" if eps in r.robust_accuracy else "-"
                      for _, r, _, _ in results]
             print(f"| {labels_of[eps]} | " + " | ".join(cells) + " |")
+        for label, report, _, _ in results:
+            if report.curve is not None and report.curve.gap:
+                print(f"\n{label}: robustness curve at the listed budgets\n{report.curve_table()}")
     for label, report, out, gate in results:
         print(_summary_line(report, out, args, gate, label))
 
