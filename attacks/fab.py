@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustness.attacks.apgd import _positive_int
 from robustness.attacks.base import AttackKind, MinimizationAttack, WorkingBatch
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.eot import check_eot_samples, eot_gradient
@@ -192,11 +193,6 @@ def _check_number(owner: str, field: str, value: object, low: float, high: float
 def _unused(logits: Tensor) -> Tensor:
     """The success criterion of a gradient evaluation whose success FAB does not read (it checks the new point)."""
     return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-
-
-def _positive_int(owner: str, field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{owner} {field} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(eq=False)
