@@ -304,9 +304,11 @@ class FAB(MinimizationAttack):
             stop_at = eps if isinstance(eps, Tensor) else torch.full((n,), float(eps), dtype=x.dtype, device=x.device)
             settled_at = stop_at
             radius = stop_at if self.restart_radius is None else torch.full_like(stop_at, self.restart_radius)
+        # a zero budget admits no perturbation: nothing to search on those samples
+        hopeless = clean.fooled if eps is None else clean.fooled | (stop_at <= 0)
         planes = self._planes(logits, y, target)
         for r, plane in enumerate(planes):
-            idx = ((found.norm > settled_at) & ~clean.fooled).nonzero().squeeze(1)
+            idx = ((found.norm > settled_at) & ~hopeless).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             x0 = flat[idx]

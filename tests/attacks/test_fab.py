@@ -208,6 +208,15 @@ def test_per_sample_eps_stops_early_and_stays_within(trained_model, test_batch) 
     assert broken[1::2].sum() <= int((found[1::2] <= 0.3).sum()) + 2
 
 
+def test_zero_budgets_are_not_searched(trained_model, test_batch) -> None:
+    x, y = test_batch[0][:8], test_batch[1][:8]
+    counted = Counting(trained_model)
+    eps = torch.tensor([0.0] * 7 + [5.0])
+    adv = FAB(norm="l2", steps=10)(counted, x, y, eps=eps)
+    assert torch.equal(adv[:7], x[:7])
+    assert counted.samples <= 8 + 2 * 10 * 1 + 8  # the clean check, one sample's steps, the verification
+
+
 def test_float_eps_is_the_restart_radius_and_stops_runs(trained_model, test_batch) -> None:
     """With eps, later runs attack only the samples not broken within it (as the reference)."""
     x, y = test_batch[0][:32], test_batch[1][:32]
