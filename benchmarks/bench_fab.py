@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=0, help="digits: the first N correct test images (0: all)")
     parser.add_argument("--preact-images", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds on the digits (best time reported)")
-    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds first, on the digits (ours runs first: a cold start counts against it)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed rounds first, on the digits (ours runs first: a cold start counts against it)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: steadier on a shared CPU)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 steps, 64 digits, 4 PreAct inputs, 2 steps")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
