@@ -288,8 +288,9 @@ class FAB(MinimizationAttack):
         n, shape = x.shape[0], x.shape[1:]
         flat = x.flatten(1)
         with torch.no_grad():
-            clean = eot_gradient(model, x, lambda logits: logits[:, 0], lambda logits: is_adversarial(logits, y, target),
-                                 samples=self.eot_samples, with_grad=False)
+            clean = eot_gradient(model, x, lambda logits: logits[:, 0],
+                                 lambda logits: is_adversarial(logits, y, target), samples=self.eot_samples,
+                                 with_grad=False)
         logits = clean.logits
         if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < 2:
             raise InputError(f"{type(self).__name__} needs a model returning logits of shape ({n}, classes) with "

@@ -96,7 +96,8 @@ def load_model(name: str, images: int) -> tuple[nn.Module, Tensor, Tensor, str]:
                          "labelled with its predictions")
 
 
-def contenders(model: nn.Module, norm: str, targeted: bool, steps: int) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+def contenders(model: nn.Module, norm: str, targeted: bool, steps: int
+               ) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     """``fn(x, y) -> adversarial inputs`` per contender."""
     import torchattacks
     from pyautoattack.fab_pt import FABAttack_PT
@@ -167,8 +168,9 @@ def bench_case(model: nn.Module, x: Tensor, y: Tensor, norm: str, targeted: bool
 
 
 def _markdown(result: dict[str, Any]) -> str:
-    lines = [f"# FAB and FAB-T: ours vs the reference (pyautoattack {result['machine']['versions'].get('pyautoattack')})"
-             f" vs torchattacks {result['machine']['versions'].get('torchattacks')}", "",
+    versions = result["machine"]["versions"]
+    lines = [f"# FAB and FAB-T: ours vs the reference (pyautoattack {versions.get('pyautoattack')}) vs torchattacks "
+             f"{versions.get('torchattacks')}", "",
              *provenance_lines(result["machine"], result["command"], result["date"]), "", "## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in result["setup"].items()]
     for model_name, block in result["models"].items():
