@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustness.attacks import APGD, FGSM, PGD, CarliniWagnerL2, Square
+from robustness.attacks import APGD, FAB, FABT, FGSM, PGD, CarliniWagnerL2, Square
 from robustness.attacks.base import MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
@@ -26,7 +26,8 @@ N = 16
 
 def _attacks() -> list:
     """One cheap instance of every built-in attack (CW in L2, the others in Linf)."""
-    return [FGSM(), PGD(steps=3), APGD(steps=5), Square(queries=30), CarliniWagnerL2(binary_search_steps=1, steps=5)]
+    return [FGSM(), PGD(steps=3), APGD(steps=5), Square(queries=30), CarliniWagnerL2(binary_search_steps=1, steps=5),
+            FAB(steps=3), FABT(steps=3, target_classes=2)]
 
 
 def _eps(attack) -> float:

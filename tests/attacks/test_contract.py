@@ -20,6 +20,8 @@ TOL = 1e-5
 
 def _build(name: str, norm: str):
     cls = ATTACKS.load(name)
+    if name in ("fab", "fab-t"):  # minimization attacks in every norm
+        return ATTACKS.create(name, norm=norm, steps=10)
     if issubclass(cls, MinimizationAttack):
         kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
         return ATTACKS.create(name, **kwargs) if norm == "l2" else None
