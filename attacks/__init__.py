@@ -1,7 +1,8 @@
 """Attacks: immutable settings objects called as ``attack(model, x, y, eps=...)``.
 
 Fixed-budget attacks (:class:`FGSM`, :class:`PGD`) run per budget; minimization attacks
-(:class:`CarliniWagnerL2`) search the smallest perturbation and answer every budget at once.
+(:class:`CarliniWagnerL2`, :class:`FMN`, :class:`DDN`) search the smallest perturbation and answer
+every budget at once.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 from robustness.attacks.apgd import APGD, APGDDLR, APGDT
 from robustness.attacks.base import Attack, FixedBudgetAttack, MinimizationAttack
 from robustness.attacks.carlini_wagner import CarliniWagnerL2
+from robustness.attacks.ddn import DDN
 from robustness.attacks.fgsm import FGSM
+from robustness.attacks.fmn import FMN
 from robustness.attacks.pgd import PGD
 from robustness.attacks.square import Square
 
 __all__ = [
-    "APGD", "APGDDLR", "APGDT", "Attack", "CarliniWagnerL2", "FGSM", "FixedBudgetAttack", "MinimizationAttack", "PGD", "Square",
+    "APGD", "APGDDLR", "APGDT", "Attack", "CarliniWagnerL2", "DDN", "FGSM", "FMN", "FixedBudgetAttack",
+    "MinimizationAttack", "PGD", "Square",
 ]
