@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustness.attacks.base import AttackKind, MinimizationAttack
+from robustness.attacks.base import AttackKind
 from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import is_adversarial
 from robustness.attacks.min_norm import (
+    MinNormSearch,
     SmallestAdversarial,
-    attack_unbroken,
     check_count,
     check_rate,
     cosine_annealed,
@@ -67,7 +67,7 @@ __all__ = ["DDN"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DDN(MinimizationAttack):
+class DDN(MinNormSearch):
     """Decoupled Direction and Norm (Rony et al. 2019), L2 only.
 
     Args:
@@ -92,7 +92,6 @@ class DDN(MinimizationAttack):
     alpha_init: float = 1.0
     alpha_final: float = 0.01
     levels: int | None = None
-    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         norm = check_norm(self.norm)
@@ -110,21 +109,6 @@ class DDN(MinimizationAttack):
         if self.levels is not None:
             check_count("DDN", "levels", self.levels, 2)
         check_eot_samples("DDN", self.eot_samples)
-
-    def _run(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        bounds: tuple[float, float],
-        target: Tensor | None,
-        generator: torch.Generator,
-    ) -> Tensor:
-        def minimize(xs: Tensor, ys: Tensor, ts: Tensor | None) -> SmallestAdversarial:
-            return self._minimize(model, xs, ys, ts, bounds=bounds, generator=generator)
-
-        return attack_unbroken("DDN", model, x, y, target, minimize, samples=self.eot_samples)
 
     def _minimize(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *,
                   bounds: tuple[float, float], generator: torch.Generator) -> SmallestAdversarial:

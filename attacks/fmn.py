@@ -75,8 +75,8 @@ from robustness.attacks.base import AttackKind, MinimizationAttack
 from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import is_adversarial, margin
 from robustness.attacks.min_norm import (
+    MinNormSearch,
     SmallestAdversarial,
-    attack_unbroken,
     check_count,
     check_rate,
     cosine_annealed,
@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FMN(MinimizationAttack):
+class FMN(MinNormSearch):
     """Fast Minimum-Norm attack (Pintor et al. 2021) in the Linf, L2 or L1 norm.
 
     Args:
@@ -120,7 +120,6 @@ class FMN(MinimizationAttack):
     gamma_final: float = 0.001
     init_attack: MinimizationAttack | None = None
     binary_search_steps: int = 10
-    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", check_norm(self.norm))
@@ -135,21 +134,6 @@ class FMN(MinimizationAttack):
         if self.init_attack is not None and not isinstance(self.init_attack, MinimizationAttack):
             raise InputError(f"FMN init_attack must be a minimization attack (e.g. DDN() or FMN(norm=...)) or None, "
                              f"got {type(self.init_attack).__name__}: a fixed-budget attack has no budget here")
-
-    def _run(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        bounds: tuple[float, float],
-        target: Tensor | None,
-        generator: torch.Generator,
-    ) -> Tensor:
-        def minimize(xs: Tensor, ys: Tensor, ts: Tensor | None) -> SmallestAdversarial:
-            return self._minimize(model, xs, ys, ts, bounds=bounds, generator=generator)
-
-        return attack_unbroken("FMN", model, x, y, target, minimize, samples=self.eot_samples)
 
     def _minimize(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *,
                   bounds: tuple[float, float], generator: torch.Generator) -> SmallestAdversarial:

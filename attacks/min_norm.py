@@ -1,5 +1,6 @@
 """Building blocks shared by the gradient minimum-norm attacks (:mod:`robustness.attacks.fmn`,
-:mod:`robustness.attacks.ddn`): validation of their settings, the cosine-annealed schedules,
+:mod:`robustness.attacks.ddn`): their base class :class:`MinNormSearch` (attack only the inputs
+not fooled yet, re-check the result), validation of their settings, the cosine-annealed schedules,
 the largest perturbation the bounds allow, the per-sample record of the smallest adversarial
 point seen, and the final re-check of that point on the whole batch.
 
@@ -19,19 +20,21 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from robustness.attacks.base import MinimizationAttack
 from robustness.attacks.eot import eot_gradient
 from robustness.attacks.losses import is_adversarial
 from robustness.errors import InputError
 from robustness.norms import Norm, norm_of
 
 __all__ = [
-    "SmallestAdversarial", "check_count", "check_rate", "cosine_annealed", "attack_unbroken", "dual_norm", "fools", "worst_norm",
+    "MinNormSearch", "SmallestAdversarial", "check_count", "check_rate", "cosine_annealed", "attack_unbroken", "dual_norm", "fools", "worst_norm",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,3 +163,37 @@ def _check_logits(owner: str, logits: object, n: int) -> None:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise InputError(f"{owner}: the model must return floating-point logits of shape ({n}, classes), got {shape}")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinNormSearch(MinimizationAttack):
+    """Base of the iterative minimum-norm attacks: :meth:`_minimize` runs on the inputs that do not
+    fool the model yet (the others are returned unchanged, norm 0) and its smallest adversarial
+    points are re-checked on the whole batch (:func:`attack_unbroken`).
+
+    Args:
+        eot_samples: forward passes each gradient is averaged over (Expectation over
+            Transformation, :mod:`robustness.attacks.eot`); 1 for a deterministic model.
+    """
+
+    eot_samples: int = 1
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        bounds: tuple[float, float],
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        def minimize(xs: Tensor, ys: Tensor, ts: Tensor | None) -> SmallestAdversarial:
+            return self._minimize(model, xs, ys, ts, bounds=bounds, generator=generator)
+
+        return attack_unbroken(type(self).__name__, model, x, y, target, minimize, samples=self.eot_samples)
+
+    @abstractmethod
+    def _minimize(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *,
+                  bounds: tuple[float, float], generator: torch.Generator) -> SmallestAdversarial:
+        """The attack's iterations on inputs ``x`` that all start correctly classified (or not as ``target``)."""

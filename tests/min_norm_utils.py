@@ -19,6 +19,17 @@ from torch import Tensor, nn
 from robustness.norms import norm_of
 
 
+class Rescaled(nn.Module):
+    """The same classifier for inputs in [-1, 1]: ``model((z + 1) / 2)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model((z + 1) / 2)
+
+
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     with torch.no_grad():
         return model(x).argmax(1)

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
 
 from robustness.attacks import DDN, FMN, PGD
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
 from tests.counting import Counting
-from tests.min_norm_utils import check_contract, correct, foolbox_cross_check, predict
+from tests.min_norm_utils import Rescaled, check_contract, correct, foolbox_cross_check, predict
 
 NORMS = ("linf", "l2", "l1")
 FOOLBOX = {"linf": "LInfFMNAttack", "l2": "L2FMNAttack", "l1": "L1FMNAttack"}
-
-
-class _Rescaled(nn.Module):
-    """The same classifier for inputs in [-1, 1]."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.model((z + 1) / 2)
 
 
 @pytest.mark.parametrize(
@@ -74,8 +62,8 @@ def test_scale_equivariant_in_other_bounds(trained_model, test_batch) -> None:
     x, y = correct(trained_model, *test_batch, n=48)
     attack = FMN(norm="l2", steps=15)
     adv01 = attack(trained_model, x, y)
-    adv11 = attack(_Rescaled(trained_model), 2 * x - 1, y, bounds=(-1.0, 1.0))
-    check_contract(_Rescaled(trained_model), 2 * x - 1, y, adv11, (-1.0, 1.0))
+    adv11 = attack(Rescaled(trained_model), 2 * x - 1, y, bounds=(-1.0, 1.0))
+    check_contract(Rescaled(trained_model), 2 * x - 1, y, adv11, (-1.0, 1.0))
     ratio = norm_of(adv11 - (2 * x - 1), "l2").median() / (2 * norm_of(adv01 - x, "l2").median())
     assert 0.99 < float(ratio) < 1.01
 
