@@ -13,7 +13,7 @@ Example::
         alpha = cosine_annealed(1.0, 0.01, i, steps)
         ...                                   # x_adv: the point evaluated at this step
         best.record(x_adv, fooled, norm_of(x_adv - x, "l2"))
-    x_out = best.verified(model, x, y, target, samples=1)
+    x_out = best.verified(model, x, y, target, samples=1, owner="my attack")
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from robustness.errors import InputError
 from robustness.norms import Norm, norm_of
 
 __all__ = [
-    "MinNormSearch", "SmallestAdversarial", "check_count", "check_rate", "cosine_annealed", "attack_unbroken", "dual_norm", "fools", "worst_norm",
+    "MinNormSearch", "SmallestAdversarial", "attack_unbroken", "check_count", "check_rate", "cosine_annealed",
+    "dual_norm", "fools", "worst_norm",
 ]
 
 log = logging.getLogger(__name__)

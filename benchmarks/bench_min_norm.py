@@ -116,6 +116,13 @@ def _median(values: Tensor) -> float:
     return float(values.median()) if values.numel() else float("nan")
 
 
+def _ratio(ours: float, theirs: float) -> float:
+    """``ours / theirs`` for medians that may be ``inf`` (more than half failed): 1 when both are."""
+    if math.isinf(ours) and math.isinf(theirs):
+        return 1.0
+    return ours / theirs if theirs else float("nan")
+
+
 def bench_model(name: str, batch: int | None, steps: int, repeats: int, warmup: int) -> dict[str, Any]:
     import foolbox as fb
 
@@ -148,15 +155,16 @@ def bench_model(name: str, batch: int | None, steps: int, repeats: int, warmup: 
             "foolbox": f"{fb_name}(steps={steps})",
             "successes": {"ours": int(torch.isfinite(o).sum()), "foolbox": int(torch.isfinite(f).sum())},
             "median_all": {"ours": _median(o), "foolbox": _median(f)},
-            "median_own_successes": {"ours": _median(o[torch.isfinite(o)]), "foolbox": _median(f[torch.isfinite(f)])},
-            "median_common_successes": {"ours": _median(o[both]), "foolbox": _median(f[both]), "count": int(both.sum())},
+            "median_own_successes": {"ours": _median(o[torch.isfinite(o)]),
+                                     "foolbox": _median(f[torch.isfinite(f)])},
+            "median_common_successes": {"ours": _median(o[both]), "foolbox": _median(f[both]),
+                                        "count": int(both.sum())},
             "time": {"ours": t_o.to_dict(), "foolbox": t_f.to_dict()},
         }
         ratios = {
             "success": row["successes"]["ours"] / max(row["successes"]["foolbox"], 1),
-            "median_all": row["median_all"]["ours"] / row["median_all"]["foolbox"]
-            if math.isfinite(row["median_all"]["foolbox"]) else (0.0 if math.isfinite(row["median_all"]["ours"]) else 1.0),
-            "median_common": row["median_common_successes"]["ours"] / row["median_common_successes"]["foolbox"],
+            "median_all": _ratio(row["median_all"]["ours"], row["median_all"]["foolbox"]),
+            "median_common": _ratio(row["median_common_successes"]["ours"], row["median_common_successes"]["foolbox"]),
             "time_wall": t_o.best / t_f.best,
             "time_cpu": t_o.cpu_best / t_f.cpu_best,
         }
@@ -193,8 +201,8 @@ def _markdown(result: dict[str, Any]) -> str:
                     f"{t['best_s']:.2f}", f"{t['cpu_best_s']:.2f}",
                     "" if who == "foolbox" else
                     f"success {'yes' if met['success'] else 'NO'}, median {ra['median_all']:.3f} "
-                    f"({'yes' if met['median'] else 'NO'}), time {ra['time_wall']:.3f} ({'yes' if met['time'] else 'NO'}; "
-                    f"CPU {ra['time_cpu']:.3f})",
+                    f"({'yes' if met['median'] else 'NO'}), time {ra['time_wall']:.3f} "
+                    f"({'yes' if met['time'] else 'NO'}; CPU {ra['time_cpu']:.3f})",
                 ])
         lines += [markdown_table(["attack", "successes", "median (failures = inf)", "median (own successes)",
                                   "median (both broke)", "wall (s)", "CPU (s)", "ours / Foolbox: targets met"],
