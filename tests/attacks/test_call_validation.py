@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustness.attacks import APGD, FAB, FABT, FGSM, PGD, CarliniWagnerL2, Square
+from robustness.attacks import APGD, DDN, FAB, FABT, FGSM, FMN, PGD, CarliniWagnerL2, Square
 from robustness.attacks.base import MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
@@ -25,9 +25,9 @@ N = 16
 
 
 def _attacks() -> list:
-    """One cheap instance of every built-in attack (CW in L2, the others in Linf)."""
+    """One cheap instance of every built-in attack (CW and DDN in L2, the others in Linf)."""
     return [FGSM(), PGD(steps=3), APGD(steps=5), Square(queries=30), CarliniWagnerL2(binary_search_steps=1, steps=5),
-            FAB(steps=3), FABT(steps=3, target_classes=2)]
+            FAB(steps=3), FABT(steps=3, target_classes=2), FMN(steps=3), DDN(steps=3)]
 
 
 def _eps(attack) -> float:

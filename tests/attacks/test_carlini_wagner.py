@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from robustness.attacks.carlini_wagner import CarliniWagnerL2
 from robustness.errors import InputError
+from tests.min_norm_utils import Rescaled
 
 # small budgets: the whole file runs in well under a minute on two cores
 FAST = {"binary_search_steps": 4, "steps": 40}
@@ -36,17 +37,6 @@ def _check_contract(model: nn.Module, x: Tensor, y: Tensor, adv: Tensor, bounds:
     return changed
 
 
-class _Rescaled(nn.Module):
-    """The same classifier for inputs in [-1, 1]: ``model((z + 1) / 2)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.model((z + 1) / 2)
-
-
 class _NegativeLogits(nn.Module):
     """Same predictions and margins as ``model``, but every logit is <= -1 (torchattacks issue 184)."""
 
@@ -71,7 +61,7 @@ def test_shape_bounds_and_every_changed_input_is_adversarial(trained_model, test
 
 def test_other_bounds(trained_model, test_batch):
     x, y = test_batch[0][:64], test_batch[1][:64]
-    model = _Rescaled(trained_model)
+    model = Rescaled(trained_model)
     z = 2 * x - 1
     adv = CarliniWagnerL2(**FAST)(model, z, y, bounds=(-1.0, 1.0))
     changed = _check_contract(model, z, y, adv, (-1.0, 1.0))

@@ -1,5 +1,14 @@
-"""The contract every registered fixed-budget attack keeps, checked over random shapes,
-budgets and bounds (hypothesis), plus strength and determinism on a trained model."""
+"""The contract every registered attack keeps, checked over random shapes, budgets and bounds
+(hypothesis), plus strength and determinism on a trained model.
+
+Minimization attacks (Carlini-Wagner, FMN, DDN) are covered by the same tests, called with
+``eps``: the base class keeps only their perturbations within it, so the budget, the bounds, the
+strength and the determinism are checked as for a fixed-budget attack, in every norm the attack
+accepts (one that refuses a norm at construction, with an ``InputError``, is skipped there).
+``test_minimization_answers_every_budget`` adds what is theirs alone: without ``eps`` every
+changed input is adversarial and the inputs misclassified already come back unchanged, and one
+call with ``eps`` returns exactly the unrestricted result where it is within ``eps`` and the clean
+input elsewhere (for attacks that do not declare ``stops_at_eps``)."""
 
 from __future__ import annotations
 
@@ -18,13 +27,19 @@ NAMES = ATTACKS.list()
 TOL = 1e-5
 
 
+# few steps: the contract, not the strength, is what most of these tests check
+MINIMIZATION_SETTINGS = {"cw": {"binary_search_steps": 2, "steps": 10}, "fmn": {"steps": 10}, "ddn": {"steps": 10}}
+
+
 def _build(name: str, norm: str):
     cls = ATTACKS.load(name)
     if name in ("fab", "fab-t"):  # minimization attacks in every norm
         return ATTACKS.create(name, norm=norm, steps=10)
     if issubclass(cls, MinimizationAttack):
-        kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
-        return ATTACKS.create(name, **kwargs) if norm == "l2" else None
+        try:
+            return ATTACKS.create(name, norm=norm, **MINIMIZATION_SETTINGS.get(name, {}))
+        except InputError:  # the attack does not work in this norm (e.g. Carlini-Wagner in linf)
+            return None
     settings = {"pgd": {"steps": 3}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5}, "apgd-t": {"steps": 5, "target_classes": 2},
                 "square": {"queries": 200}}.get(name, {})
     return ATTACKS.create(name, norm=norm, **settings)
@@ -92,3 +107,28 @@ def test_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -
     robust = (trained_model(first).argmax(1) == y).float().mean()
     assert torch.equal(first, second)
     assert robust < clean - 0.3, f"{name}: clean {clean:.3f}, robust {robust:.3f}"
+
+
+MINIMIZERS = [name for name in NAMES if issubclass(ATTACKS.load(name), MinimizationAttack)]
+
+
+@pytest.mark.parametrize("name", MINIMIZERS)
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_minimization_answers_every_budget(name, norm, trained_model, test_batch) -> None:
+    attack = _build(name, norm)
+    if attack is None:
+        pytest.skip(f"{name} does not work in {norm}")
+    x, y = test_batch
+    clean_wrong = trained_model(x).argmax(1) != y
+    assert clean_wrong.any()  # the batch holds inputs misclassified already: they must come back unchanged
+    full = attack(trained_model, x, y, generator=torch.Generator().manual_seed(3))
+    changed = (full != x).flatten(1).any(dim=1)
+    assert (trained_model(full[changed]).argmax(1) != y[changed]).all()
+    assert not changed[clean_wrong].any()
+    assert changed.sum() > 0.8 * x.shape[0]
+    sizes = norm_of(full - x, norm)
+    eps = float(sizes[changed].median())
+    capped = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
+    assert torch.all(norm_of(capped - x, norm) <= eps * (1 + TOL))
+    if not type(attack).stops_at_eps:
+        assert torch.equal(capped, torch.where((sizes <= eps).view(-1, 1, 1, 1), full, x))
