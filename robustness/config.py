@@ -25,7 +25,7 @@ import torch
 
 from robustness.acceleration import check_amp
 from robustness.attacks.base import Attack
-from robustness.attacks.presets import PRESETS, preset_entries
+from robustness.attacks.presets import PRESETS, preset_cascades, preset_entries
 from robustness.defenses.preprocessing import check_gradient_mode
 from robustness.errors import InputError
 from robustness.norms import check_bounds, check_norm
@@ -79,7 +79,9 @@ class EvalConfig:
     channels_last: bool = False
     compile: bool = False
     distributed: bool | None = None
+    cascade: bool | None = None
     _named: tuple[tuple[str, Attack], ...] = field(init=False, repr=False, compare=False)
+    _cascades: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # a frozen dataclass normalizes its own fields through object.__setattr__ (the dataclasses idiom)
@@ -106,11 +108,21 @@ class EvalConfig:
         put("amp", check_amp(self.amp))
         put("channels_last", check_flag("channels_last", self.channels_last))
         put("compile", check_flag("compile", self.compile))
+        if self.cascade is not None:
+            put("cascade", check_flag("cascade", self.cascade))
+        put("_cascades", self.cascade if self.cascade is not None else _default_cascade(self.attacks))
 
     @property
     def named_attacks(self) -> dict[str, Attack]:
         """The attacks built for :attr:`norm`, keyed by the unique names the report uses, in order."""
         return dict(self._named)
+
+    @property
+    def cascades(self) -> bool:
+        """Whether the attacks run cascaded: :attr:`cascade`, or when ``None`` the default of the one
+        preset given as ``attacks`` (``standard``, ``plus``, ``rand``, ``standard-nofab``: yes;
+        ``smoke``, attack lists: no)."""
+        return self._cascades
 
     @property
     def budgets(self) -> list[float]:
@@ -128,9 +140,12 @@ class EvalConfig:
     def fingerprint(self, batch_size: int) -> dict[str, Any]:
         """The settings a resumable evaluation state records (:mod:`robustness.state`), with the batch
         size the run uses: plain JSON values. A state written with other settings does not resume."""
-        return {"norm": self.norm, "bounds": list(self.bounds), "attacks": self.attack_descriptions(),
-                "seed": self.seed, "epsilons": list(self.epsilons), "schedule": self.schedule,
-                "gradient_mode": self.gradient_mode, "amp": self.amp, "batch_size": batch_size}
+        settings = {"norm": self.norm, "bounds": list(self.bounds), "attacks": self.attack_descriptions(),
+                    "seed": self.seed, "epsilons": list(self.epsilons), "schedule": self.schedule,
+                    "gradient_mode": self.gradient_mode, "amp": self.amp, "batch_size": batch_size}
+        if self.cascades:  # only when on: states written before cascades existed (all off) still resume
+            settings["cascade"] = True
+        return settings
 
 
 SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.init)
@@ -159,6 +174,13 @@ def make_config(config: EvalConfig | None, settings: Mapping[str, Any], *, calle
     return dataclasses.replace(config, **settings) if settings else config
 
 
+def _default_cascade(attacks: tuple[AttackLike, ...]) -> bool:
+    """``cascade=None``: the default of the preset when ``attacks`` is exactly one preset, else off."""
+    if len(attacks) == 1 and isinstance(attacks[0], str):
+        return bool(preset_cascades(attacks[0]))
+    return False
+
+
 def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:
     if isinstance(attacks, (str, Attack)):
         return (attacks,)
@@ -171,8 +193,8 @@ def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
-    A string that names a preset (:data:`robustness.attacks.presets.PRESETS`: ``"standard"``, ``"smoke"``)
-    expands, in place, to the preset's attacks.
+    A string that names a preset (:data:`robustness.attacks.presets.PRESETS`: ``"standard"``, ``"plus"``,
+    ``"rand"``, ``"standard-nofab"``, ``"smoke"``) expands, in place, to the preset's attacks for ``norm``.
     """
     if isinstance(attacks, (str, Attack)):
         attacks = [attacks]
@@ -180,7 +202,7 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
         raise InputError("no attacks given: pass attack objects, registry names such as 'pgd' or a preset")
     items: list[tuple[AttackLike, dict[str, Any]]] = []
     for item in attacks:
-        entries = preset_entries(item) if isinstance(item, str) else None
+        entries = preset_entries(item, norm) if isinstance(item, str) else None
         if entries is not None and item.strip().lower() in ATTACKS:
             raise InputError(f"{item!r} is both a preset and a registered attack name: rename the attack")
         items += [(n, dict(kw)) for n, kw in entries] if entries is not None else [(item, {})]

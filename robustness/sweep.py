@@ -13,6 +13,13 @@
 
 Whatever the attack returns is projected onto the budget, clipped to the bounds and
 re-predicted here; only verified misclassifications count.
+
+Cascade (``cascade_from``, :func:`robustness.evaluate`'s ``cascade``): per sample, the index of the
+smallest budget at which the earlier attacks of the evaluation broke it. The attack then never
+works on a sample at a budget where it is broken already: the ascending sweep drops it from that
+budget on, the bisection searches below that budget only, and a minimization attack gets the
+largest budget at which the sample is still unbroken as its per-sample ``eps`` (samples broken at
+every budget are not attacked).
 """
 
 from __future__ import annotations
@@ -123,12 +130,18 @@ def sweep_fixed(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
-    """Sweep ``budgets`` upwards, attacking only the correct samples this attack has not broken yet."""
+    """Sweep ``budgets`` upwards, attacking only the correct samples this attack has not broken yet
+    (and, in a cascade, that the earlier attacks have not broken at that budget)."""
     out = _empty(x, budgets)
     alive = correct.nonzero().squeeze(1)
     previous: Tensor | None = None  # the best point of each survivor at the previous budget
     for i, eps in enumerate(budgets):
+        if cascade_from is not None:
+            keep = cascade_from[alive] > i
+            alive = alive[keep]
+            previous = None if previous is None else previous[keep]
         if alive.numel() == 0:
             break
         gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "budget", i))
@@ -148,6 +161,7 @@ def sweep_bisect(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
     """Find each sample's smallest breaking budget by bisection over the budget indices.
 
@@ -164,6 +178,8 @@ def sweep_bisect(
     n = x.shape[0]
     lo = torch.full((n,), -1, dtype=torch.long, device=x.device)
     hi = torch.full((n,), k, dtype=torch.long, device=x.device)
+    if cascade_from is not None:  # known broken there by earlier attacks: search below it only
+        hi = torch.minimum(hi, cascade_from)
     start = x.clone()  # each sample's most informative point so far
     for r in range(k + 1):  # bisection ends in ceil(log2(k + 1)) rounds; k + 1 bounds it anyway
         todo = correct & (hi - lo > 1)
@@ -196,15 +212,25 @@ def sweep_minimization(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
-    """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it."""
+    """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it.
+
+    The attack is told the largest budget (per sample in a cascade: the largest at which the sample
+    is still unbroken), so that one that declares ``stops_at_eps`` stops where nothing changes."""
     out = _empty(x, budgets)
-    alive = correct.nonzero().squeeze(1)
-    if alive.numel() == 0 or not budgets:
+    if not budgets:
+        return out
+    todo = correct if cascade_from is None else correct & (cascade_from > 0)
+    alive = todo.nonzero().squeeze(1)
+    if alive.numel() == 0:
         return out
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x0, y0 = x[alive], y[alive]
-    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=max(budgets), bounds=bounds, generator=gen), x0),
+    eps: float | Tensor = max(budgets)
+    if cascade_from is not None:
+        eps = torch.tensor(budgets, device=x.device, dtype=x.dtype)[cascade_from[alive] - 1]
+    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen), x0),
                            bounds)
     with torch.no_grad():
         pred = model(x_adv).argmax(dim=1)
@@ -238,14 +264,16 @@ def sweep(
     norm: Norm,
     seed: int,
     schedule: str = "ascending",
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
     """:func:`sweep_minimization` for minimization attacks; for the others :func:`sweep_fixed`
     (``schedule="ascending"``, the default: strongest) or :func:`sweep_bisect` (``"bisect"``: fewer
-    attacks per sample)."""
+    attacks per sample). ``cascade_from``: see the module docstring."""
     if not budgets:
         return _empty(x, budgets)
     if isinstance(attack, MinimizationAttack):
         run = sweep_minimization
     else:
         run = sweep_bisect if schedule == "bisect" else sweep_fixed
-    return run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)  # type: ignore[arg-type]
+    return run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed,  # type: ignore[arg-type]
+               cascade_from=cascade_from)
