@@ -3,7 +3,9 @@ ensemble of diverse parameter-free attacks"), Linf and L2: APGD-CE, APGD-DLR and
 
 APGD is PGD without a step size to tune. Per run of ``steps`` iterations it
 
-* starts at a uniform random point of the ``eps`` ball (or at ``init``) with step ``eta = 2 * eps``;
+* starts at a random point (or at ``init``) with step ``eta = 2 * eps``: ``start="uniform"``, uniform
+  in the ``eps`` ball, or ``start="surface"``, on its surface as the reference implementation draws
+  it (:func:`robustness.attacks.pgd.surface_start`);
 * steps with momentum: ``z = P(x_k + eta * s(grad))``, then
   ``x_{k+1} = P(x_k + a * (z - x_k) + (1 - a) * (x_k - x_{k-1}))`` with ``a = momentum`` (0.75;
   the first step has none), where ``s`` is the sign (Linf) or the L2-normalised gradient, and
@@ -12,7 +14,20 @@ APGD is PGD without a step size to tune. Per run of ``steps`` iterations it
   ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (:func:`checkpoints`), halves ``eta`` for
   the samples where (a) fewer than ``rho`` of the steps since the last checkpoint raised the loss,
   or (b) ``eta`` was not halved at the last checkpoint and the best loss has not improved since
-  (:func:`step_halving`); those samples continue from their best point.
+  (:func:`step_halving`); those samples continue from their best point. ``halving="paper"`` reads
+  (a) as the paper writes it (``<``) and applies (b) from the first checkpoint on;
+  ``halving="reference"`` as the reference code does (``<=``, and (b) only from the second
+  checkpoint: it starts as if the step had just been halved).
+
+EOT: ``eot_samples=k`` averages every gradient over ``k`` forward passes of a randomized model,
+and an iterate counts as adversarial only when it fools all ``k`` draws (:mod:`robustness.attacks.eot`).
+
+Reference settings (AutoAttack, ``autopgd_base.py``) against ours: the defaults are the
+reference's, ``start="surface", halving="reference"``, because ours were not measurably better
+(``benchmarks/bench_reference_settings.py``, ``benchmarks/results/reference_settings.md``: over the
+two shipped digits CNNs, two norms and two seeds, the uniform start broke 24 samples the surface
+start did not and the surface start 24 the uniform did not; the two halving tests gave identical
+results). ``start="uniform", halving="paper"`` remain as named settings.
 
 Losses: ``"ce"`` (cross-entropy) or ``"dlr"``, the Difference of Logits Ratio
 ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (sorted logits ``z_pi1 >= z_pi2 >= ...``),
@@ -49,18 +64,26 @@ from torch import Tensor, nn
 
 from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.fgsm import gradient_step
 from robustness.attacks.losses import is_adversarial
-from robustness.attacks.pgd import random_start
+from robustness.attacks.pgd import random_start, surface_start
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds, project
 
-__all__ = ["APGD", "APGDT", "ApgdLoss", "checkpoints", "dlr_loss", "step_halving", "targeted_dlr_loss"]
+__all__ = ["APGD", "APGDT", "ApgdHalving", "ApgdLoss", "ApgdStart", "checkpoints", "dlr_loss", "step_halving",
+           "targeted_dlr_loss"]
 
 log = logging.getLogger(__name__)
 
 ApgdLoss = Literal["ce", "dlr"]
 _LOSSES = ("ce", "dlr")
+#: where a run starts without ``init``: uniform in the ball (ours) or on its surface (the reference's)
+ApgdStart = Literal["uniform", "surface"]
+_STARTS = ("uniform", "surface")
+#: the step-halving test: as the paper writes it, or as the reference code does it
+ApgdHalving = Literal["paper", "reference"]
+_HALVINGS = ("paper", "reference")
 _TINY = 1e-12
 
 
@@ -79,7 +102,8 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def step_halving(
-    increases: Tensor, period: int, rho: float, halved_last: Tensor, best_loss: Tensor, best_loss_last: Tensor
+    increases: Tensor, period: int, rho: float, halved_last: Tensor, best_loss: Tensor, best_loss_last: Tensor,
+    *, reference: bool = False,
 ) -> Tensor:
     """Which samples halve their step at a checkpoint, boolean ``(N,)``.
 
@@ -90,8 +114,10 @@ def step_halving(
         rho: the fraction of successful steps below which the step is too large (0.75).
         halved_last: whether the step was halved at the last checkpoint.
         best_loss, best_loss_last: the best loss now and at the last checkpoint.
+        reference: condition (a) as the reference code tests it, ``increases <= rho * period``
+            (``check_oscillation``), instead of the paper's ``<``.
     """
-    too_few_increases = increases < rho * period
+    too_few_increases = increases <= rho * period if reference else increases < rho * period
     stalled = ~halved_last & (best_loss <= best_loss_last)
     return too_few_increases | stalled
 
@@ -140,7 +166,12 @@ class APGD(FixedBudgetAttack):
         momentum: weight ``a`` of the new step against the previous one.
         rel_stepsize: the initial step ``eta`` as a multiple of ``eps``.
         random_start: start at a random point of the ball (else at ``x``) when no ``init`` is given.
+        start: where that random point lies: ``"uniform"`` in the ball or on its ``"surface"``
+            (the reference's: Linf scaled to the largest entry, L2 on the sphere).
+        halving: the step-halving test, ``"paper"`` (``<``) or ``"reference"`` (``<=``, and no
+            stall test at the first checkpoint).
         early_stop: drop samples from the working batch once fooled.
+        eot_samples: forward passes each gradient is averaged over (EOT), for randomized models.
     """
 
     name: ClassVar[str] = "apgd-ce"
@@ -154,13 +185,21 @@ class APGD(FixedBudgetAttack):
     momentum: float = 0.75
     rel_stepsize: float = 2.0
     random_start: bool = True
+    start: ApgdStart = "surface"
+    halving: ApgdHalving = "reference"
     early_stop: bool = True
+    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
         if self.loss not in _LOSSES:
             raise InputError(f"{owner} loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
+        if self.start not in _STARTS:
+            raise InputError(f"{owner} start must be one of {', '.join(_STARTS)}, got {self.start!r}")
+        if self.halving not in _HALVINGS:
+            raise InputError(f"{owner} halving must be one of {', '.join(_HALVINGS)}, got {self.halving!r}")
+        check_eot_samples(owner, self.eot_samples)
         _positive_int(owner, "steps", self.steps)
         _positive_int(owner, "restarts", self.restarts)
         _fraction(owner, "rho", self.rho)
@@ -237,7 +276,8 @@ class APGD(FixedBudgetAttack):
             if r == 0 and init is not None:
                 start = init[idx]
             elif self.random_start:
-                start = clip_to_bounds(random_start(x0, eps, self.norm, generator), bounds)
+                draw = surface_start if self.start == "surface" else random_start
+                start = clip_to_bounds(draw(x0, eps, self.norm, generator), bounds)
             else:
                 start = x0.clone()
             obj, grad, success = self._evaluate(model, start, y0, lt, st, with_grad=True)
@@ -245,7 +285,8 @@ class APGD(FixedBudgetAttack):
                 best, idx, x0=x0, y=y0, loss_target=lt, success_target=st, x=start, x_prev=start, grad=grad,
                 loss=obj, x_max=start, grad_max=grad, loss_max=obj, loss_max_last=obj,
                 eta=torch.full(idx.shape, self.rel_stepsize * eps, dtype=x.dtype, device=x.device),
-                increases=torch.zeros_like(obj), halved_last=torch.zeros_like(obj, dtype=torch.bool),
+                increases=torch.zeros_like(obj),
+                halved_last=torch.full_like(obj, self.halving == "reference", dtype=torch.bool),
             )
             run.record(start, obj, success)
             self._steps(model, run, eps=eps, bounds=bounds)
@@ -255,13 +296,12 @@ class APGD(FixedBudgetAttack):
         self, model: nn.Module, x_in: Tensor, y: Tensor, loss_target: Tensor | None, success_target: Tensor | None,
         *, with_grad: bool,
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Loss, its input gradient (``None`` without ``with_grad``) and success at ``x_in``."""
-        x_in = x_in.detach().requires_grad_(with_grad)
-        with torch.set_grad_enabled(with_grad):
-            logits = model(x_in)
-            obj = self._objective(logits, y, loss_target)
-        grad = torch.autograd.grad(obj.sum(), x_in)[0].detach() if with_grad else None
-        return obj.detach(), grad, is_adversarial(logits.detach(), y, success_target)
+        """Loss, its input gradient (``None`` without ``with_grad``) and success at ``x_in``, over
+        ``eot_samples`` draws (success: on every draw)."""
+        draws = eot_gradient(model, x_in, lambda logits: self._objective(logits, y, loss_target),
+                             lambda logits: is_adversarial(logits, y, success_target), samples=self.eot_samples,
+                             with_grad=with_grad)
+        return draws.loss, draws.grad, draws.fooled
 
     def _steps(self, model: nn.Module, run: _APGDRun, *, eps: float, bounds: tuple[float, float]) -> None:
         """The ``steps`` APGD iterations of one run, from the point ``run`` holds (evaluated already).
@@ -297,7 +337,7 @@ class APGD(FixedBudgetAttack):
             run.x_prev, run.x, run.grad, run.loss = x_cur, x_new, grad, obj
             if t in periods:
                 halve = step_halving(run.increases, periods[t], self.rho, run.halved_last, run.loss_max,
-                                     run.loss_max_last)
+                                     run.loss_max_last, reference=self.halving == "reference")
                 run.eta = torch.where(halve, 0.5 * run.eta, run.eta)
                 # halved samples go on from their best point
                 run.x = torch.where(halve.view(view), run.x_max, run.x)

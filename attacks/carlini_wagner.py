@@ -74,6 +74,7 @@ from torch import Tensor, nn
 
 from robustness.attacks.base import AttackKind, MinimizationAttack, WorkingBatch
 from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import is_adversarial, margin
 from robustness.errors import InputError
 from robustness.norms import Norm, check_norm
@@ -129,6 +130,9 @@ class CarliniWagnerL2(MinimizationAttack):
             binary search once it has an adversarial and a search step shrank its smallest
             L2 by less than 2% (a failed search step shrinks nothing). ``False`` runs every
             step of every search step.
+        eot_samples: forward passes each gradient is averaged over (Expectation over
+            Transformation, :mod:`robustness.attacks.eot`), for randomized models: a step counts
+            as a success, and the returned input as adversarial, only on every draw. 1: one pass.
     """
 
     name: ClassVar[str] = "cw"
@@ -140,6 +144,7 @@ class CarliniWagnerL2(MinimizationAttack):
     initial_const: float = 0.1
     confidence: float = 0.0
     abort_early: bool = True
+    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         norm = check_norm(self.norm)
@@ -156,6 +161,7 @@ class CarliniWagnerL2(MinimizationAttack):
         _check_float("confidence", self.confidence, positive=False)
         if not isinstance(self.abort_early, bool):
             raise InputError(f"abort_early must be True or False, got {self.abort_early!r}")
+        check_eot_samples("CarliniWagnerL2", self.eot_samples)
 
     def _run(
         self,
@@ -213,11 +219,34 @@ class CarliniWagnerL2(MinimizationAttack):
 
         with torch.no_grad():
             # the returned inputs are adversarial for the whole batch at once, not only in the sub-batches
-            verified = torch.isfinite(best_d2) & is_adversarial(model(best_x), y, target)
+            verified = torch.isfinite(best_d2)
+            for _ in range(self.eot_samples):  # a randomized model: adversarial on every draw
+                verified &= is_adversarial(model(best_x), y, target)
             lost = int((torch.isfinite(best_d2) & ~verified).sum())
             if lost:
                 log.debug("cw: %d inputs were adversarial only by rounding in a sub-batch: returning x", lost)
             return torch.where(verified.view(view), best_x, x)
+
+    def _hinge_gradient(
+        self, model: nn.Module, xa: Tensor, labels: Tensor, const: Tensor, targeted: bool
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """The hinge ``c * max(kappa - gap, 0)`` at ``xa``, its input gradient (``None`` when the model
+        ignores its input) and ``gap > kappa``; over ``eot_samples`` draws: mean hinge and gradient,
+        success on every draw."""
+        kappa = float(self.confidence)
+
+        def gap_of(logits: Tensor) -> Tensor:
+            return -margin(logits, labels) if targeted else margin(logits, labels)
+
+        if self.eot_samples > 1:
+            draws = eot_gradient(model, xa, lambda logits: (kappa - gap_of(logits)).clamp_min(0.0) * const,
+                                 lambda logits: gap_of(logits) > kappa, samples=self.eot_samples)
+            return draws.grad, draws.loss, draws.fooled
+        xa = xa.detach().requires_grad_(True)
+        gap = gap_of(model(xa))
+        hinge = (kappa - gap).clamp_min(0.0) * const
+        (g_x,) = torch.autograd.grad(hinge.sum(), xa, allow_unused=True)
+        return g_x, hinge.detach(), gap.detach() > kappa
 
     def _optimize(self, model: nn.Module, run: _SearchStep, *, bounds: tuple[float, float], targeted: bool) -> Tensor:
         """One search step (Adam from the start point) for the inputs ``run`` holds.
@@ -236,17 +265,11 @@ class CarliniWagnerL2(MinimizationAttack):
             with torch.no_grad():
                 t = torch.tanh(run.w)
                 xa = (t * half + center).clamp_(low, high)
-            xa.requires_grad_(True)
-            logits = model(xa)
-            gap = -margin(logits, run.labels) if targeted else margin(logits, run.labels)
-            hinge = (kappa - gap).clamp_min(0.0) * run.const
-            (g_x,) = torch.autograd.grad(hinge.sum(), xa, allow_unused=True)
+            g_x, hinge, ok = self._hinge_gradient(model, xa, run.labels, run.const, targeted)
             with torch.no_grad():
-                xa = xa.detach()
                 diff = xa - run.x
                 d2 = diff.flatten(1).pow(2).sum(1)
                 # the smallest successful input so far (the point before this step's move)
-                ok = gap.detach() > kappa
                 better = ok & (d2 < run.bd2)
                 run.bd2 = torch.where(better, d2, run.bd2)
                 run.bx = torch.where(better.view(view), xa, run.bx)
@@ -262,7 +285,7 @@ class CarliniWagnerL2(MinimizationAttack):
                 run.w.addcdiv_(run.m, denom, value=-lr / (1.0 - _BETA1**k))
 
                 if self.abort_early and step % check_every == 0:
-                    loss = d2 + hinge.detach()
+                    loss = d2 + hinge
                     run.stalled |= ~(loss <= _ABORT_RATIO * run.prev_loss)  # NaN counts as stalled
                     run.prev_loss = loss
                     rows = shrink.update(run.stalled)

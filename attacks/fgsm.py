@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from robustness.attacks.base import AttackKind, FixedBudgetAttack
-from robustness.attacks.losses import Loss, _check_loss, objective
+from robustness.attacks.eot import check_eot_samples, eot_gradient
+from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.norms import Norm
 
 __all__ = ["FGSM", "gradient_step"]
@@ -40,16 +41,25 @@ def gradient_step(x: Tensor, grad: Tensor, size: float | Tensor, norm: Norm) -> 
 
 @dataclass(frozen=True, kw_only=True)
 class FGSM(FixedBudgetAttack):
-    """Single-step gradient attack; ``norm`` is ``"linf"`` (FGSM) or ``"l2"`` (FGM)."""
+    """Single-step gradient attack; ``norm`` is ``"linf"`` (FGSM) or ``"l2"`` (FGM).
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        loss: ``"ce"`` or ``"margin"``.
+        eot_samples: forward passes the gradient is averaged over (Expectation over
+            Transformation, :mod:`robustness.attacks.eot`), for randomized models; 1: one pass.
+    """
 
     name: ClassVar[str] = "fgsm"
     kind: ClassVar[AttackKind] = "single-step"
     norm: Norm = "linf"
     loss: Loss = "ce"
+    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_loss(self.loss)
+        check_eot_samples("FGSM", self.eot_samples)
 
     def _run(
         self,
@@ -62,7 +72,6 @@ class FGSM(FixedBudgetAttack):
         target: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor:
-        x_in = x.clone().requires_grad_(True)
-        obj = objective(model(x_in), y, self.loss, target)
-        (grad,) = torch.autograd.grad(obj.sum(), x_in)
-        return gradient_step(x, grad, eps, self.norm)
+        draws = eot_gradient(model, x, lambda logits: objective(logits, y, self.loss, target),
+                             lambda logits: is_adversarial(logits, y, target), samples=self.eot_samples)
+        return gradient_step(x, draws.grad, eps, self.norm)  # type: ignore[arg-type]  # with_grad: never None

@@ -32,11 +32,12 @@ from torch import Tensor, nn
 
 from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
+from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds
 
-__all__ = ["PGD", "random_start"]
+__all__ = ["PGD", "random_start", "surface_start"]
 
 
 def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) -> Tensor:
@@ -49,6 +50,24 @@ def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) 
     d = direction.shape[1]
     radius = torch.rand((x.shape[0], 1), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
     return x + (eps * radius * direction).view_as(x)
+
+
+def surface_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) -> Tensor:
+    """A random point on the surface of the ``norm`` ball of radius ``eps`` around each sample of ``x``,
+    as the reference APGD (Croce and Hein 2020, ``autopgd_base.py``) starts.
+
+    Linf: a uniform draw in ``[-1, 1]`` per pixel, scaled so that its largest entry is ``eps`` (at
+    least one pixel on a face of the box, the others spread inside); L2 (and L1, drawn as L2 and
+    projected by the caller): a Gaussian direction scaled to norm ``eps`` (uniform on the sphere).
+    """
+    view = (-1,) + (1,) * (x.dim() - 1)
+    if norm == "linf":
+        t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
+        scale = t.flatten(1).abs().amax(dim=1).clamp_min(1e-12)
+    else:
+        t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        scale = t.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    return x + eps * t / scale.view(view)
 
 
 def _linf_box(x: Tensor, eps: float, bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
@@ -93,6 +112,9 @@ class PGD(FixedBudgetAttack):
         random_start: start at a random point of the ball instead of ``x``.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner style logit margin).
         early_stop: drop samples from the working batch once fooled.
+        eot_samples: forward passes each gradient is averaged over, for randomized models
+            (Expectation over Transformation, :mod:`robustness.attacks.eot`); an iterate counts as
+            adversarial only when it fools every draw. 1: one ordinary pass.
     """
 
     name: ClassVar[str] = "pgd"
@@ -105,10 +127,12 @@ class PGD(FixedBudgetAttack):
     random_start: bool = True
     loss: Loss = "ce"
     early_stop: bool = True
+    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_loss(self.loss)
+        check_eot_samples("PGD", self.eot_samples)
         for field in ("steps", "restarts"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -157,18 +181,18 @@ class PGD(FixedBudgetAttack):
         shrink = Shrinker(run.x0.device) if self.early_stop else None
         for step in range(self.steps + 1):
             last = step == self.steps
-            x_in = run.x_adv.detach().requires_grad_(not last)
-            with torch.set_grad_enabled(not last):
-                logits = model(x_in)
-                obj = objective(logits, run.y, self.loss, run.target)
-            run.record(x_in.detach(), obj.detach(), is_adversarial(logits.detach(), run.y, run.target))
-            if last:
+            y, target = run.y, run.target
+            x_in = run.x_adv.detach()
+            draws = eot_gradient(model, x_in, lambda logits: objective(logits, y, self.loss, target),
+                                 lambda logits: is_adversarial(logits, y, target), samples=self.eot_samples,
+                                 with_grad=not last)
+            run.record(x_in, draws.loss, draws.fooled)
+            if draws.grad is None:
                 break
-            (grad,) = torch.autograd.grad(obj.sum(), x_in)
             if run.low is not None:
-                run.x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(run.low, run.high)
+                run.x_adv = torch.add(x_in, draws.grad.sign_(), alpha=alpha).clamp_(run.low, run.high)
             else:
-                run.x_adv = _l2_step(x_in.detach(), grad, run.x0, alpha, eps, bounds)
+                run.x_adv = _l2_step(x_in, draws.grad, run.x0, alpha, eps, bounds)
             if shrink is not None and not run.shrink(shrink.update(run.done())):
                 return
         run.write_back()

@@ -160,7 +160,7 @@ def standard_throughput(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "images_per_second": x.shape[0] / seconds,
             "robust_accuracy": report.robust_accuracy[EPS], "clean_accuracy": report.clean_accuracy,
-            "attacks": [f"{name}{settings}" for name, settings in preset_entries("standard") or ()]}
+            "attacks": [f"{name}{settings}" for name, settings in preset_entries("standard", "linf") or ()]}
 
 
 def bench_model(name: str, device: torch.device, batch: int, repeats: int, warmup: int, standard: bool) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 
 from robustness.acceleration import check_amp
 from robustness.attacks.base import Attack
-from robustness.attacks.presets import PRESETS, preset_entries
+from robustness.attacks.presets import PRESETS, preset_cascades, preset_entries
 from robustness.defenses.preprocessing import check_gradient_mode
 from robustness.errors import InputError
 from robustness.norms import check_bounds, check_norm
@@ -82,7 +82,9 @@ class EvalConfig:
     channels_last: bool = False
     compile: bool = False
     distributed: bool | None = None
+    cascade: bool | None = None
     _named: tuple[tuple[str, Attack], ...] = field(init=False, repr=False, compare=False)
+    _cascades: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # a frozen dataclass normalizes its own fields through object.__setattr__ (the dataclasses idiom)
@@ -112,6 +114,9 @@ class EvalConfig:
         put("amp", check_amp(self.amp))
         put("channels_last", check_flag("channels_last", self.channels_last))
         put("compile", check_flag("compile", self.compile))
+        if self.cascade is not None:
+            put("cascade", check_flag("cascade", self.cascade))
+        put("_cascades", self.cascade if self.cascade is not None else _default_cascade(self.attacks))
 
     @property
     def named_attacks(self) -> dict[str, Attack]:
@@ -130,6 +135,13 @@ class EvalConfig:
         return [float(e) for e in self.epsilons if not isinstance(e, str)]
 
     @property
+    def cascades(self) -> bool:
+        """Whether the attacks run cascaded: :attr:`cascade`, or when ``None`` the default of the one
+        preset given as ``attacks`` (``standard``, ``plus``, ``rand``, ``standard-nofab``: yes;
+        ``smoke``, attack lists: no)."""
+        return self._cascades
+
+    @property
     def budgets(self) -> list[float]:
         """The budgets the attacks run at: :attr:`listed` above 0."""
         return [e for e in self.listed if e > 0]
@@ -145,9 +157,12 @@ class EvalConfig:
     def fingerprint(self, batch_size: int) -> dict[str, Any]:
         """The settings a resumable evaluation state records (:mod:`robustness.state`), with the batch
         size the run uses: plain JSON values. A state written with other settings does not resume."""
-        return {"norm": self.norm, "bounds": list(self.bounds), "attacks": self.attack_descriptions(),
-                "seed": self.seed, "epsilons": list(self.epsilons), "schedule": self.schedule,
-                "gradient_mode": self.gradient_mode, "amp": self.amp, "batch_size": batch_size}
+        settings = {"norm": self.norm, "bounds": list(self.bounds), "attacks": self.attack_descriptions(),
+                    "seed": self.seed, "epsilons": list(self.epsilons), "schedule": self.schedule,
+                    "gradient_mode": self.gradient_mode, "amp": self.amp, "batch_size": batch_size}
+        if self.cascades:  # only when on: states written before cascades existed (all off) still resume
+            settings["cascade"] = True
+        return settings
 
 
 SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.init)
@@ -215,6 +230,13 @@ def check_curve_attacks(named: Mapping[str, Attack], budgets: Sequence[float], n
             f"CLI --eps curve,0,0.1,0.2), or drop {'them' if several else 'it'}")
 
 
+def _default_cascade(attacks: tuple[AttackLike, ...]) -> bool:
+    """``cascade=None``: the default of the preset when ``attacks`` is exactly one preset, else off."""
+    if len(attacks) == 1 and isinstance(attacks[0], str):
+        return bool(preset_cascades(attacks[0]))
+    return False
+
+
 def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:
     if isinstance(attacks, (str, Attack)):
         return (attacks,)
@@ -227,8 +249,8 @@ def _attack_tuple(attacks: Any) -> tuple[AttackLike, ...]:
 def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> dict[str, Attack]:
     """Attack objects keyed by unique report names; registry names are built for ``norm``.
 
-    A string that names a preset (:data:`robustness.attacks.presets.PRESETS`: ``"standard"``, ``"smoke"``)
-    expands, in place, to the preset's attacks.
+    A string that names a preset (:data:`robustness.attacks.presets.PRESETS`: ``"standard"``, ``"plus"``,
+    ``"rand"``, ``"standard-nofab"``, ``"smoke"``) expands, in place, to the preset's attacks for ``norm``.
     """
     if isinstance(attacks, (str, Attack)):
         attacks = [attacks]
@@ -236,7 +258,7 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
         raise InputError("no attacks given: pass attack objects, registry names such as 'pgd' or a preset")
     items: list[tuple[AttackLike, dict[str, Any]]] = []
     for item in attacks:
-        entries = preset_entries(item) if isinstance(item, str) else None
+        entries = preset_entries(item, norm) if isinstance(item, str) else None
         if entries is not None and item.strip().lower() in ATTACKS:
             raise InputError(f"{item!r} is both a preset and a registered attack name: rename the attack")
         items += [(n, dict(kw)) for n, kw in entries] if entries is not None else [(item, {})]

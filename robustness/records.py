@@ -198,10 +198,13 @@ def assemble(
     max_used = [max([0.0] + [r.max_used[k][i] for r in records for k in names]) for i in range(len(budgets))]
     examples = [e for r in records for e in r.examples][:EXAMPLES]
     num_classes = max(r.num_classes for r in records)
+    cumulative = summary.cumulative(data.broken, correct, epsilons, budgets)
     report = Report(
         clean_accuracy=int(correct.sum()) / n,
         robust_accuracy=summary.accuracy_curve(correct, worst, epsilons, budgets),
-        by_attack={k: summary.accuracy_curve(correct, v, epsilons, budgets) for k, v in data.broken.items()},
+        # cascaded, an attack only ran where the earlier ones failed: its own curve is no "attack alone"
+        by_attack=(dict(cumulative) if config.cascades else
+                   {k: summary.accuracy_curve(correct, v, epsilons, budgets) for k, v in data.broken.items()}),
         n_examples=n,
         epsilons=epsilons,
         norm=config.norm,
@@ -219,7 +222,8 @@ def assemble(
         defenses=defenses,
         schedule=config.schedule,
         speedups=config.speedups(),
-        cumulative=summary.cumulative(data.broken, correct, epsilons, budgets),
+        cumulative=cumulative,
+        cascade=config.cascades,
         per_class=summary.per_class(labels, correct, worst, epsilons, budgets, num_classes),
         perturbation=summary.perturbation_stats(data.broken, data.size, budgets),
         model_calls=calls,

@@ -101,7 +101,10 @@ class Report:
     ``robust_accuracy[eps]`` is the fraction of examples that are classified correctly and
     that no attack broke within ``eps``: the per-sample worst case over attacks, never the
     best attack's mean. ``by_attack[name][eps]`` is each attack alone; ``cumulative[name][eps]``
-    the worst case over the attacks up to and including ``name``, in order.
+    the worst case over the attacks up to and including ``name``, in order. With ``cascade`` (each
+    attack ran only on the samples the earlier ones left robust) no attack ran alone, and
+    ``by_attack`` holds the cumulative figures too: the tables say so, and ``to_dict`` writes
+    ``"cascade": true`` and ``"by_attack_cumulative": true``.
 
     ``per_class[c]`` holds ``n``, ``clean`` and worst-case ``robust`` accuracy per budget for the
     examples of true class ``c``. ``perturbation[name][eps]`` holds ``count``, ``median`` and
@@ -176,6 +179,7 @@ class Report:
     per_sample: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     epsilon_labels: dict[float, str] = field(default_factory=dict)
     curve: Curve | None = None
+    cascade: bool = False
 
     @property
     def worst_case(self) -> float:
@@ -211,6 +215,8 @@ class Report:
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": _keyed(self.robust_accuracy),
             "by_attack": {name: _keyed(v) for name, v in self.by_attack.items()},
+            "by_attack_cumulative": self.cascade,
+            "cascade": self.cascade,
             "cumulative": {name: _keyed(v) for name, v in self.cumulative.items()},
             "per_class": {str(c): {**v, "robust": _keyed(v["robust"])} for c, v in self.per_class.items()},
             "perturbation": {name: _keyed(v) for name, v in self.perturbation.items()},
@@ -278,6 +284,7 @@ class Report:
             epsilon_labels={float(e): str(text) for e, text in data.get("epsilon_labels", {}).items()},
             per_sample=_per_sample(data.get("per_sample") or {}),
             curve=Curve.from_dict(data.get("curve")),
+            cascade=bool(data.get("cascade", False)),
         )
 
     def samples(self) -> list[Any]:
@@ -316,15 +323,20 @@ class Report:
         return line
 
     def table(self) -> str:
-        """Markdown table: one row per budget, the worst case and each attack as columns."""
+        """Markdown table: one row per budget, the worst case and each attack as columns (cascaded:
+        the cumulative accuracy after each attack, headed ``+ name``)."""
         names = list(self.by_attack)
-        head = "| eps | worst case | " + " | ".join(names) + " |" if names else "| eps | worst case |"
+        shown = [f"+ {n}" for n in names] if self.cascade else names
+        head = "| eps | worst case | " + " | ".join(shown) + " |" if names else "| eps | worst case |"
         rule = "|" + "---:|" * (2 + len(names))
         rows = [head, rule]
         for eps in sorted(self.robust_accuracy):
             cells = [self.eps_label(eps), _pct(self.robust_accuracy[eps])]
             cells += [_pct(self.by_attack[n].get(eps, math.nan)) for n in names]
             rows.append("| " + " | ".join(cells) + " |")
+        if self.cascade and names:
+            rows.append("\ncascade: each attack ran only on the samples the earlier ones left robust; the "
+                        "attack columns are cumulative (accuracy after that attack and the ones before it)")
         return "\n".join(rows)
 
     def checks_table(self) -> str:
@@ -339,7 +351,7 @@ class Report:
             *(self.model or ModelInfo()).markdown_lines(),
             f"- data: {self.data or 'in-memory data'} ({self.n_examples} examples, {self.num_classes} classes)",
             f"- norm: {self.norm}, bounds: {list(self.bounds)}, seed: {self.seed}, device: {self.device}, "
-            f"budget schedule: {self.schedule}",
+            f"budget schedule: {self.schedule}, cascade: {'yes' if self.cascade else 'no'}",
             f"- clean accuracy: {_pct(self.clean_accuracy)}",
             f"- worst-case robust accuracy at eps={self.eps_label(max(self.robust_accuracy))}: {_pct(self.worst_case)}",
             f"- time: {self.timings.get('total', math.nan):.2f} s",
@@ -388,7 +400,7 @@ class Report:
         return lines
 
     def _cumulative_lines(self) -> list[str]:
-        if len(self.cumulative) < 2:
+        if len(self.cumulative) < 2 or self.cascade:  # cascaded, the main table is this one already
             return []
         names = list(self.cumulative)
         lines = ["## Cumulative robust accuracy (after each attack, in order)", "",

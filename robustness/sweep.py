@@ -21,6 +21,13 @@ that fits in a smaller one), so that the per-budget tables and the curve agree.
 
 Whatever the attack returns is projected onto the budget, clipped to the bounds and
 re-predicted here; only verified misclassifications count.
+
+Cascade (``cascade_from``, :func:`robustness.evaluate`'s ``cascade``): per sample, the index of the
+smallest budget at which the earlier attacks of the evaluation broke it. The attack then never
+works on a sample at a budget where it is broken already: the ascending sweep drops it from that
+budget on, the bisection searches below that budget only, and a minimization attack gets the
+largest budget at which the sample is still unbroken as its per-sample ``eps`` (samples broken at
+every budget are not attacked).
 """
 
 from __future__ import annotations
@@ -138,12 +145,18 @@ def sweep_fixed(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
-    """Sweep ``budgets`` upwards, attacking only the correct samples this attack has not broken yet."""
+    """Sweep ``budgets`` upwards, attacking only the correct samples this attack has not broken yet
+    (and, in a cascade, that the earlier attacks have not broken at that budget)."""
     out = _empty(x, budgets)
     alive = correct.nonzero().squeeze(1)
     previous: Tensor | None = None  # the best point of each survivor at the previous budget
     for i, eps in enumerate(budgets):
+        if cascade_from is not None:
+            keep = cascade_from[alive] > i
+            alive = alive[keep]
+            previous = None if previous is None else previous[keep]
         if alive.numel() == 0:
             break
         gen = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "budget", i))
@@ -163,6 +176,7 @@ def sweep_bisect(
     bounds: tuple[float, float],
     norm: Norm,
     seed: int,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
     """Find each sample's smallest breaking budget by bisection over the budget indices.
 
@@ -179,6 +193,8 @@ def sweep_bisect(
     n = x.shape[0]
     lo = torch.full((n,), -1, dtype=torch.long, device=x.device)
     hi = torch.full((n,), k, dtype=torch.long, device=x.device)
+    if cascade_from is not None:  # known broken there by earlier attacks: search below it only
+        hi = torch.minimum(hi, cascade_from)
     start = x.clone()  # each sample's most informative point so far
     for r in range(k + 1):  # bisection ends in ceil(log2(k + 1)) rounds; k + 1 bounds it anyway
         todo = correct & (hi - lo > 1)
@@ -212,21 +228,30 @@ def sweep_minimization(
     norm: Norm,
     seed: int,
     curve: bool = False,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
     """Run once; each budget counts the verified adversarial inputs whose perturbation fits in it.
 
-    The attack is told the largest budget (``eps=max(budgets)``: an attack that declares
-    ``stops_at_eps`` may stop on samples broken within it), except with ``curve=True``, where it runs
-    without one for each sample's smallest perturbation (``distance``), also beyond every budget.
+    The attack is told the largest budget (``eps=max(budgets)``; per sample in a cascade: the largest
+    at which the sample is still unbroken), so that one that declares ``stops_at_eps`` stops where
+    nothing changes; except with ``curve=True``, where it runs without one on every correctly
+    classified sample for each sample's smallest perturbation (``distance``), also beyond every
+    budget: a cascade does not narrow it then, since the curve needs every sample's distance.
     """
     out = _empty(x, budgets)
-    alive = correct.nonzero().squeeze(1)
+    todo = correct if cascade_from is None or curve else correct & (cascade_from > 0)
+    alive = todo.nonzero().squeeze(1)
     if alive.numel() == 0 or not (budgets or curve):
         return out
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x0, y0 = x[alive], y[alive]
-    eps = None if curve else max(budgets)
-    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen), x0), bounds)
+    eps: float | Tensor | None = None
+    if not curve:
+        eps = max(budgets)
+        if cascade_from is not None:
+            eps = torch.tensor(budgets, device=x.device, dtype=x.dtype)[cascade_from[alive] - 1]
+    x_adv = clip_to_bounds(_checked(attack, attack(model, x0, y0, eps=eps, bounds=bounds, generator=gen), x0),
+                           bounds)
     with torch.no_grad():
         pred = model(x_adv).argmax(dim=1)
     fooled = pred != y0
@@ -270,21 +295,22 @@ def sweep(
     seed: int,
     schedule: str = "ascending",
     curve: bool = False,
+    cascade_from: Tensor | None = None,
 ) -> SweepResult:
     """:func:`sweep_minimization` for minimization attacks; for the others :func:`sweep_fixed`
     (``schedule="ascending"``, the default: strongest) or :func:`sweep_bisect` (``"bisect"``: fewer
     attacks per sample). ``curve=True`` (the robustness curve): minimization attacks run without a
     budget, even with no budgets listed, and a fixed-budget attack's sample counts as broken at the
-    smallest budget that holds its verified distance."""
+    smallest budget that holds its verified distance. ``cascade_from``: see the module docstring."""
     if isinstance(attack, MinimizationAttack):
         if not budgets and not curve:
             return _empty(x, budgets)
         return sweep_minimization(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed,
-                                  curve=curve)
+                                  curve=curve, cascade_from=cascade_from)
     if not budgets:
         return _empty(x, budgets)
     run = sweep_bisect if schedule == "bisect" else sweep_fixed
-    out = run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed)
+    out = run(model, attack, x, y, correct, budgets, bounds=bounds, norm=norm, seed=seed, cascade_from=cascade_from)
     if curve:
         out.broken = torch.minimum(out.broken, first_budget_within(out.distance, budgets))
     return out

@@ -206,7 +206,8 @@ def assert_robust(
         eps: one budget or a list; the gate is at the largest (0 gates clean accuracy).
         min_accuracy: the required worst-case robust accuracy, a fraction in [0, 1].
         attacks: attack objects, registry names or a preset (``"smoke"``: FGSM and PGD-10, fast
-            and not a robustness claim; ``"standard"``: APGD-CE, APGD-T, Square).
+            and not a robustness claim; ``"standard"``: AutoAttack's standard version, APGD-CE, APGD-T, FAB-T
+            and Square, cascaded; ``"standard-nofab"`` without FAB-T).
         norm, bounds, seed, device: as :func:`robustness.evaluate`.
         strict: also fail when a sanity check of the evaluation warns or fails.
         **evaluate_kwargs: passed on to :func:`robustness.evaluate` (``batch_size``,

@@ -188,6 +188,7 @@ def run_checks(
     seed: int,
     strict: bool = False,
     progress: bool = False,
+    cascade: bool = False,
 ) -> list[Check]:
     """The verdicts of every check in :data:`CHECKS`, in that order.
 
@@ -206,6 +207,9 @@ def run_checks(
         strict: a check that would warn fails instead.
         progress: show a tqdm bar over the checks on stderr (the runner passes its own rule: asked for,
             and stderr a terminal).
+        cascade: the attacks ran cascaded (each only on the samples the earlier ones left robust):
+            ``by_attack`` is then cumulative, and a comparison between attacks counts a sample
+            against an attack only where that attack ran on it.
 
     Returns:
         One :class:`Check` per check.
@@ -218,7 +222,7 @@ def run_checks(
         model=model, x=x.detach(), y=y.to(device).long(), correct=correct.to(device).bool(), attacks=dict(attacks),
         broken_at={k: v.to(device).long() for k, v in broken_at.items()}, budgets=[float(e) for e in budgets],
         robust_accuracy=dict(robust_accuracy), by_attack={k: dict(v) for k, v in by_attack.items()}, norm=norm,
-        bounds=bounds, num_classes=int(num_classes), seed=int(seed), strict=bool(strict),
+        bounds=bounds, num_classes=int(num_classes), seed=int(seed), strict=bool(strict), cascade=bool(cascade),
     )
     results: list[Check] = []
     with _untouched(model, device), tqdm(CHECKS, desc="checks", unit="check", disable=not progress) as bar:

@@ -109,6 +109,9 @@ def iterative_vs_single_step(ctx: CheckContext) -> Check:
     else:
         single_at, source = fgsm_first_break(ctx), "FGSM run on the subset"
     iter_at = ctx.first_break(iterative)
+    if ctx.cascade:  # an iterative attack never ran where an attack before it had broken the sample
+        order = list(ctx.attacks)
+        iter_at = ctx.first_break(order[:max(order.index(k) for k in iterative) + 1])
     beaten = ctx.correct & (single_at < iter_at)
     k, m = count(beaten), count(ctx.correct)
     measured = (f"{source} broke {count(ctx.correct & (single_at < len(ctx.budgets)))} of {m} correctly "

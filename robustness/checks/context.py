@@ -36,6 +36,7 @@ class CheckContext:
     seed: int
     strict: bool
     draws: int = 1  # forward passes a fresh adversarial input must fool (RANDOM_DRAWS when randomized)
+    cascade: bool = False  # each attack ran only on the samples the earlier ones left robust
 
     @property
     def n(self) -> int:

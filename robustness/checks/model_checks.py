@@ -37,12 +37,20 @@ def randomized_model(ctx: CheckContext) -> Check:
         return Check("randomized-model", "passed", f"{measured}; the randomized defenses "
                      f"({', '.join(p['name'] for p in eot)}) are attacked with EOT over "
                      f"{max(p['eot_samples'] for p in eot)} draws. Predictions are single draws: expect noise")
+    # the attacks' own EOT setting: every gradient attack averages over several draws (the rand preset)
+    draws = {k: getattr(a, "eot_samples", 1) for k, a in ctx.attacks.items() if getattr(a, "kind", None) != "black-box"}
+    if draws and min(draws.values()) > 1:
+        return Check("randomized-model", "passed", f"{measured}; every gradient attack ({', '.join(draws)}) "
+                     f"averages its gradients over at least {min(draws.values())} draws (eot_samples). "
+                     f"Predictions are single draws: expect noise")
     return ctx.verdict("randomized-model", False, (
         f"{measured}: the model is randomized, so each attack step follows one random draw and each "
-        f"prediction is one draw, which overestimates robustness. Fix: declare the randomness as a "
-        f"preprocessing defense attacked with Expectation over Transformation, EOT (e.g. "
-        f"robustness.defenses.defend(model, GaussianNoise(std=..., eot_samples=16)) evaluated with "
-        f"gradient_mode='adaptive'), raise eot_samples if it is declared, or make the model deterministic"))
+        f"prediction is one draw, which overestimates robustness. Fix: evaluate with the rand preset "
+        f"(attacks=\"rand\", --attacks rand: APGD-CE and APGD-DLR with Expectation over Transformation, EOT, "
+        f"over 20 draws, as AutoAttack's rand version), or give the gradient attacks eot_samples=k "
+        f"(e.g. 'apgd-ce(eot_samples=20)'), or declare the randomness as a preprocessing defense attacked "
+        f"with EOT (robustness.defenses.defend(model, GaussianNoise(std=..., eot_samples=16)) with "
+        f"gradient_mode='adaptive'), or make the model deterministic"))
 
 
 def probability_outputs(ctx: CheckContext) -> Check:

@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--attacks", default=None,
                     help="comma-separated registry names, each optionally with settings, e.g. "
-                         "'fgsm,apgd-ce(steps=200,restarts=3)', presets (standard, smoke) and ART attacks "
+                         "'fgsm,apgd-ce(steps=200,restarts=3)', presets (standard, plus, rand, standard-nofab, "
+                         "smoke) and ART attacks "
                          "(art:DeepFool(max_iter=20)); see `robustness list attacks`. Default: "
                          "fgsm,pgd,apgd-ce for linf and pgd,apgd-ce(restarts=2),cw for l2")
     ev.add_argument("--eps", default=None,
@@ -234,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strict", action="store_true",
                     help="a sanity check that warns fails instead, and a failed check exits 1 (a CI gate)")
     ev.add_argument("--no-checks", action="store_true", help="skip the sanity checks (not recommended)")
+    ev.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=None,
+                    help="run each attack only on the samples the earlier ones left robust (cheaper; the per-attack "
+                         "columns become cumulative). Default: the preset's (standard, plus, rand and "
+                         "standard-nofab cascade; smoke and attack lists do not)")
     talk = ev.add_mutually_exclusive_group()
     talk.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
     talk.add_argument("--verbose", action="store_true",
@@ -409,7 +414,7 @@ def _eval_config(args: argparse.Namespace, sweep: _Sweep, bounds: tuple[float, f
         bounds=bounds,
         batch_size=args.batch_size, device=device, seed=args.seed, progress=not args.quiet,
         checks=not args.no_checks, strict=args.strict, schedule=args.schedule, state=state, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, distributed=distributed,
+        channels_last=args.channels_last, compile=args.compile, distributed=distributed, cascade=args.cascade,
     )
 
 
@@ -595,10 +600,14 @@ def _list(args: argparse.Namespace) -> int:
         head = f"{name:10s} {','.join(_attack_norms(name)) or '?':8s} {kind if isinstance(kind, str) else '?':13s} "
         print(textwrap.fill(_settings(cls), width=110, initial_indent=head, subsequent_indent=" " * len(head),
                             break_on_hyphens=False, break_long_words=False))
-    print("\npresets (usable wherever an attack list is):")
-    for name, entries in sorted(PRESETS.items()):
-        print(f"{name:10s} " + ", ".join(n + (f"({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
-                                         for n, kw in entries))
+    print("\npresets (usable wherever an attack list is; settings per norm):")
+    for name, preset in sorted(PRESETS.items()):
+        print(f"{name} ({'cascaded' if preset.cascade else 'not cascaded'} by default): {preset.description}")
+        for norm, entries in preset.by_norm.items():
+            head = f"  {'any norm' if norm == '*' else norm:9s}"
+            text = ", ".join(n + (f"({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "") for n, kw in entries)
+            print(textwrap.fill(text, width=110, initial_indent=head, subsequent_indent=" " * len(head),
+                                break_on_hyphens=False, break_long_words=False))
     print("\nany ART evasion attack: art:Name(setting=value, ...), e.g. art:ProjectedGradientDescent(max_iter=20)")
     return 0
 

@@ -57,7 +57,7 @@ def test_the_state_fingerprint_keeps_its_content() -> None:
     # what robustness.state's meta.json held before EvalConfig: a state written then must still resume
     config = EvalConfig(attacks=["fgsm"], epsilons=[0.1, 0], bounds=(0, 1), seed=4, schedule="bisect")
     assert config.fingerprint(batch_size=16) == {
-        "norm": "linf", "bounds": [0.0, 1.0], "attacks": {"fgsm": "FGSM(norm='linf', loss='ce')"}, "seed": 4,
+        "norm": "linf", "bounds": [0.0, 1.0], "attacks": {"fgsm": "FGSM(norm='linf', loss='ce', eot_samples=1)"}, "seed": 4,
         "epsilons": [0.0, 0.1], "schedule": "bisect", "gradient_mode": "adaptive", "amp": None, "batch_size": 16,
     }
 
@@ -104,7 +104,10 @@ CLI_FLAGS = {
     "channels_last": (["--channels-last"], True),
     "compile": (["--compile"], True),
     "distributed": (["TORCHRUN"], True),  # set under torchrun (and --nproc, which launches it)
+    "cascade": (["--cascade"], True),
 }
+#: flags that turn a CLI_FLAGS flag off again, and the value they must put in its field
+NEGATED_FLAGS = {"--no-cascade": ("cascade", False)}
 #: EvalConfig fields that no CLI flag sets, and why
 NOT_CLI_FLAGS = {
     "gradient_mode": "the CLI always attacks defenses adaptively (BPDA and EOT), the honest evaluation; "
@@ -166,13 +169,15 @@ def test_every_cli_flag_reaches_its_evalconfig_field(cli_configs, tmp_path, monk
         assert getattr(cli_configs(args), name) == expected, f"{' '.join(args)} did not set {name}"
         if name != "device":  # --device auto is the CPU here too
             assert getattr(default, name) != expected, f"{name}: pick a value other than the default"
+    for flag, (name, expected) in NEGATED_FLAGS.items():
+        assert getattr(cli_configs([flag]), name) == expected, f"{flag} did not set {name}"
 
 
 def test_every_evaluate_flag_is_a_setting_or_says_what_else_it_is() -> None:
     parser = cli.build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     flags = {s for action in sub.choices["evaluate"]._actions for s in action.option_strings}
-    used = {a for args, _ in CLI_FLAGS.values() for a in args if a.startswith("-")}
+    used = {a for args, _ in CLI_FLAGS.values() for a in args if a.startswith("-")} | set(NEGATED_FLAGS)
     assert flags - used - NOT_SETTINGS == set(), "a new evaluate flag must reach EvalConfig (CLI_FLAGS) or be listed"
     assert NOT_SETTINGS <= flags
 
