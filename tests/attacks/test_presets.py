@@ -68,7 +68,6 @@ def test_the_fab_free_presets_build_with_the_reference_behaviours(norm) -> None:
                                                                                              **REF)}
 
 
-@pytest.mark.skipif(not HAS_FAB, reason="FAB/FAB-T are not registered on this branch (the integrator removes this)")
 @pytest.mark.parametrize("name", ["standard", "plus"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_the_fab_presets_build(name, norm) -> None:
