@@ -17,6 +17,7 @@ from torch import Tensor, nn
 import robustness
 from robustness import cli
 from robustness.attacks.base import AttackKind, FixedBudgetAttack, MinimizationAttack
+from robustness.config import EvalConfig
 from robustness.curve import Curve, curve_breakpoints, median_distance
 from robustness.errors import InputError
 from robustness.report import Report
@@ -249,3 +250,24 @@ def test_cli_curve_without_a_minimization_attack_exits_2(tmp_path, capsys) -> No
                      "--out", str(tmp_path / "o")])
     assert code == 2 and "minimization attack" in capsys.readouterr().err
     assert cli.CURVE_ATTACKS["l2"].split(",")[0] == "fmn"  # the defaults, once fmn/ddn/fab are merged
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_the_default_curve_attacks_are_minimization_attacks_for_their_norm(norm) -> None:
+    attacks = EvalConfig(attacks=tuple(cli.CURVE_ATTACKS[norm].split(",")), epsilons="curve", norm=norm).named_attacks
+    assert attacks and all(a.minimizes for a in attacks.values())
+    assert {a.norm for a in attacks.values()} == {norm}
+
+
+def test_cli_eps_curve_without_attacks_runs_the_default_minimization_attacks(tmp_path) -> None:
+    out = tmp_path / "out"
+    code = cli.main(["evaluate", "--model", "digits-cnn", "--eps", "curve", "--norm", "l2", "--n", "8",
+                     "--no-checks", "--quiet", "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "report.json").read_text())
+    assert list(data["attacks"]) == cli.CURVE_ATTACKS["l2"].split(",")
+    s = data["per_sample"]
+    correct = [label == pred for label, pred in zip(s["label"], s["clean_prediction"])]
+    # the digits CNN is not robust: the minimum-norm attacks break every correctly classified sample
+    assert all(d is not None for d, ok in zip(s["distance"], correct) if ok)
+    assert len(data["curve"]["breakpoints"]) >= 1 and data["curve"]["median_distance"] is not None
