@@ -14,9 +14,9 @@ Reported per norm: both wall times (one run each, after a warm-up batch), the ro
 at every budget, and the largest gap ``curve - sweep`` (positive: the minimization attacks' curve lies
 above the sweep there, i.e. they missed samples APGD-CE broke) and the largest ``|gap|``.
 
-The minimization attacks are flags: ``--l2-attacks cw`` (the only one on this branch) and
-``--linf-attacks fmn,fab``; a norm whose attacks are not all registered is skipped with the reason in
-the results (rerun after FMN/DDN/FAB are merged, e.g. ``--l2-attacks fmn,ddn,fab``).
+The minimization attacks are flags, by default those of ``robustness evaluate --eps curve``
+(``--l2-attacks fmn,ddn,fab``, ``--linf-attacks fmn,fab``); a norm whose attacks are not all
+registered is skipped with the reason in the results.
 
 Usage (from the repository root)::
 
@@ -116,7 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="test images (default 200)")
-    parser.add_argument("--l2-attacks", default="cw", help="minimization attacks of the L2 curve (default cw)")
+    parser.add_argument("--l2-attacks", default="fmn,ddn,fab", help="minimization attacks of the L2 curve")
     parser.add_argument("--linf-attacks", default="fmn,fab", help="minimization attacks of the Linf curve")
     parser.add_argument("--norms", default="linf,l2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the digits CNN is tiny: 1 is fastest)")
