@@ -66,7 +66,7 @@ def test_settings_are_validated_frozen_and_have_paper_defaults() -> None:
     with pytest.raises(InputError, match="unknown training method 'madry'.*pgd, fgsm-rs, trades"):
         AdversarialTrainer(method="madry", eps=0.1)
     with pytest.raises(InputError, match="unknown norm"):
-        AdversarialTrainer(method="pgd", eps=0.1, norm="l1")
+        AdversarialTrainer(method="pgd", eps=0.1, norm="l0")
     with pytest.raises(InputError, match=r"whole input range.*8/255"):
         AdversarialTrainer(method="pgd", eps=8, norm="linf")
     for bad in ({"eps": -0.1}, {"eps": float("nan")}, {"eps": 0.1, "steps": 0}, {"eps": 0.1, "beta": -1},

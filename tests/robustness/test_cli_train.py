@@ -157,7 +157,7 @@ def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> 
         (["--arch-kwargs", "width"], "KEY=VALUE"),
         (["--arch-kwargs", "depth=3"], "does not take depth"),
         (["--data", "missing.npz"], "not found"),
-        (["--norm", "l1"], "invalid choice"),
+        (["--norm", "l0"], "invalid choice"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
         (["--bogus"], "unrecognized"),
     ],
