@@ -47,7 +47,7 @@ from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objecti
 from robustness.errors import InputError
 from robustness.norms import Norm, clip_to_bounds, project_l1_box
 
-__all__ = ["PGD", "random_start"]
+__all__ = ["PGD", "l1_step", "random_start"]
 
 
 def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) -> Tensor:
@@ -86,6 +86,15 @@ def _l2_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, boun
     delta = grad.mul_(scale.view(view)).add_(x).clamp_(bounds[0], bounds[1]).sub_(x0)
     shrink = (eps / delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)).clamp_(max=1.0)
     return delta.mul_(shrink.view(view)).add_(x0)
+
+
+def l1_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, bounds: tuple[float, float], *,
+            l1_quantile: float = L1_QUANTILE) -> Tensor:
+    """One SLIDE step of L1 size ``alpha`` from ``x`` on the coordinates of ``|grad|`` at or above the
+    ``l1_quantile`` quantile that can move inside ``bounds``, then the exact projection onto the L1 ball
+    of radius ``eps`` around ``x0`` intersected with the box (shapes ``(N, ...)``)."""
+    stepped = gradient_step(x, grad, alpha, "l1", l1_quantile=l1_quantile, bounds=bounds)
+    return x0 + project_l1_box(x0, stepped - x0, eps, bounds)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -201,8 +210,7 @@ class PGD(FixedBudgetAttack):
             if run.low is not None:
                 run.x_adv = torch.add(x_in.detach(), grad.sign_(), alpha=alpha).clamp_(run.low, run.high)
             elif self.norm == "l1":
-                stepped = gradient_step(x_in.detach(), grad, alpha, "l1", l1_quantile=self.l1_quantile, bounds=bounds)
-                run.x_adv = run.x0 + project_l1_box(run.x0, stepped - run.x0, eps, bounds)
+                run.x_adv = l1_step(x_in.detach(), grad, run.x0, alpha, eps, bounds, l1_quantile=self.l1_quantile)
             else:
                 run.x_adv = _l2_step(x_in.detach(), grad, run.x0, alpha, eps, bounds)
             if shrink is not None and not run.shrink(shrink.update(run.done())):

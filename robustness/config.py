@@ -180,7 +180,7 @@ def resolve_attacks(attacks: Sequence[AttackLike] | AttackLike, norm: str) -> di
         raise InputError("no attacks given: pass attack objects, registry names such as 'pgd' or a preset")
     items: list[tuple[AttackLike, dict[str, Any]]] = []
     for item in attacks:
-        entries = preset_entries(item) if isinstance(item, str) else None
+        entries = preset_entries(item, norm) if isinstance(item, str) else None
         if entries is not None and item.strip().lower() in ATTACKS:
             raise InputError(f"{item!r} is both a preset and a registered attack name: rename the attack")
         items += [(n, dict(kw)) for n, kw in entries] if entries is not None else [(item, {})]

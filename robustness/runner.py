@@ -77,7 +77,7 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
         config: the settings below as one object (:class:`robustness.EvalConfig`).
         attacks: attack objects or registry names (``"fgsm"``, ``"pgd"``, ``"cw"``).
         epsilons: budgets in the ``norm``; 0 means clean accuracy.
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         bounds: the valid input range; inputs outside it are an error.
         batch_size: examples per batch when ``data`` is not already a ``DataLoader``; ``None``
             (the default) chooses it: on CUDA the largest that fits, found by trying from 4,096

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustness.attacks.base import ATTACK_KINDS, MinimizationAttack
+from robustness.attacks.base import ATTACK_KINDS, L1_ATTACKS, MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
@@ -19,6 +19,8 @@ TOL = 1e-5
 
 
 def _build(name: str, norm: str):
+    if norm == "l1" and name not in L1_ATTACKS:  # refused with a clear error (checked below)
+        return None
     cls = ATTACKS.load(name)
     if issubclass(cls, MinimizationAttack):
         kwargs = {"binary_search_steps": 2, "steps": 10} if name == "cw" else {}
@@ -47,7 +49,7 @@ def test_declares_a_kind(name) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 @settings(max_examples=15, deadline=None)
 @given(
     n=st.integers(1, 6),
@@ -69,7 +71,7 @@ def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, se
         with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
             attack(Linear(int(numel), 3, seed), x, torch.zeros(n, dtype=torch.long), eps=1.0, bounds=(low, high))
         return
-    eps = eps_frac * width * (1.0 if norm == "linf" else numel**0.5)
+    eps = eps_frac * width * {"linf": 1.0, "l2": numel**0.5, "l1": numel}[norm]
     model = Linear(int(numel), 4, seed)  # 4 classes: the fewest that targeted DLR (APGD-T) accepts
     y = torch.randint(0, 4, (n,), generator=g)
     x_adv = attack(model, x, y, eps=eps, bounds=(low, high), generator=torch.Generator().manual_seed(seed))
@@ -90,3 +92,25 @@ def test_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -
     robust = (trained_model(first).argmax(1) == y).float().mean()
     assert torch.equal(first, second)
     assert robust < clean - 0.3, f"{name}: clean {clean:.3f}, robust {robust:.3f}"
+
+
+def test_every_l1_attack_is_registered_and_the_others_refuse_l1() -> None:
+    """The L1 attacks the errors name exist; every other attack refuses L1 with an error naming them."""
+    assert set(L1_ATTACKS) <= set(NAMES)
+    for name in sorted(set(NAMES) - set(L1_ATTACKS)):
+        with pytest.raises(InputError, match="apgd-ce"):
+            ATTACKS.create(name, norm="l1")
+
+
+@pytest.mark.parametrize("name", L1_ATTACKS)
+def test_l1_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -> None:
+    x, y = test_batch
+    attack = _build(name, "l1")
+    eps = 2.0  # of the 64-pixel box's L1 diameter 64
+    clean = (trained_model(x).argmax(1) == y).float().mean()
+    first = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
+    second = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
+    robust = (trained_model(first).argmax(1) == y).float().mean()
+    assert torch.equal(first, second)
+    assert torch.all(norm_of(first - x, "l1") <= eps * (1 + TOL))
+    assert robust < clean - 0.3, f"{name}-l1: clean {clean:.3f}, robust {robust:.3f}"
