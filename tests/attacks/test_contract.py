@@ -80,18 +80,22 @@ def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, se
     assert torch.all(norm_of(x_adv - x, norm) <= eps * (1 + TOL) + TOL)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -> None:
+def _default_norm(name: str) -> str:
+    return "l2" if issubclass(ATTACKS.load(name), MinimizationAttack) else "linf"
+
+
+@pytest.mark.parametrize(("name", "norm"), [(n, _default_norm(n)) for n in NAMES] + [(n, "l1") for n in L1_ATTACKS])
+def test_lowers_accuracy_and_is_deterministic(name, norm, trained_model, test_batch) -> None:
     x, y = test_batch
-    norm = "l2" if issubclass(ATTACKS.load(name), MinimizationAttack) else "linf"
     attack = _build(name, norm)
-    eps = 0.2 if norm == "linf" else 1.5
+    eps = {"linf": 0.2, "l2": 1.5, "l1": 2.0}[norm]  # L1: of the 64-pixel box's L1 diameter 64
     clean = (trained_model(x).argmax(1) == y).float().mean()
     first = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
     second = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
     robust = (trained_model(first).argmax(1) == y).float().mean()
     assert torch.equal(first, second)
-    assert robust < clean - 0.3, f"{name}: clean {clean:.3f}, robust {robust:.3f}"
+    assert torch.all(norm_of(first - x, norm) <= eps * (1 + TOL) + TOL)
+    assert robust < clean - 0.3, f"{name} ({norm}): clean {clean:.3f}, robust {robust:.3f}"
 
 
 def test_every_l1_attack_is_registered_and_the_others_refuse_l1() -> None:
@@ -100,17 +104,3 @@ def test_every_l1_attack_is_registered_and_the_others_refuse_l1() -> None:
     for name in sorted(set(NAMES) - set(L1_ATTACKS)):
         with pytest.raises(InputError, match="apgd-ce"):
             ATTACKS.create(name, norm="l1")
-
-
-@pytest.mark.parametrize("name", L1_ATTACKS)
-def test_l1_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -> None:
-    x, y = test_batch
-    attack = _build(name, "l1")
-    eps = 2.0  # of the 64-pixel box's L1 diameter 64
-    clean = (trained_model(x).argmax(1) == y).float().mean()
-    first = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
-    second = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
-    robust = (trained_model(first).argmax(1) == y).float().mean()
-    assert torch.equal(first, second)
-    assert torch.all(norm_of(first - x, "l1") <= eps * (1 + TOL))
-    assert robust < clean - 0.3, f"{name}-l1: clean {clean:.3f}, robust {robust:.3f}"

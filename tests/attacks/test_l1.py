@@ -10,7 +10,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import Tensor, nn
 
 from robustness.attacks import APGD, APGDT, FGSM, PGD
 from robustness.attacks.art_adapter import from_spec
@@ -19,30 +18,9 @@ from robustness.attacks.fgsm import gradient_step, l1_box_vertex, movable, spars
 from robustness.attacks.square import Square
 from robustness.errors import InputError
 from robustness.norms import norm_of
+from tests.attacks.test_apgd import Recording, _acc, _gen
 
 TOL = 1e-5
-
-
-def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-class Recording(nn.Module):
-    """A linear classifier that keeps every input it is called on."""
-
-    def __init__(self, features: int, classes: int, seed: int) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(features, classes, generator=_gen(seed)))
-        self.inputs: list[Tensor] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.inputs.append(x.detach().clone())
-        return x.flatten(1) @ self.w
 
 
 # --------------------------------------------------------------------------- the L1 steps

@@ -76,18 +76,11 @@ def test_settings_are_validated_frozen_and_have_paper_defaults() -> None:
             AdversarialTrainer(method="pgd", **bad)
 
 
-def test_l2_budget_larger_than_the_box_is_refused(digits) -> None:
-    trainer = AdversarialTrainer(method="pgd", eps=9.0, norm="l2", steps=1)  # 8x8 box in [0, 1]: diameter 8
+@pytest.mark.parametrize(("norm", "eps", "diameter"), [("l2", 9.0, "8"), ("l1", 64.0, "64")])
+def test_budget_larger_than_the_box_is_refused(norm, eps, diameter, digits) -> None:
+    trainer = AdversarialTrainer(method="pgd", eps=eps, norm=norm, steps=1)  # 8x8 box in [0, 1]
     net = _net(4)
-    with pytest.raises(InputError, match="diameter 8"):
-        trainer.fit(net, _loader(digits, 100), epochs=1, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-                    progress=False)
-
-
-def test_l1_budget_larger_than_the_box_is_refused(digits) -> None:
-    trainer = AdversarialTrainer(method="pgd", eps=64.0, norm="l1", steps=1)  # 64 pixels in [0, 1]: diameter 64
-    net = _net(4)
-    with pytest.raises(InputError, match="L1 budget at least the diameter 64"):
+    with pytest.raises(InputError, match=f"{norm.upper()} budget at least the diameter {diameter} "):
         trainer.fit(net, _loader(digits, 100), epochs=1, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
                     progress=False)
 
