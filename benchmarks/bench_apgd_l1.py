@@ -266,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         "Ours and the reference draw their starts from different generators, so a round pairs them on the "
         "seed index, not on the start. Ours differs from the reference in one respect by design: the sparse "
         "step picks its top-k coordinates among those that can still move inside the box in the gradient's "
-        "direction (Croce and Hein 2021, Sec. 3), where the reference ranks every coordinate. ART's L1 APGD "
-        "takes dense L1-normalised steps without the box-aware projection or the large-epsilon schedule.",
+        "direction (Croce and Hein 2021, Sec. 3), where the reference ranks every coordinate. With that choice "
+        "switched off and the same start, ours fools the same samples as the reference, step for step "
+        "(tests/attacks/test_l1.py). ART's L1 APGD takes dense L1-normalised steps without the box-aware "
+        "projection or the large-epsilon schedule.",
         "",
         "## Settings (at the first budget)",
         "",

@@ -141,27 +141,50 @@ def test_large_eps_stages_reach_three_times_the_budget_and_cost_one_pass_each() 
 
 
 @pytest.mark.parametrize("targeted", [False, True], ids=["apgd-ce", "apgd-t"])
-def test_no_weaker_than_the_reference_l1_apgd(targeted, trained_model, digits) -> None:
-    """Same settings as pyautoattack's APGDAttack(norm='L1', use_largereps=True) (its L1 protocol):
-    our robust accuracy, averaged over three seeds, is at most the reference's plus 2 points (single
-    seeds differ by up to 2.5 points either way on 200 images)."""
+def test_reproduces_the_reference_l1_apgd_step_for_step(targeted, trained_model, digits, monkeypatch) -> None:
+    """With the box-aware choice of coordinates switched off (the reference ranks every coordinate)
+    and the same Gaussian start (a generator seeded like the reference's global one draws the same
+    numbers), our l1-APGD with the large-epsilon schedule follows pyautoattack's APGDAttack(norm='L1',
+    use_largereps=True) and fools the same samples: every difference from the reference shows up."""
+    import robustness.attacks.apgd as apgd
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
+    x, y = digits[2][:120], digits[3][:120]
+    with torch.no_grad():
+        right = trained_model(x).argmax(1) == y
+    x, y = x[right], y[right]  # the reference attacks (and draws starts for) these only
+    eps, steps, seed = 1.5, 30, 4
+    monkeypatch.setattr(apgd, "movable", lambda x, grad, bounds: torch.ones_like(x, dtype=torch.bool))
+    if targeted:  # one target: the reference draws a new start for the samples left after each target
+        ours = APGDT(norm="l1", steps=steps, target_classes=1)
+        ref = APGDAttack_targeted(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True,
+                                  n_target_classes=1, device="cpu", seed=seed)
+    else:
+        ours = APGD(norm="l1", steps=steps)
+        ref = APGDAttack(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True, device="cpu", seed=seed)
+    with torch.random.fork_rng():  # the reference seeds torch's global generator
+        theirs = trained_model(ref.perturb(x.clone(), y.clone())).argmax(1) != y
+    mine = trained_model(ours(trained_model, x, y, eps=eps, generator=_gen(seed))).argmax(1) != y
+    assert 0.2 < mine.float().mean() < 0.8  # neither all nor none: the comparison can fail
+    assert (mine != theirs).sum() <= 1, (mine.sum(), theirs.sum())  # one tie broken otherwise in 100
+
+
+def test_no_weaker_than_the_reference_l1_apgd(trained_model, digits) -> None:
+    """Same settings as pyautoattack's APGDAttack(norm='L1', use_largereps=True) (its L1 protocol), with
+    our box-aware coordinates: our robust accuracy, averaged over three seeds, is at most the
+    reference's plus 2 points (single seeds differ by up to 2.5 points either way on 200 images; over
+    8 seeds on the benchmark's model the means differed by less than 0.1 point at L1 budgets 1 and 2)."""
+    from pyautoattack.autopgd_base import APGDAttack
+
     x, y = digits[2][:200], digits[3][:200]
-    eps, steps, seeds = 1.5, 30, range(3)
+    eps, steps = 1.5, 30
     mine, theirs = [], []
-    for seed in seeds:
-        if targeted:
-            ours = APGDT(norm="l1", steps=steps, target_classes=2)
-            ref = APGDAttack_targeted(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True,
-                                      n_target_classes=2, device="cpu", seed=seed)
-        else:
-            ours = APGD(norm="l1", steps=steps)
-            ref = APGDAttack(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True, device="cpu",
-                             seed=seed)
+    for seed in range(3):
+        ref = APGDAttack(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True, device="cpu", seed=seed)
         with torch.random.fork_rng():  # the reference seeds torch's global generator
             theirs.append(_acc(trained_model, ref.perturb(x.clone(), y.clone()), y))
-        mine.append(_acc(trained_model, ours(trained_model, x, y, eps=eps, generator=_gen(seed)), y))
+        mine.append(_acc(trained_model, APGD(norm="l1", steps=steps)(trained_model, x, y, eps=eps,
+                                                                     generator=_gen(seed + 10)), y))
     mine_mean, theirs_mean = sum(mine) / len(mine), sum(theirs) / len(theirs)
     assert _acc(trained_model, x, y) - mine_mean > 0.3  # the budget matters: the comparison is not vacuous
     assert mine_mean <= theirs_mean + 0.02, (mine, theirs)
