@@ -1,5 +1,5 @@
 """Auto-PGD (Croce and Hein 2020, "Reliable evaluation of adversarial robustness with an
-ensemble of diverse parameter-free attacks"), Linf and L2: APGD-CE, APGD-DLR and APGD-T.
+ensemble of diverse parameter-free attacks"), Linf, L2 and L1: APGD-CE, APGD-DLR and APGD-T.
 
 APGD is PGD without a step size to tune. Per run of ``steps`` iterations it
 
@@ -41,6 +41,28 @@ loss, over all restarts (and targets). Fooled samples leave the working batch (`
 and are not attacked again. Given ``init`` (the runner passes the best point found at the
 previous, smaller budget), the first run starts there instead of at a random point.
 
+L1 is l1-APGD (Croce and Hein 2021, "Mind the box: l1-APGD for sparse adversarial attacks on
+image classifiers"), with the reference implementation's constants (AutoAttack's
+``autopgd_base.py``):
+
+* the start is a Gaussian draw projected onto the ball intersected with the box
+  (:func:`robustness.norms.project_l1_box`); the initial step is ``eta = eps``
+  (``rel_stepsize`` 1);
+* each step moves the ``k`` coordinates of largest ``|grad|`` among those that can still move
+  inside the bounds in the gradient's direction, each by ``eta / k`` along the gradient's sign
+  (:func:`robustness.attacks.fgsm.sparse_l1_direction`), then projects exactly onto the ball
+  intersected with the box; no momentum (the reference takes none for L1);
+* every ``max(floor(0.04 * steps), 1)`` steps the sparsity adapts: with ``s`` the number of
+  nonzero coordinates of the best point's perturbation, ``k`` becomes ``s / 1.5`` (it starts at
+  20% of the coordinates, or at ``s / 1.5`` of a warm start); where ``s`` fell below 95% of its
+  last value the step resets to ``eps`` and the run goes on from its best point, elsewhere the
+  step shrinks by 1.5, within ``[eps / 10, eps]``;
+* ``large_eps`` (the reference's ``use_largereps``, on by default for L1 as in AutoAttack's L1
+  protocol): each run spends 30%, 30% and 40% of its steps at budgets ``3 eps``, ``2 eps`` and
+  ``eps`` (``ceil(0.3 steps)``, ``ceil(0.3 steps)`` and the rest), each stage starting from the
+  previous stage's best point projected onto its ball. Only points within ``eps`` count as
+  results.
+
 Shapes: ``x`` is ``(N, ...)`` in pixel space, ``y`` (and ``target``) ``(N,)``.
 
 Example::
@@ -49,6 +71,7 @@ Example::
     gen = torch.Generator().manual_seed(0)
     adv = APGD(norm="linf", steps=100, loss="ce")(model, x, y, eps=8 / 255, generator=gen)
     adv = APGDT(norm="l2", steps=100, target_classes=9)(model, x, y, eps=0.5, generator=gen)
+    adv = APGD(norm="l1", steps=100, restarts=5)(model, x, y, eps=12.0, generator=gen)  # large_eps
 """
 
 from __future__ import annotations
@@ -65,11 +88,11 @@ from torch import Tensor, nn
 from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.eot import check_eot_samples, eot_gradient
-from robustness.attacks.fgsm import gradient_step
+from robustness.attacks.fgsm import gradient_step, movable, sparse_l1_direction
 from robustness.attacks.losses import is_adversarial
 from robustness.attacks.pgd import random_start, surface_start
 from robustness.errors import InputError
-from robustness.norms import Norm, clip_to_bounds, project
+from robustness.norms import Norm, clip_to_bounds, norm_of, project, project_l1_box
 
 __all__ = ["APGD", "APGDT", "ApgdHalving", "ApgdLoss", "ApgdStart", "checkpoints", "dlr_loss", "step_halving",
            "targeted_dlr_loss"]
@@ -85,6 +108,16 @@ _STARTS = ("uniform", "surface")
 ApgdHalving = Literal["paper", "reference"]
 _HALVINGS = ("paper", "reference")
 _TINY = 1e-12
+#: l1-APGD's constants, as in the reference implementation: the initial share of coordinates a step
+#: moves, the checkpoint period as a share of the steps, the sparsity drop that resets the step, the
+#: factor by which the step (and the sparsity of a warm start) shrinks, the smallest step (a share of
+#: the largest) and the large-epsilon schedule (budget multiples and shares of the steps)
+_L1_TOPK = 0.2
+_L1_PERIOD = 0.04
+_L1_SPARSITY_DROP = 0.95
+_L1_SHRINK = 1.5
+_L1_MIN_STEP = 0.1
+_L1_SCHEDULE = ((3.0, 0.3), (2.0, 0.3), (1.0, 0.4))
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -157,14 +190,16 @@ class APGD(FixedBudgetAttack):
     """Auto-PGD with the cross-entropy (``"apgd-ce"``) or the DLR loss (``"apgd-dlr"``).
 
     Args:
-        norm: ``"linf"`` or ``"l2"``.
-        steps: iterations per run (``steps + 1`` forward passes, ``steps`` backward).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (l1-APGD, see the module docstring).
+        steps: iterations per run (``steps + 1`` forward passes, ``steps`` backward; L1 with
+            ``large_eps``: ``steps + 3`` and ``steps``), split over the stages with ``large_eps``.
         restarts: runs from independent random starts; samples fooled stay fooled.
         loss: ``"ce"`` or ``"dlr"`` (>= 3 classes; with ``target``, the targeted DLR, >= 4).
         rho: checkpoint condition (a): the step halves when fewer than this fraction of the
-            steps since the last checkpoint raised the loss.
-        momentum: weight ``a`` of the new step against the previous one.
-        rel_stepsize: the initial step ``eta`` as a multiple of ``eps``.
+            steps since the last checkpoint raised the loss (Linf and L2).
+        momentum: weight ``a`` of the new step against the previous one (Linf and L2).
+        rel_stepsize: the initial step ``eta`` as a multiple of ``eps``; ``None``: the
+            reference's, 2 for Linf and L2, 1 for L1.
         random_start: start at a random point of the ball (else at ``x``) when no ``init`` is given.
         start: where that random point lies: ``"uniform"`` in the ball or on its ``"surface"``
             (the reference's: Linf scaled to the largest entry, L2 on the sphere).
@@ -172,6 +207,8 @@ class APGD(FixedBudgetAttack):
             stall test at the first checkpoint).
         early_stop: drop samples from the working batch once fooled.
         eot_samples: forward passes each gradient is averaged over (EOT), for randomized models.
+        large_eps: L1 only, the large-epsilon schedule (module docstring); ``None`` means on for
+            L1. Needs ``steps >= 3``. Linf and L2 refuse ``True``.
     """
 
     name: ClassVar[str] = "apgd-ce"
@@ -183,12 +220,13 @@ class APGD(FixedBudgetAttack):
     loss: ApgdLoss = "ce"
     rho: float = 0.75
     momentum: float = 0.75
-    rel_stepsize: float = 2.0
+    rel_stepsize: float | None = None
     random_start: bool = True
     start: ApgdStart = "surface"
     halving: ApgdHalving = "reference"
     early_stop: bool = True
     eot_samples: int = 1
+    large_eps: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -205,11 +243,29 @@ class APGD(FixedBudgetAttack):
         _fraction(owner, "rho", self.rho)
         _fraction(owner, "momentum", self.momentum)
         r = self.rel_stepsize
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and r > 0):
-            raise InputError(f"{owner} rel_stepsize must be a positive number, got {r!r}")
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not (
+                math.isfinite(r) and r > 0)):
+            raise InputError(f"{owner} rel_stepsize must be a positive number or None (the reference's), got {r!r}")
         for field in ("random_start", "early_stop"):
             if not isinstance(getattr(self, field), bool):
                 raise InputError(f"{owner} {field} must be True or False, got {getattr(self, field)!r}")
+        _check_large_eps(owner, self.norm, self.large_eps, self.steps)
+
+    @property
+    def step_fraction(self) -> float:
+        """The initial step ``eta`` as a multiple of ``eps``: ``rel_stepsize``, else 2 (Linf, L2) or 1 (L1)."""
+        if self.rel_stepsize is not None:
+            return float(self.rel_stepsize)
+        return 1.0 if self.norm == "l1" else 2.0
+
+    @property
+    def stages(self) -> list[tuple[float, int]]:
+        """``(budget multiple, steps)`` of each stage of a run: one stage ``(1, steps)`` unless L1 with
+        ``large_eps``, then ``(3, ceil(0.3 steps)), (2, ceil(0.3 steps)), (1, the rest)``."""
+        if self.norm != "l1" or self.large_eps is False:
+            return [(1.0, self.steps)]
+        first = [(factor, math.ceil(share * self.steps)) for factor, share in _L1_SCHEDULE[:-1]]
+        return first + [(_L1_SCHEDULE[-1][0], self.steps - sum(n for _, n in first))]
 
     @property
     def label(self) -> str:
@@ -273,6 +329,10 @@ class APGD(FixedBudgetAttack):
             x0, y0 = x[idx], y[idx]
             lt = None if loss_target is None else loss_target[idx]
             st = None if success_target is None else success_target[idx]
+            if self.norm == "l1":
+                self._l1_run(model, best, idx, x0, y0, lt, st, eps=eps, bounds=bounds, generator=generator,
+                             init=init[idx] if r == 0 and init is not None else None)
+                continue
             if r == 0 and init is not None:
                 start = init[idx]
             elif self.random_start:
@@ -284,7 +344,7 @@ class APGD(FixedBudgetAttack):
             run = _APGDRun.start(
                 best, idx, x0=x0, y=y0, loss_target=lt, success_target=st, x=start, x_prev=start, grad=grad,
                 loss=obj, x_max=start, grad_max=grad, loss_max=obj, loss_max_last=obj,
-                eta=torch.full(idx.shape, self.rel_stepsize * eps, dtype=x.dtype, device=x.device),
+                eta=torch.full(idx.shape, self.step_fraction * eps, dtype=x.dtype, device=x.device),
                 increases=torch.zeros_like(obj),
                 halved_last=torch.full_like(obj, self.halving == "reference", dtype=torch.bool),
             )
@@ -350,6 +410,99 @@ class APGD(FixedBudgetAttack):
         run.write_back()
 
 
+    # -- L1 (l1-APGD) --------------------------------------------------------------------------
+
+    def _l1_run(
+        self, model: nn.Module, best: BestPoints, idx: Tensor, x0: Tensor, y: Tensor, loss_target: Tensor | None,
+        success_target: Tensor | None, *, eps: float, bounds: tuple[float, float], generator: torch.Generator,
+        init: Tensor | None,
+    ) -> None:
+        """One l1-APGD run (every stage of the large-epsilon schedule) on the samples ``idx``."""
+        stages = self.stages
+        first = stages[0][0] * eps
+        warm = init is not None or len(stages) > 1  # the reference sizes k from a given start's sparsity
+        if init is not None:
+            start = init
+        elif self.random_start:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            start = x0 + project_l1_box(x0, noise, first, bounds)
+        else:
+            start = x0.clone()
+        run = _L1Run.start(
+            best, idx, x0=x0, y=y, loss_target=loss_target, success_target=success_target, x=start, grad=start,
+            x_max=start, grad_max=start, loss_max=start.new_zeros(idx.shape), eta=start.new_zeros(idx.shape),
+            topk=start.new_zeros(idx.shape), sparsity=start.new_zeros(idx.shape),
+        )
+        for stage, (factor, steps) in enumerate(stages):
+            stage_eps = factor * eps
+            self._l1_begin_stage(model, run, start if stage == 0 else run.x_max, stage_eps, eps, bounds, warm=warm)
+            if not self._l1_steps(model, run, eps=eps, stage_eps=stage_eps, steps=steps, bounds=bounds):
+                return
+            warm = True
+        run.write_back()
+
+    def _l1_begin_stage(self, model: nn.Module, run: _L1Run, start: Tensor, stage_eps: float, eps: float,
+                        bounds: tuple[float, float], *, warm: bool) -> None:
+        """Project ``start`` into the stage's ball and box, evaluate it and reset the step and sparsity."""
+        x = run.x0 + project_l1_box(run.x0, start - run.x0, stage_eps, bounds)
+        obj, grad, success = self._evaluate(model, x, run.y, run.loss_target, run.success_target, with_grad=True)
+        self._l1_record(run, x, obj, success, stage_eps, eps)
+        run.x, run.grad, run.x_max, run.grad_max, run.loss_max = x, grad, x, grad, obj
+        run.eta = torch.full_like(obj, self.step_fraction * stage_eps)
+        dims = x[0].numel()
+        nonzero = (x != run.x0).flatten(1).sum(dim=1).to(x.dtype)
+        sized = nonzero > 0 if warm else torch.zeros_like(nonzero, dtype=torch.bool)
+        run.topk = torch.where(sized, nonzero / dims / _L1_SHRINK, torch.full_like(nonzero, _L1_TOPK))
+        run.sparsity = torch.where(sized, nonzero, torch.full_like(nonzero, float(dims)))
+
+    @staticmethod
+    def _l1_record(run: _L1Run, x: Tensor, obj: Tensor, success: Tensor, stage_eps: float, eps: float) -> None:
+        """Record the points of a stage; at a budget above ``eps`` only those within ``eps`` count."""
+        if stage_eps > eps:
+            within = norm_of(x - run.x0, "l1") <= eps
+            obj, success = torch.where(within, obj, torch.full_like(obj, -math.inf)), success & within
+        run.record(x, obj, success)
+
+    def _l1_steps(self, model: nn.Module, run: _L1Run, *, eps: float, stage_eps: float, steps: int,
+                  bounds: tuple[float, float]) -> bool:
+        """The ``steps`` l1-APGD iterations of one stage; ``False`` when every sample is fooled."""
+        view = (-1,) + (1,) * (run.x.dim() - 1)
+        shrinker = Shrinker(run.x.device)
+        if self.early_stop and not run.shrink(shrinker.update(run.done())):
+            return False
+        largest = self.step_fraction * stage_eps
+        period = max(int(_L1_PERIOD * steps), 1)
+        dims = run.x[0].numel()
+        for t in range(1, steps + 1):
+            last = t == steps
+            direction = sparse_l1_direction(run.grad, run.topk, movable(run.x, run.grad, bounds))
+            stepped = run.x + run.eta.view(view) * direction
+            x_new = run.x0 + project_l1_box(run.x0, stepped - run.x0, stage_eps, bounds)
+            obj, grad, success = self._evaluate(model, x_new, run.y, run.loss_target, run.success_target,
+                                                with_grad=not last)
+            self._l1_record(run, x_new, obj, success, stage_eps, eps)
+            better = obj > run.loss_max
+            run.x_max = torch.where(better.view(view), x_new, run.x_max)  # the next stage starts there
+            run.loss_max = torch.where(better, obj, run.loss_max)
+            if last:
+                break
+            run.grad_max = torch.where(better.view(view), grad, run.grad_max)
+            run.x, run.grad = x_new, grad
+            if t % period == 0:
+                nonzero = (run.x_max != run.x0).flatten(1).sum(dim=1).to(obj.dtype)
+                sparser = nonzero / run.sparsity.clamp_min(1) < _L1_SPARSITY_DROP
+                run.topk = nonzero / dims / _L1_SHRINK
+                run.eta = torch.where(sparser, torch.full_like(run.eta, largest), run.eta / _L1_SHRINK).clamp(
+                    _L1_MIN_STEP * largest, largest)
+                run.sparsity = nonzero
+                # where the best point got sparser, go on from it with the full step
+                run.x = torch.where(sparser.view(view), run.x_max, run.x)
+                run.grad = torch.where(sparser.view(view), run.grad_max, run.grad)
+            if self.early_stop and not run.shrink(shrinker.update(run.done())):
+                return False
+        return True
+
+
 @dataclass(eq=False, kw_only=True)
 class _APGDRun(RunState):
     """One APGD run's working batch: the samples still attacked, one row each."""
@@ -369,6 +522,35 @@ class _APGDRun(RunState):
     eta: Tensor  # the step size
     increases: Tensor  # steps since the last checkpoint that raised the loss
     halved_last: Tensor  # whether eta was halved at the last checkpoint
+
+
+@dataclass(eq=False, kw_only=True)
+class _L1Run(RunState):
+    """One l1-APGD run's working batch (all stages): the samples still attacked, one row each."""
+
+    x0: Tensor
+    y: Tensor
+    loss_target: Tensor | None
+    success_target: Tensor | None
+    x: Tensor  # the current point and its loss gradient
+    grad: Tensor
+    x_max: Tensor  # the point of highest loss in this stage, its gradient and loss
+    grad_max: Tensor
+    loss_max: Tensor
+    eta: Tensor  # the step size (an L1 distance)
+    topk: Tensor  # the share of the coordinates a step moves
+    sparsity: Tensor  # nonzero coordinates of the best perturbation at the last checkpoint
+
+
+def _check_large_eps(owner: str, norm: str, large_eps: object, steps: int) -> None:
+    if large_eps is not None and not isinstance(large_eps, bool):
+        raise InputError(f"{owner} large_eps must be True, False or None (on for L1), got {large_eps!r}")
+    if norm != "l1" and large_eps:
+        raise InputError(f"{owner} large_eps is l1-APGD's schedule (Croce and Hein 2021): it applies to norm='l1' "
+                         f"only; leave it unset for norm={norm!r}")
+    if norm == "l1" and large_eps is not False and steps < len(_L1_SCHEDULE):
+        raise InputError(f"{owner} with norm='l1' and large_eps runs {len(_L1_SCHEDULE)} stages of at least one "
+                         f"step: use steps >= {len(_L1_SCHEDULE)} or large_eps=False (got steps={steps})")
 
 
 @dataclass(frozen=True, kw_only=True)

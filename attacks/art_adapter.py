@@ -10,8 +10,9 @@ What the adapter decides, and what it leaves to ART:
 
 * The runner owns the budget and the norm: settings may not set ``eps``, ``norm`` or
   ``targeted``. An attack whose constructor takes ``eps`` gets the budget; one that takes
-  ``norm`` gets ``np.inf`` (``"linf"``) or ``2`` (``"l2"``); one that takes ``eps_step`` and was
-  given none gets ``eps / 4`` (ten steps then walk 2.5 eps, the rule of Madry et al. and of our
+  ``norm`` gets ``np.inf`` (``"linf"``), ``2`` (``"l2"``) or ``1`` (``"l1"``: only the attacks of
+  :data:`ART_L1`, the others refuse it); one that takes ``eps_step`` and was given none gets
+  ``eps / 4`` (ten steps then walk 2.5 eps, the rule of Madry et al. and of our
   :class:`robustness.attacks.PGD`); an ``eps_step`` given in the settings is absolute, the same at every
   budget. ``batch_size`` defaults to the runner's batch, ``verbose`` (tqdm bars) to ``False``.
   Every other setting keeps ART's default.
@@ -77,23 +78,31 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import AttackKind, FixedBudgetAttack
+from robustness.attacks.base import L1_ATTACKS, AttackKind, FixedBudgetAttack
 from robustness.errors import InputError
 from robustness.model import model_device, modes_restored
 from robustness.norms import Norm
 from robustness.specs import LITERALS, parse_spec
 
-__all__ = ["ART_BLACK_BOX", "ARTAttack", "art_attack_names", "from_spec"]
+__all__ = ["ART_BLACK_BOX", "ART_L1", "ARTAttack", "art_attack_names", "from_spec"]
 
 log = logging.getLogger(__name__)
 
 #: settings the runner sets, with why
 _RUNNER_OWNED: dict[str, str] = {
     "eps": "the runner owns the budget: give budgets with epsilons=[...] (CLI: --eps)",
-    "norm": "the runner owns the norm: give norm='linf' or 'l2' to evaluate (CLI: --norm)",
+    "norm": "the runner owns the norm: give norm='linf', 'l2' or 'l1' to evaluate (CLI: --norm)",
     "targeted": "the runner sets it from the call's target labels",
 }
-_ART_NORMS: dict[str, float] = {"linf": np.inf, "l2": 2}
+_ART_NORMS: dict[str, float] = {"linf": np.inf, "l2": 2, "l1": 1}
+#: ART's evasion attacks with a ``norm`` setting that attack in L1 when given ``norm=1`` (read from ART
+#: 1.20.1's source). Others with a ``norm`` setting refuse 1 (HopSkipJump, UniversalPerturbation) or
+#: accept it without an L1 step (SquareAttack: Linf and L2 steps only; Wasserstein: another meaning).
+ART_L1: frozenset[str] = frozenset({
+    "AutoAttack", "AutoConjugateGradient", "AutoProjectedGradientDescent", "BrendelBethgeAttack",
+    "FastGradientMethod", "GeoDA", "MomentumIterativeMethod", "ProjectedGradientDescent",
+    "ProjectedGradientDescentNumpy", "ProjectedGradientDescentPyTorch", "RescalingAutoConjugateGradient",
+})
 _DEFAULT_STEP_FRACTION = 0.25  # eps_step = eps / 4 when ART's constructor takes it and none was given
 #: ART's evasion attacks that only query the model's outputs (scores or decisions): kind "black-box"
 ART_BLACK_BOX: frozenset[str] = frozenset({
@@ -221,7 +230,9 @@ class ARTAttack(FixedBudgetAttack):
             e.g. ``"ProjectedGradientDescent"``, ``"DeepFool"``, ``"SquareAttack"``.
         settings: constructor arguments of that class, as ``(name, value)`` pairs (a dict is
             accepted and stored as pairs sorted by name); never ``eps``, ``norm``, ``targeted``.
-        norm: ``"linf"`` or ``"l2"``, the runner's norm.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``, the runner's norm, passed to ART's ``norm`` setting as
+            ``np.inf``, 2 or 1; an ART attack with a ``norm`` setting that has no L1 mode (not in
+            :data:`ART_L1`) refuses ``"l1"``.
     """
 
     name: ClassVar[str] = "art"
@@ -249,6 +260,11 @@ class ARTAttack(FixedBudgetAttack):
                 raise InputError(
                     f"ART's {canonical} has no setting {key!r}: {hint}its settings are {', '.join(valid) or 'none'}"
                 )
+        if self.norm == "l1" and "norm" in params and canonical not in ART_L1:
+            raise InputError(
+                f"ART's {canonical} does not attack in L1 (its norm setting has no L1 mode): use an ART attack "
+                f"that does ({', '.join(sorted(ART_L1 - {'AutoAttack'}))}) or our L1 attacks {', '.join(L1_ATTACKS)}"
+            )
         given = {k for k, _ in settings}
         required = [n for n, p in params.items() if p.default is p.empty and n not in given and n not in _RUNNER_OWNED]
         if required:

@@ -58,9 +58,13 @@ from robustness.model import modes_restored
 from robustness.norms import Norm, check_bounds, check_norm, clip_to_bounds, norm_of, project
 
 __all__ = [
-    "ATTACK_KINDS", "Attack", "AttackKind", "BestPoints", "FixedBudgetAttack", "MinimizationAttack", "RunState",
+    "ATTACK_KINDS", "Attack", "AttackKind", "BestPoints", "FixedBudgetAttack", "L1_ATTACKS", "MinimizationAttack",
+    "RunState",
     "WorkingBatch", "default_generator", "kind_of",
 ]
+
+#: the registered attacks that work in the L1 norm: an attack that does not names them in its error
+L1_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "fmn")
 
 #: what an attack is, for the sanity checks: one gradient step; several gradient steps; queries of
 #: the model's outputs only; a search for the smallest adversarial perturbation

@@ -72,7 +72,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import AttackKind, MinimizationAttack, WorkingBatch
+from robustness.attacks.base import L1_ATTACKS, AttackKind, MinimizationAttack, WorkingBatch
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import is_adversarial, margin
@@ -151,7 +151,8 @@ class CarliniWagnerL2(MinimizationAttack):
         if norm != "l2":
             raise InputError(
                 f"CarliniWagnerL2 is an L2 attack and cannot use norm={self.norm!r}: leave norm='l2' (CLI: "
-                "--norm l2), or use PGD or FGSM with norm='linf' for an Linf attack"
+                f"--norm l2), or use PGD or FGSM with norm='linf' for an Linf attack, or one of the L1 attacks "
+                f"{', '.join(L1_ATTACKS)} for L1"
             )
         object.__setattr__(self, "norm", norm)
         _check_int("binary_search_steps", self.binary_search_steps, 1)

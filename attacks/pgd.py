@@ -1,9 +1,18 @@
 """Projected Gradient Descent (Madry et al. 2018, "Towards Deep Learning Models
-Resistant to Adversarial Attacks"), Linf and L2.
+Resistant to Adversarial Attacks"), Linf, L2 and L1.
 
 Per restart: start at a uniform random point of the ``eps`` ball (or at ``x``), then
 ``steps`` times take a gradient step of size ``rel_stepsize * eps`` (sign of the gradient
 for Linf, the normalised gradient for L2), clip to the bounds and project onto the ball.
+
+L1 is SLIDE (Tramer and Boneh 2019, "Adversarial training and robustness for multiple
+perturbations"): each step moves only the coordinates whose ``|grad|`` is at or above the
+``l1_quantile`` quantile (among those that can still move inside the bounds in the gradient's
+direction), each by ``alpha / k`` along the gradient's sign for ``k`` such coordinates, then
+projects exactly onto the L1 ball intersected with the box
+(:func:`robustness.norms.project_l1_box`, Croce and Hein 2021, "Mind the box"). The dense
+steepest-ascent step of L1 is a single coordinate, too slow to explore; the dense L2-like step
+spreads the budget over every pixel, which the L1 projection then mostly discards.
 
 Per sample it keeps the first iterate that fools the model, or else the iterate of
 highest loss, over all restarts. Given ``init`` (the runner passes the best point found at
@@ -19,6 +28,7 @@ Example::
     from robustness.attacks import PGD
     pgd = PGD(norm="linf", steps=40, restarts=5, loss="margin")
     adv = pgd(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
+    adv = PGD(norm="l1", steps=20)(model, x, y, eps=12.0)  # SLIDE
 """
 
 from __future__ import annotations
@@ -33,20 +43,30 @@ from torch import Tensor, nn
 from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.eot import check_eot_samples, eot_gradient
+from robustness.attacks.fgsm import L1_QUANTILE, check_l1_quantile, gradient_step
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
-from robustness.norms import Norm, clip_to_bounds
+from robustness.norms import Norm, clip_to_bounds, project_l1_box
 
-__all__ = ["PGD", "random_start", "surface_start"]
+__all__ = ["PGD", "l1_step", "random_start", "surface_start"]
 
 
 def random_start(x: Tensor, eps: float, norm: Norm, generator: torch.Generator) -> Tensor:
-    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around each sample of ``x``."""
+    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around each sample of ``x``.
+
+    L2 and L1: a uniform direction on the sphere (normalised Gaussian, resp. Laplace, draws: for
+    these two norms the normalised draws are uniform on the sphere) times ``eps * U ** (1 / D)``."""
     if norm == "linf":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x + (2 * noise - 1) * eps
-    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype).flatten(1)
-    direction = direction / direction.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+    if norm == "l1":
+        magnitude = torch.empty(x.shape, device=x.device, dtype=x.dtype).exponential_(generator=generator)
+        sign = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < 0.5
+        direction = torch.where(sign, -magnitude, magnitude).flatten(1)
+        direction = direction / direction.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
+    else:
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype).flatten(1)
+        direction = direction / direction.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
     d = direction.shape[1]
     radius = torch.rand((x.shape[0], 1), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
     return x + (eps * radius * direction).view_as(x)
@@ -87,6 +107,15 @@ def _l2_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, boun
     return delta.mul_(shrink.view(view)).add_(x0)
 
 
+def l1_step(x: Tensor, grad: Tensor, x0: Tensor, alpha: float, eps: float, bounds: tuple[float, float], *,
+            l1_quantile: float = L1_QUANTILE) -> Tensor:
+    """One SLIDE step of L1 size ``alpha`` from ``x`` on the coordinates of ``|grad|`` at or above the
+    ``l1_quantile`` quantile that can move inside ``bounds``, then the exact projection onto the L1 ball
+    of radius ``eps`` around ``x0`` intersected with the box (shapes ``(N, ...)``)."""
+    stepped = gradient_step(x, grad, alpha, "l1", l1_quantile=l1_quantile, bounds=bounds)
+    return x0 + project_l1_box(x0, stepped - x0, eps, bounds)
+
+
 @dataclass(eq=False, kw_only=True)
 class _PGDRun(RunState):
     """One PGD run's working batch: the samples still attacked, one row each."""
@@ -95,7 +124,7 @@ class _PGDRun(RunState):
     y: Tensor
     target: Tensor | None
     x_adv: Tensor
-    low: Tensor | None  # Linf: the box of the ball within the bounds; None for L2
+    low: Tensor | None  # Linf: the box of the ball within the bounds; None for L2 and L1
     high: Tensor | None
 
 
@@ -104,10 +133,19 @@ class PGD(FixedBudgetAttack):
     """Projected gradient descent with random start, restarts and early stopping.
 
     Args:
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (SLIDE, see the module docstring).
         steps: gradient steps per restart.
         rel_stepsize: step size as a fraction of ``eps``; ``None`` means ``2.5 / steps``
-            (Madry et al.: the walk can cross the ball more than once).
+            (Madry et al.: the walk can cross the ball more than once) for Linf and L2, and 1 for
+            L1: an L1 step of size ``eps`` moves ``k`` coordinates by ``eps / k`` and the exact
+            projection then trades that mass against the rest of the perturbation, so large steps
+            do not throw the iterate around as they do in Linf. On the digits CNN of the tests
+            (300 images, 10 and 20 steps, budgets 1, 2, 4) 1 beat 0.5 and ``2.5 / steps`` at
+            every budget and quantile.
+        l1_quantile: L1 only: a step moves the coordinates with ``|grad|`` at or above this
+            quantile (SLIDE's ``q``). 0.95, the top 5%, was the best of 0.8, 0.9, 0.95 and 0.99
+            on the same runs except at budget 1, where 0.99 (one pixel of 64) did better; SLIDE
+            used 0.99 on CIFAR-10's 3072 dimensions.
         restarts: independent random starts; the per-sample best is kept.
         random_start: start at a random point of the ball instead of ``x``.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner style logit margin).
@@ -128,11 +166,13 @@ class PGD(FixedBudgetAttack):
     loss: Loss = "ce"
     early_stop: bool = True
     eot_samples: int = 1
+    l1_quantile: float = L1_QUANTILE
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_loss(self.loss)
         check_eot_samples("PGD", self.eot_samples)
+        check_l1_quantile("PGD", self.l1_quantile)
         for field in ("steps", "restarts"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -145,7 +185,9 @@ class PGD(FixedBudgetAttack):
     @property
     def step_fraction(self) -> float:
         """Step size as a fraction of ``eps``."""
-        return float(self.rel_stepsize) if self.rel_stepsize is not None else 2.5 / self.steps
+        if self.rel_stepsize is not None:
+            return float(self.rel_stepsize)
+        return 1.0 if self.norm == "l1" else 2.5 / self.steps
 
     def _run(
         self,
@@ -191,6 +233,8 @@ class PGD(FixedBudgetAttack):
                 break
             if run.low is not None:
                 run.x_adv = torch.add(x_in, draws.grad.sign_(), alpha=alpha).clamp_(run.low, run.high)
+            elif self.norm == "l1":
+                run.x_adv = l1_step(x_in, draws.grad, run.x0, alpha, eps, bounds, l1_quantile=self.l1_quantile)
             else:
                 run.x_adv = _l2_step(x_in, draws.grad, run.x0, alpha, eps, bounds)
             if shrink is not None and not run.shrink(shrink.update(run.done())):

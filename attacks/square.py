@@ -54,7 +54,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
+from robustness.attacks.base import L1_ATTACKS, AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
@@ -146,7 +146,7 @@ class Square(FixedBudgetAttack):
     """Square attack: score-based random search over square windows, Linf or L2.
 
     Args:
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"`` or ``"l2"`` (``"l1"`` raises :class:`InputError` naming the L1 attacks).
         queries: model evaluations per sample over all restarts, the starting point included.
         p_init: fraction of the pixels the first windows cover (the paper: 0.05 to 0.8); the
             schedule divides it down to ``p_init / 512``.
@@ -170,6 +170,11 @@ class Square(FixedBudgetAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.norm == "l1":
+            raise InputError(
+                f"Square works in norm='linf' or 'l2', not 'l1': for an L1 evaluation use the L1 attacks "
+                f"{', '.join(L1_ATTACKS)} (CLI: --norm l1 --attacks pgd,apgd-ce,apgd-t)"
+            )
         _check_loss(self.loss)
         if not isinstance(self.resc_schedule, bool):
             raise InputError(f"Square resc_schedule must be True or False, got {self.resc_schedule!r}")

@@ -34,7 +34,7 @@ from robustness.defenses.methods import training_loss
 from robustness.defenses.training_utils import (
     check_batch,
     check_int,
-    check_l2_budget,
+    check_budget_diameter,
     check_logits,
     check_number,
 )
@@ -86,7 +86,7 @@ def train_epoch(run: FitRun, epoch: int) -> EpochRecord:
         if x.shape[0] == 0:
             continue
         if num_classes is None:
-            check_l2_budget(x, trainer.eps, trainer.norm, trainer.bounds)
+            check_budget_diameter(x, trainer.eps, trainer.norm, trainer.bounds)
             with modes.evaluating(model):  # one tiny forward per epoch: no BatchNorm update, no random draw
                 with torch.no_grad():
                     logits = model(x[:2])

@@ -13,8 +13,11 @@
   compared with (the budget only matters for the validation attack).
 
 The attack runs with the model in eval mode by default (see :func:`training_loss`).
-Both norms: for Linf a step is ``alpha * sign(grad)``, for L2 ``alpha * grad / ||grad||_2``
-(the L2 forms of FGSM-RS and TRADES follow the Linf recipe with the L2 step and projection).
+Every norm: for Linf a step is ``alpha * sign(grad)``, for L2 ``alpha * grad / ||grad||_2``, for
+L1 SLIDE's sparse step of L1 size ``alpha`` (Tramer and Boneh 2019; the top 5% of ``|grad|`` among
+the pixels that can move, :func:`robustness.attacks.pgd.l1_step`) with the exact projection onto the
+ball and the box (the L2 and L1 forms of FGSM-RS and TRADES follow the Linf recipe with that
+norm's step, random start and projection).
 
 These loops are lean on purpose: :class:`robustness.attacks.PGD` keeps the best (first fooling) iterate
 per sample, can drop fooled samples and does one more forward pass, which is right for
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustness.attacks.fgsm import gradient_step
-from robustness.attacks.pgd import random_start
+from robustness.attacks.pgd import l1_step, random_start
 from robustness.errors import InputError
 from robustness.model import modes_restored
 from robustness.norms import Norm, clip_to_bounds, project
@@ -104,7 +107,10 @@ class MethodOutput:
 
 def _step(x_adv: Tensor, x: Tensor, grad: Tensor, alpha: float, eps: float, norm: Norm,
           bounds: tuple[float, float]) -> Tensor:
-    """One ascent step, clipped to the bounds, then projected onto the ball (which keeps it in the box)."""
+    """One ascent step, clipped to the bounds, then projected onto the ball (which keeps it in the box);
+    L1: SLIDE's sparse step and the exact projection onto the ball and the box (:func:`l1_step`)."""
+    if norm == "l1":
+        return l1_step(x_adv, grad, x, alpha, eps, bounds)
     return project(clip_to_bounds(gradient_step(x_adv, grad, alpha, norm), bounds), x, eps, norm)
 
 

@@ -121,7 +121,7 @@ class AdversarialTrainer(TrainingSettings):
             (Zhang et al. 2019) or ``"standard"`` (clean training; ``eps`` is then only the
             validation budget).
         eps: the budget, in pixel units of ``bounds`` (``8/255`` on CIFAR, ``0.1`` on digits).
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (steps: sign, normalised gradient, SLIDE's sparse step).
         steps: attack steps of PGD and TRADES (FGSM-RS takes one).
         step_size: attack step as a fraction of ``eps`` (of the current, warmed-up ``eps``);
             ``None``: ``2.5 / steps`` for PGD and TRADES, ``1.25`` for FGSM-RS.

@@ -4,7 +4,7 @@
   :func:`check_schedule_length` (:class:`InputError` saying what is wrong).
 * Data: :func:`check_batch` validates one ``(x, y)`` batch of a loader (``x`` float ``(N, ...)``
   inside ``bounds``, ``y`` integer labels ``(N,)``) and moves it to the device;
-  :func:`check_logits` and :func:`check_l2_budget` look at the first batch of an epoch;
+  :func:`check_logits` and :func:`check_budget_diameter` look at the first batch of an epoch;
   :func:`draw_guard_batch` takes the FGSM-RS guard's fixed batch without disturbing any random
   state; :func:`loader_generators` finds the generators a loader shuffles with (saved in checkpoints).
 * Devices and processes: :func:`move_optimizer_state`, :func:`training_group` (the
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from robustness.errors import InputError
+from robustness.norms import box_diameter
 
 if TYPE_CHECKING:
     from robustness.distributed import ProcessGroup
@@ -202,16 +203,17 @@ class TrainingModes:
             self.training(model)
 
 
-def check_l2_budget(x: Tensor, eps: float, norm: str, bounds: tuple[float, float]) -> None:
-    """An L2 ``eps`` must be smaller than the diameter of the input box of ``x``'s examples."""
-    if norm == "l2":
-        span = bounds[1] - bounds[0]
-        diameter = span * math.sqrt(x[0].numel())
+def check_budget_diameter(x: Tensor, eps: float, norm: str, bounds: tuple[float, float]) -> None:
+    """An L2 or L1 ``eps`` must be smaller than the diameter of the input box of ``x``'s examples
+    (Linf budgets are checked against the range when the settings are built)."""
+    typical = {"l2": "0.5 to 3", "l1": "1 to 12 (12 on 3x32x32 CIFAR, 10 on MNIST)"}
+    if norm in typical:
+        diameter = box_diameter(norm, bounds[1] - bounds[0], x[0].numel())  # type: ignore[arg-type]
         if eps >= diameter:
             raise InputError(
-                f"eps={eps} is an L2 budget at least the diameter {diameter:.4g} of the input box "
+                f"eps={eps} is an {norm.upper()} budget at least the diameter {diameter:.4g} of the input box "
                 f"({x[0].numel()} values in {bounds}): every input could become any image. Use a smaller "
-                "budget (L2 budgets are typically 0.5 to 3 on image data in [0, 1])"
+                f"budget ({norm.upper()} budgets are typically {typical[norm]} on image data in [0, 1])"
             )
 
 

@@ -85,7 +85,7 @@ def evaluate(model: nn.Module, data: DataLike, config: EvalConfig | None = None,
             median distance and, at each listed budget, how far the minimization attacks' curve lies
             above the fixed-budget attacks' worst case. Fixed-budget attacks run at the listed budgets
             (required when there are any).
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         bounds: the valid input range; inputs outside it are an error.
         batch_size: examples per batch when ``data`` is not already a ``DataLoader``; ``None``
             (the default) chooses it: on CUDA the largest that fits, found by trying from 4,096

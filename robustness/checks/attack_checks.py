@@ -155,6 +155,8 @@ def black_box_vs_white_box(ctx: CheckContext) -> Check:
         measured = (f"the evaluation's black-box {', '.join(black)} broke {k} of {count(ctx.correct)} correctly "
                     f"classified subset samples before the white-box attacks ({', '.join(white)}) did")
     else:
+        if ctx.norm == "l1":
+            return Check(name, "skipped", "our Square attack has no L1 mode: no black-box attack to run in L1")
         if ctx.x.dim() != 4:  # Square draws square windows of (C, H, W) images
             return Check(name, "skipped", f"inputs of shape {tuple(ctx.x.shape[1:])} are not images (C, H, W): "
                          f"Square needs (N, C, H, W)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from robustness.attacks.base import Attack, AttackKind, kind_of
+from robustness.norms import box_diameter
 from robustness.report import Check
 from robustness.seeding import derive_seed
 
@@ -62,9 +62,8 @@ class CheckContext:
                 "draws, so part of this may be noise; raise eot_samples and re-evaluate")
 
     def full_range(self) -> float:
-        """The budget whose ball holds the whole input box around any input."""
-        width = self.bounds[1] - self.bounds[0]
-        return width if self.norm == "linf" else width * math.sqrt(self.x[0].numel())
+        """The budget whose ball holds the whole input box around any input (its diameter in the norm)."""
+        return box_diameter(self.norm, self.bounds[1] - self.bounds[0], self.x[0].numel())  # type: ignore[arg-type]
 
     def kinds(self) -> dict[str, AttackKind]:
         """Each attack's declared kind; an attack that declares none raises

@@ -44,10 +44,10 @@ __all__ = ["DEFAULT_TRAIN_EPS"]
 
 #: default training budget per dataset and norm (pixel space, inputs in [0, 1])
 DEFAULT_TRAIN_EPS: dict[str, dict[str, str]] = {
-    "digits": {"linf": "0.1", "l2": "1"},
-    "mnist": {"linf": "0.3", "l2": "2"},
-    "fashion-mnist": {"linf": "0.1", "l2": "1"},
-    "*": {"linf": "8/255", "l2": "0.5"},
+    "digits": {"linf": "0.1", "l2": "1", "l1": "2"},
+    "mnist": {"linf": "0.3", "l2": "2", "l1": "10"},
+    "fashion-mnist": {"linf": "0.1", "l2": "1", "l1": "5"},
+    "*": {"linf": "8/255", "l2": "0.5", "l1": "12"},
 }
 
 
@@ -70,7 +70,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                     help="pgd (Madry et al.), fgsm-rs (Wong et al., with the catastrophic-overfitting guard), "
                          "trades (Zhang et al.) or standard")
     tr.add_argument("--eps", default=None,
-                    help="training budget, fractions allowed (default: 0.1 Linf / 1 L2 on digits, 8/255 / 0.5 on CIFAR)")
+                    help="training budget, fractions allowed (default: 0.1 Linf / 1 L2 / 2 L1 on digits, "
+                         "8/255 / 0.5 / 12 on CIFAR)")
     tr.add_argument("--norm", default="linf", choices=list(NORMS))
     tr.add_argument("--steps", type=int_type(1), default=10, help="attack steps of pgd and trades (default 10)")
     tr.add_argument("--step-size", type=float_type("a number > 0", lambda v: v > 0), default=None,

@@ -411,7 +411,7 @@ def test_dlr_needs_three_classes() -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"steps": 0}, {"steps": 2.5}, {"restarts": 0}, {"loss": "margin"}, {"rho": 0.0}, {"rho": 1.5},
-    {"momentum": -0.1}, {"rel_stepsize": 0.0}, {"rel_stepsize": float("inf")}, {"norm": "l1"},
+    {"momentum": -0.1}, {"rel_stepsize": 0.0}, {"rel_stepsize": float("inf")}, {"norm": "l0"}, {"large_eps": True}, {"norm": "l1", "steps": 2},
     {"early_stop": "yes"},
 ])
 def test_bad_settings_raise(kwargs) -> None:

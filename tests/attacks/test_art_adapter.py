@@ -155,7 +155,7 @@ def test_attacks_that_cannot_run_on_a_classifier_are_refused() -> None:
     with pytest.raises(InputError, match="not an evasion attack"):
         from_spec("fast_gradient", norm="linf")  # a module of art.attacks.evasion, not a class
     with pytest.raises(InputError, match="norm"):
-        from_spec("DeepFool", norm="l1")
+        from_spec("HopSkipJump", norm="l1")
 
 
 # ---------------------------------------------------------------- through the runner

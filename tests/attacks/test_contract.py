@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustness.attacks.base import ATTACK_KINDS, MinimizationAttack
+from robustness.attacks.base import ATTACK_KINDS, L1_ATTACKS, MinimizationAttack
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from robustness.registry import ATTACKS
@@ -32,6 +32,8 @@ MINIMIZATION_SETTINGS = {"cw": {"binary_search_steps": 2, "steps": 10}, "fmn": {
 
 
 def _build(name: str, norm: str):
+    if norm == "l1" and name not in L1_ATTACKS:  # refused with a clear error (checked below)
+        return None
     cls = ATTACKS.load(name)
     if name in ("fab", "fab-t"):  # minimization attacks in every norm
         return ATTACKS.create(name, norm=norm, steps=10)
@@ -64,7 +66,7 @@ def test_declares_a_kind(name) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 @settings(max_examples=15, deadline=None)
 @given(
     n=st.integers(1, 6),
@@ -86,7 +88,7 @@ def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, se
         with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
             attack(Linear(int(numel), 3, seed), x, torch.zeros(n, dtype=torch.long), eps=1.0, bounds=(low, high))
         return
-    eps = eps_frac * width * (1.0 if norm == "linf" else numel**0.5)
+    eps = eps_frac * width * {"linf": 1.0, "l2": numel**0.5, "l1": numel}[norm]
     model = Linear(int(numel), 4, seed)  # 4 classes: the fewest that targeted DLR (APGD-T) accepts
     y = torch.randint(0, 4, (n,), generator=g)
     x_adv = attack(model, x, y, eps=eps, bounds=(low, high), generator=torch.Generator().manual_seed(seed))
@@ -95,18 +97,22 @@ def test_inside_budget_and_bounds(name, norm, n, shape, low, width, eps_frac, se
     assert torch.all(norm_of(x_adv - x, norm) <= eps * (1 + TOL) + TOL)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_lowers_accuracy_and_is_deterministic(name, trained_model, test_batch) -> None:
+def _default_norm(name: str) -> str:
+    return "l2" if issubclass(ATTACKS.load(name), MinimizationAttack) else "linf"
+
+
+@pytest.mark.parametrize(("name", "norm"), [(n, _default_norm(n)) for n in NAMES] + [(n, "l1") for n in L1_ATTACKS])
+def test_lowers_accuracy_and_is_deterministic(name, norm, trained_model, test_batch) -> None:
     x, y = test_batch
-    norm = "l2" if issubclass(ATTACKS.load(name), MinimizationAttack) else "linf"
     attack = _build(name, norm)
-    eps = 0.2 if norm == "linf" else 1.5
+    eps = {"linf": 0.2, "l2": 1.5, "l1": 2.0}[norm]  # L1: of the 64-pixel box's L1 diameter 64
     clean = (trained_model(x).argmax(1) == y).float().mean()
     first = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
     second = attack(trained_model, x, y, eps=eps, generator=torch.Generator().manual_seed(3))
     robust = (trained_model(first).argmax(1) == y).float().mean()
     assert torch.equal(first, second)
-    assert robust < clean - 0.3, f"{name}: clean {clean:.3f}, robust {robust:.3f}"
+    assert torch.all(norm_of(first - x, norm) <= eps * (1 + TOL) + TOL)
+    assert robust < clean - 0.3, f"{name} ({norm}): clean {clean:.3f}, robust {robust:.3f}"
 
 
 MINIMIZERS = [name for name in NAMES if issubclass(ATTACKS.load(name), MinimizationAttack)]
@@ -132,3 +138,11 @@ def test_minimization_answers_every_budget(name, norm, trained_model, test_batch
     assert torch.all(norm_of(capped - x, norm) <= eps * (1 + TOL))
     if not type(attack).stops_at_eps:
         assert torch.equal(capped, torch.where((sizes <= eps).view(-1, 1, 1, 1), full, x))
+
+
+def test_every_l1_attack_is_registered_and_the_others_refuse_l1() -> None:
+    """The L1 attacks the errors name exist; every other attack refuses L1 with an error naming them."""
+    assert set(L1_ATTACKS) <= set(NAMES)
+    for name in sorted(set(NAMES) - set(L1_ATTACKS)):
+        with pytest.raises(InputError, match="apgd-ce"):
+            ATTACKS.create(name, norm="l1")

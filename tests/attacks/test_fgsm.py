@@ -37,7 +37,7 @@ def test_targeted_moves_towards_target(trained_model, test_batch) -> None:
     assert (gain > 0).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("kwargs", [{"norm": "l1"}, {"loss": "hinge"}])
+@pytest.mark.parametrize("kwargs", [{"norm": "l0"}, {"loss": "hinge"}])
 def test_bad_settings_raise(kwargs) -> None:
     with pytest.raises(InputError):
         FGSM(**kwargs)

@@ -87,7 +87,7 @@ def test_gradient_is_taken_for_inputs_only(trained_model, test_batch) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"steps": 0}, {"restarts": 0}, {"steps": 2.5}, {"rel_stepsize": -1.0}, {"norm": "l1"}, {"loss": "x"}]
+    "kwargs", [{"steps": 0}, {"restarts": 0}, {"steps": 2.5}, {"rel_stepsize": -1.0}, {"norm": "l0"}, {"l1_quantile": 1.0}, {"loss": "x"}]
 )
 def test_bad_settings_raise(kwargs) -> None:
     with pytest.raises(InputError):

@@ -101,6 +101,44 @@ def test_default_runs_linf_and_l2_sweeps_on_both_shipped_models(spy, tmp_path, c
     assert out.count("| eps | standard | adv-trained |") == 2 and "| 0.1 | 40.0% | 40.0% |" in out
 
 
+def test_norm_l1_runs_the_l1_attacks_at_the_l1_budgets(spy, tmp_path) -> None:
+    assert cli.main(["--norm", "l1", "--out", str(tmp_path), "--quiet"]) == 0
+    (_, _, config), = spy["evaluate"][:1]
+    assert config.norm == "l1" and config.attacks == ("pgd", "apgd-ce", "apgd-t")
+    assert config.epsilons == pytest.approx((0.0, 0.5, 1.0, 2.0, 4.0))  # digits' L1 sweep
+    assert cli.main(["--norm", "l1", "--attacks", "standard", "--out", str(tmp_path), "--quiet"]) == 0
+    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, without FAB and Square
+    assert list(standard) == ["apgd-ce", "apgd-t"]
+    assert standard["apgd-ce"].restarts == 5 and standard["apgd-t"].target_classes == 5
+    assert standard["apgd-ce"].stages[0] == (3.0, 30)  # the large-epsilon schedule
+
+
+def test_norm_l1_refuses_square_and_warns_at_the_l1_diameter(spy, tmp_path, capsys) -> None:
+    assert cli.main(["--norm", "l1", "--attacks", "square", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "square" in err and "--norm linf" in err and "apgd-ce" in err and "Traceback" not in err
+    assert cli.main(["--norm", "l1", "--eps", "0,64", "--out", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err  # 64 pixels in [0, 1]: the box's L1 diameter is 64
+    assert "warning: --eps 64 in L1 is at least the distance between any two inputs" in err and "(64)" in err
+    assert cli.main(["--norm", "l1", "--eps", "0,63", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_norm_l1_end_to_end_on_the_shipped_model(tmp_path, capsys) -> None:
+    """A real L1 sweep: the runner, the checks and the report take the norm through."""
+    out = tmp_path / "rep"
+    assert cli.main(["evaluate", "--model", str(cli.SHIPPED_MODELS["standard"]), "--norm", "l1", "--n", "32",
+                     "--attacks", "fgsm,pgd,apgd-ce(steps=10)", "--eps", "0,1,3", "--device", "cpu", "--quiet",
+                     "--out", str(out)]) in (0, 1)
+    report = json.loads((out / "report.json").read_text())
+    assert report["norm"] == "l1"
+    worst = {float(k): v for k, v in report["robust_accuracy"].items()}
+    assert worst[3.0] < worst[1.0] < worst[0.0]  # the L1 attacks bite, more at the larger budget
+    assert all(v <= e * (1 + 1e-5) + 1e-6 for e, v in ((float(k), v) for k, v in report["max_perturbation"].items()))
+    checks = {c["name"]: c["status"] for c in report["checks"]}
+    assert checks["black-box-vs-white-box"] == "skipped" and checks["full-range-budget"] == "passed"
+
+
 def test_min_accuracy_gate_exits_1(spy, tmp_path, capsys) -> None:
     assert cli.main(["--eps", "0.1", "--min-accuracy", "0.5", "--out", str(tmp_path), "--quiet"]) == 1
     assert "FAILED --min-accuracy" in capsys.readouterr().out
@@ -191,11 +229,12 @@ def test_list_attacks(capsys) -> None:
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert {"fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(names)
     assert {"standard", "smoke"} <= set(names) and "art:" in out  # presets and the ART adapter are listed
-    table = out.split("\n\n")[0].replace("\n" + " " * 34, " ").splitlines()[1:]  # wrapped settings joined
+    table = out.split("\n\n")[0].replace("\n" + " " * 37, " ").splitlines()[1:]  # wrapped settings joined
     rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in table}
-    assert rows["pgd"][:2] == ["linf,l2", "iterative"] and "steps=10, rel_stepsize=None" in rows["pgd"][2]
-    assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][1] == "black-box"
-    assert rows["fgsm"] == ["linf,l2", "single-step", "loss='ce'"]
+    assert rows["pgd"][:2] == ["linf,l2,l1", "iterative"] and "steps=10, rel_stepsize=None" in rows["pgd"][2]
+    assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][:2] == ["linf,l2", "black-box"]
+    assert rows["fgsm"] == ["linf,l2,l1", "single-step", "loss='ce'"]
+    assert rows["apgd-t"][0] == "linf,l2,l1" and "standard (l1)" in out  # the L1 form of the preset is listed
 
 
 def test_list_attacks_shows_a_plug_ins_settings_and_defaults(monkeypatch, capsys) -> None:

@@ -47,6 +47,16 @@ def test_train_writes_a_model_that_evaluate_reads_without_arch(tmp_path, capsys)
     assert json.loads((report / "report.json").read_text())["n_examples"] == 40
 
 
+def test_train_norm_l1_uses_the_l1_budget_and_records_it(tmp_path, capsys) -> None:
+    out = tmp_path / "model.pt"
+    assert cli.main(["train", "--norm", "l1", "--out", str(out), *TINY, "--arch-kwargs", "width=8", "--epochs", "4",
+                     "--n", "700", "--batch-size", "64"]) == 0
+    meta = load_model(str(out)).meta
+    assert (meta["norm"], meta["eps"]) == ("l1", 2.0)  # digits' default L1 training budget
+    assert meta["robust_attack"].startswith("PGD-2 l1 eps=2")
+    assert 0 <= meta["test_robust_accuracy"] < meta["test_clean_accuracy"] <= 1  # an L1 budget of 2 bites
+
+
 def test_resume_of_a_finished_run_trains_nothing_and_writes_the_same_model(tmp_path, capsys) -> None:
     out = tmp_path / "m.pt"
     argv = ["train", "--method", "trades", "--out", str(out), *TINY]
@@ -157,7 +167,7 @@ def test_every_train_flag_reaches_the_library(tmp_path, monkeypatch, capsys) -> 
         (["--arch-kwargs", "width"], "KEY=VALUE"),
         (["--arch-kwargs", "depth=3"], "does not take depth"),
         (["--data", "missing.npz"], "not found"),
-        (["--norm", "l1"], "invalid choice"),
+        (["--norm", "l0"], "invalid choice"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
         (["--bogus"], "unrecognized"),
     ],

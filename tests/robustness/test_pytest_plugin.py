@@ -237,6 +237,27 @@ def test_marker_supplies_eps_norm_preset_and_min_accuracy(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(["*InputError: no budget for test_marker.py::test_no_budget*"])
 
 
+def test_marker_takes_norm_l1(pytester: pytest.Pytester) -> None:
+    """In L1 the linear model's point i needs a perturbation of 4 * m_i (four features move the mean):
+    at eps 0.8 the margins below 0.2 break, 4 of 10; FGSM-L1 is exact on a linear model."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_l1="""
+        import pytest
+
+        @pytest.mark.robustness(eps=0.8, norm="l1", preset="fgsm", min_accuracy=0.5)
+        def test_l1(robustness_evaluator, linear):
+            report = robustness_evaluator(*linear)
+            assert report.norm == "l1" and report.worst_case == pytest.approx(0.6)
+
+        @pytest.mark.robustness(eps=0.8, norm="l1", min_accuracy=0.7)
+        def test_l1_gate(robustness_evaluator, linear):
+            robustness_evaluator(*linear, attacks=["pgd"])
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*60.0% (0.6) at l1 eps=0.8 is below min_accuracy=0.7*"])
+
+
 def test_markers_on_module_class_and_function_merge_key_by_key(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_merge="""
