@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustness.attacks.base import AttackKind
+from robustness.attacks.base import L1_ATTACKS, AttackKind
 from robustness.attacks.eot import check_eot_samples, eot_gradient
 from robustness.attacks.losses import is_adversarial
 from robustness.attacks.min_norm import (
@@ -99,6 +99,7 @@ class DDN(MinNormSearch):
             raise InputError(
                 f"DDN is an L2 attack and cannot use norm={self.norm!r}: leave norm='l2', or use "
                 f"FMN(norm={norm!r}) (registry name 'fmn') for a minimum-norm attack in {norm}"
+                + (f" (the attacks that work in l1: {', '.join(L1_ATTACKS)})" if norm == "l1" else "")
             )
         object.__setattr__(self, "norm", norm)
         check_count("DDN", "steps", self.steps, 1)

@@ -14,8 +14,6 @@ from robustness.errors import InputError
 from robustness.registry import ATTACKS
 from robustness.runner import resolve_attacks
 
-HAS_FAB = "fab-t" in ATTACKS.list() and "fab" in ATTACKS.list()
-HAS_L1_APGD = "large_eps" in {f.name for f in dataclasses.fields(APGD)}
 #: the reference's APGD behaviours (autopgd_base.py) and its AutoAttack's Square (autoattack.py)
 REF = {"start": "surface", "halving": "reference"}
 
@@ -76,7 +74,6 @@ def test_the_fab_presets_build(name, norm) -> None:
     assert resolved["fab-t"].target_classes == 9 and resolved["fab-t"].steps == 100
 
 
-@pytest.mark.skipif(not (HAS_FAB and HAS_L1_APGD), reason="FAB-T and L1 APGD (large_eps) are not on this branch")
 def test_standard_l1_builds() -> None:
     assert list(resolve_attacks("standard", "l1")) == ["apgd-ce", "apgd-t", "fab-t"]
 

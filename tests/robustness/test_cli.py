@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -107,8 +108,8 @@ def test_norm_l1_runs_the_l1_attacks_at_the_l1_budgets(spy, tmp_path) -> None:
     assert config.norm == "l1" and config.attacks == ("pgd", "apgd-ce", "apgd-t")
     assert config.epsilons == pytest.approx((0.0, 0.5, 1.0, 2.0, 4.0))  # digits' L1 sweep
     assert cli.main(["--norm", "l1", "--attacks", "standard", "--out", str(tmp_path), "--quiet"]) == 0
-    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, without FAB and Square
-    assert list(standard) == ["apgd-ce", "apgd-t"]
+    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, without its L1 Square
+    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t"]
     assert standard["apgd-ce"].restarts == 5 and standard["apgd-t"].target_classes == 5
     assert standard["apgd-ce"].stages[0] == (3.0, 30)  # the large-epsilon schedule
 
@@ -233,8 +234,10 @@ def test_list_attacks(capsys) -> None:
     rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in table}
     assert rows["pgd"][:2] == ["linf,l2,l1", "iterative"] and "steps=10, rel_stepsize=None" in rows["pgd"][2]
     assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][:2] == ["linf,l2", "black-box"]
-    assert rows["fgsm"] == ["linf,l2,l1", "single-step", "loss='ce'"]
-    assert rows["apgd-t"][0] == "linf,l2,l1" and "standard (l1)" in out  # the L1 form of the preset is listed
+    assert rows["fgsm"][:2] == ["linf,l2,l1", "single-step"] and rows["fgsm"][2].startswith("loss='ce'")
+    assert "eot_samples=1" in rows["fgsm"][2]
+    # the L1 form of the standard preset is listed under it
+    assert rows["apgd-t"][0] == "linf,l2,l1" and re.search(r"^standard .*\n(?:  .*\n)*  l1 ", out, re.M)
 
 
 def test_list_attacks_shows_a_plug_ins_settings_and_defaults(monkeypatch, capsys) -> None:
