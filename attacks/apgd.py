@@ -107,6 +107,9 @@ _STARTS = ("uniform", "surface")
 #: the step-halving test: as the paper writes it, or as the reference code does it
 ApgdHalving = Literal["paper", "reference"]
 _HALVINGS = ("paper", "reference")
+#: the coordinates l1-APGD's sparse step ranks: those free to move inside the box (ours), or all (the reference's)
+L1Coordinates = Literal["box", "all"]
+_L1_COORDINATES = ("box", "all")
 _TINY = 1e-12
 #: l1-APGD's constants, as in the reference implementation: the initial share of coordinates a step
 #: moves, the checkpoint period as a share of the steps, the sparsity drop that resets the step, the
@@ -209,6 +212,11 @@ class APGD(FixedBudgetAttack):
         eot_samples: forward passes each gradient is averaged over (EOT), for randomized models.
         large_eps: L1 only, the large-epsilon schedule (module docstring); ``None`` means on for
             L1. Needs ``steps >= 3``. Linf and L2 refuse ``True``.
+        l1_coordinates: L1 only, which coordinates the sparse step ranks by ``|grad|``: ``"box"``
+            (ours: only those that can still move inside the bounds in the gradient's direction)
+            or ``"all"`` (the reference's). Measured on the digits CNN
+            (``benchmarks/results/apgd_l1.md``): ``"box"`` is about 1.2 points stronger at L1 budget
+            2 and 0.2-1.5 points weaker at budget 1; the presets named after AutoAttack use ``"all"``.
     """
 
     name: ClassVar[str] = "apgd-ce"
@@ -227,6 +235,7 @@ class APGD(FixedBudgetAttack):
     early_stop: bool = True
     eot_samples: int = 1
     large_eps: bool | None = None
+    l1_coordinates: L1Coordinates = "box"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -235,6 +244,10 @@ class APGD(FixedBudgetAttack):
             raise InputError(f"{owner} loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
         if self.start not in _STARTS:
             raise InputError(f"{owner} start must be one of {', '.join(_STARTS)}, got {self.start!r}")
+        if self.l1_coordinates not in _L1_COORDINATES:
+            raise InputError(f"{owner} l1_coordinates must be one of {', '.join(_L1_COORDINATES)} (\"box\": only "
+                             f"coordinates that can move inside the bounds; \"all\": the reference's), got "
+                             f"{self.l1_coordinates!r}")
         if self.halving not in _HALVINGS:
             raise InputError(f"{owner} halving must be one of {', '.join(_HALVINGS)}, got {self.halving!r}")
         check_eot_samples(owner, self.eot_samples)
@@ -475,7 +488,8 @@ class APGD(FixedBudgetAttack):
         dims = run.x[0].numel()
         for t in range(1, steps + 1):
             last = t == steps
-            direction = sparse_l1_direction(run.grad, run.topk, movable(run.x, run.grad, bounds))
+            allowed = movable(run.x, run.grad, bounds) if self.l1_coordinates == "box" else None
+            direction = sparse_l1_direction(run.grad, run.topk, allowed)
             stepped = run.x + run.eta.view(view) * direction
             x_new = run.x0 + project_l1_box(run.x0, stepped - run.x0, stage_eps, bounds)
             obj, grad, success = self._evaluate(model, x_new, run.y, run.loss_target, run.success_target,

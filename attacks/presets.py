@@ -51,7 +51,7 @@ _REFERENCE_APGD: dict[str, Any] = {"steps": 100, "start": "surface", "halving": 
 #: Square as the reference's AutoAttack builds it (attacks/square.py)
 _REFERENCE_SQUARE: dict[str, Any] = {"queries": 5000, "p_init": 0.8, "restarts": 1, "resc_schedule": False}
 #: L1 APGD as the reference's standard version runs it: the large-epsilon schedule (3, 2, 1 times eps)
-_L1_APGD: dict[str, Any] = {"steps": 100, "large_eps": True}
+_L1_APGD: dict[str, Any] = {"steps": 100, "large_eps": True, "l1_coordinates": "all"}  # the reference's
 
 
 @dataclass(frozen=True)

@@ -141,12 +141,11 @@ def test_large_eps_stages_reach_three_times_the_budget_and_cost_one_pass_each() 
 
 
 @pytest.mark.parametrize("targeted", [False, True], ids=["apgd-ce", "apgd-t"])
-def test_reproduces_the_reference_l1_apgd_step_for_step(targeted, trained_model, digits, monkeypatch) -> None:
-    """With the box-aware choice of coordinates switched off (the reference ranks every coordinate)
+def test_reproduces_the_reference_l1_apgd_step_for_step(targeted, trained_model, digits) -> None:
+    """With the reference's choice of coordinates (``l1_coordinates="all"``, as the presets use it)
     and the same Gaussian start (a generator seeded like the reference's global one draws the same
     numbers), our l1-APGD with the large-epsilon schedule follows pyautoattack's APGDAttack(norm='L1',
     use_largereps=True) and fools the same samples: every difference from the reference shows up."""
-    import robustness.attacks.apgd as apgd
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
     x, y = digits[2][:120], digits[3][:120]
@@ -154,13 +153,12 @@ def test_reproduces_the_reference_l1_apgd_step_for_step(targeted, trained_model,
         right = trained_model(x).argmax(1) == y
     x, y = x[right], y[right]  # the reference attacks (and draws starts for) these only
     eps, steps, seed = 1.5, 30, 4
-    monkeypatch.setattr(apgd, "movable", lambda x, grad, bounds: torch.ones_like(x, dtype=torch.bool))
     if targeted:  # one target: the reference draws a new start for the samples left after each target
-        ours = APGDT(norm="l1", steps=steps, target_classes=1)
+        ours = APGDT(norm="l1", steps=steps, target_classes=1, l1_coordinates="all")
         ref = APGDAttack_targeted(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True,
                                   n_target_classes=1, device="cpu", seed=seed)
     else:
-        ours = APGD(norm="l1", steps=steps)
+        ours = APGD(norm="l1", steps=steps, l1_coordinates="all")
         ref = APGDAttack(trained_model, n_iter=steps, norm="L1", eps=eps, use_largereps=True, device="cpu", seed=seed)
     with torch.random.fork_rng():  # the reference seeds torch's global generator
         theirs = trained_model(ref.perturb(x.clone(), y.clone())).argmax(1) != y

@@ -36,8 +36,9 @@ def test_standard_has_the_reference_attacks_settings_and_order(norm) -> None:
 def test_standard_l1_is_the_large_epsilon_apgd_with_5_restarts_and_5_targets_and_fab_t() -> None:
     got = dict(preset_entries("standard", "l1"))
     assert list(got) == ["apgd-ce", "apgd-t", "fab-t"]  # the reference's L1 Square does not exist here
-    assert got["apgd-ce"] == {"steps": 100, "restarts": 5, "large_eps": True}
-    assert got["apgd-t"] == {"steps": 100, "restarts": 1, "target_classes": 5, "large_eps": True}
+    ref = {"large_eps": True, "l1_coordinates": "all"}  # the reference's schedule and coordinate choice
+    assert got["apgd-ce"] == {"steps": 100, "restarts": 5, **ref}
+    assert got["apgd-t"] == {"steps": 100, "restarts": 1, "target_classes": 5, **ref}
     assert got["fab-t"]["target_classes"] == 9  # autoattack.py sets fab.n_target_classes = 9 for every norm
 
 
