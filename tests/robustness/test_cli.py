@@ -108,8 +108,8 @@ def test_norm_l1_runs_the_l1_attacks_at_the_l1_budgets(spy, tmp_path) -> None:
     assert config.norm == "l1" and config.attacks == ("pgd", "apgd-ce", "apgd-t")
     assert config.epsilons == pytest.approx((0.0, 0.5, 1.0, 2.0, 4.0))  # digits' L1 sweep
     assert cli.main(["--norm", "l1", "--attacks", "standard", "--out", str(tmp_path), "--quiet"]) == 0
-    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, without its L1 Square
-    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t"]
+    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, its L1 Square included
+    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert standard["apgd-ce"].restarts == 5 and standard["apgd-t"].target_classes == 5
     assert standard["apgd-ce"].stages[0] == (3.0, 30)  # the large-epsilon schedule
 
