@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: the registered attacks that work in the L1 norm: an attack that does not names them in its error
-L1_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "fmn")
+L1_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "fmn", "square")
 
 #: what an attack is, for the sanity checks: one gradient step; several gradient steps; queries of
 #: the model's outputs only; a search for the smallest adversarial perturbation

@@ -14,8 +14,8 @@ preset         norm  attacks, in order
 standard       linf, APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes, 1 restart),
                l2    FAB-T (100 steps, 9 target classes, 1 restart), Square (5,000 queries, p_init 0.8)
 standard       l1    APGD-CE (100 steps, 5 restarts, large-epsilon schedule), APGD-T (100 steps,
-                     5 target classes, large-epsilon schedule), FAB-T (100 steps, 9 target classes).
-                     The reference also runs an L1 Square, which this project does not have
+                     5 target classes, large-epsilon schedule), FAB-T (100 steps, 9 target classes),
+                     Square in L1 (5,000 queries, p_init 0.8), as the reference
 plus           linf, APGD-CE (5 restarts), APGD-DLR (5 restarts), FAB (5 restarts), Square (5,000
                l2    queries), APGD-T (9 target classes), FAB-T (9 target classes); 100 steps each
 rand           linf, APGD-CE and APGD-DLR, 100 steps, 1 restart, EOT over 20 forward passes
@@ -82,6 +82,7 @@ def _standard(fab: bool) -> dict[str, Entries]:
         ("apgd-ce", {**_L1_APGD, "restarts": 5}),
         ("apgd-t", {**_L1_APGD, "restarts": 1, "target_classes": 5}),
         *((("fab-t", {"steps": 100, "restarts": 1, "target_classes": 9}),) if fab else ()),
+        ("square", dict(_REFERENCE_SQUARE)),  # autoattack.py builds one Square for every norm
     )
     return {"linf": linf_l2, "l2": linf_l2, "l1": l1}
 
@@ -101,7 +102,7 @@ _RAND: Entries = (
 
 #: preset name -> :class:`Preset`
 PRESETS: dict[str, Preset] = {
-    "standard": Preset("AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square (L1: no Square)",
+    "standard": Preset("AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square",
                        _standard(fab=True), cascade=True),
     "plus": Preset("AutoAttack's plus version: APGD-CE, APGD-DLR, FAB, Square, APGD-T, FAB-T (5 restarts)",
                    {"linf": _PLUS, "l2": _PLUS}, cascade=True),

@@ -1,5 +1,8 @@
 """The Square attack (Andriushchenko, Croce, Flammarion and Hein 2020, "Square Attack: a
-query-efficient black-box adversarial attack via random search"), Linf and L2.
+query-efficient black-box adversarial attack via random search", arXiv:1912.00049), Linf, L2 and
+L1. The L1 variant is the one AutoAttack's L1 protocol runs, introduced with it by Croce and Hein
+2021 ("Mind the box: l1-APGD for sparse adversarial attacks on image classifiers", ICML); the
+reference code (pyautoattack ``square.py``) cites only the Square paper for all three norms.
 
 A score-based black-box attack: it only reads the model's logits, never its gradients (every
 model call runs under :func:`torch.no_grad`), so it also works on models that cannot be
@@ -8,12 +11,20 @@ differentiated and is a check against gradient masking.
 Random search. Start at the paper's initial point (Linf: vertical stripes of ``+-eps``; L2:
 a grid of "pyramid" blocks of random signs, scaled to norm ``eps``) or at the given ``init``,
 then repeat: propose a change of a random square window covering a fraction ``p`` of the
-pixels, query the model, keep the change if the loss improved.
+pixels, query the model, keep the change if the loss improved. L1 starts from the same grid
+as L2, with the L1 blocks below, each tile of unit L1 norm per channel, projected onto the L1
+ball and the box (not rescaled to ``eps`` first: the reference's).
 
 * Linf: the window is set to ``+-eps`` around ``x``, with one random sign per channel.
 * L2: the window receives a pyramid of random sign per channel plus its previous content,
   rescaled so that it also takes the mass of a second random window, which is zeroed; the
   whole perturbation is then rescaled to norm ``eps``.
+* L1: the same move with L1 masses and a steeper block (weights ``1/(k+1)**4``, unit L1 norm);
+  per channel the window gets ``c`` times (the budget left over per channel plus the mass taken out
+  of both windows), as the reference, and the result is projected onto the L1 ball (radius
+  ``eps * (1 - 1e-6)``) intersected with the box (:func:`robustness.norms.project_l1_box`,
+  the projection the reference's ``L1_projection`` computes for the box [0, 1]), which thins that
+  excess out.
 
 ``p`` follows the paper's piecewise-constant schedule, defined for 10,000 queries: ``p_init``
 for the first 10 iterations, halved after 50, 200, 500, 1,000, 2,000, 4,000, 6,000 and 8,000.
@@ -42,6 +53,7 @@ Example::
     from robustness.attacks import Square
     square = Square(norm="linf", queries=1000)
     adv = square(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
+    adv_l1 = Square(norm="l1", resc_schedule=False)(model, x, y, eps=12.0)  # AutoAttack's L1 settings
 """
 
 from __future__ import annotations
@@ -49,20 +61,26 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from robustness.attacks.base import L1_ATTACKS, AttackKind, BestPoints, FixedBudgetAttack, RunState
+from robustness.attacks.base import AttackKind, BestPoints, FixedBudgetAttack, RunState
 from robustness.attacks.early_stop import Shrinker
 from robustness.attacks.losses import Loss, _check_loss, is_adversarial, objective
 from robustness.errors import InputError
-from robustness.norms import Norm, clip_to_bounds
+from robustness.norms import Norm, clip_to_bounds, project_l1_box
 
 __all__ = ["Square", "p_schedule", "pyramid"]
 
 log = logging.getLogger(__name__)
+
+#: the norm a pyramid block is normalised in (and, for "l1", its steeper 1/j**4 weights)
+BlockNorm = Literal["l2", "l1"]
+#: an L2 or L1 move's windows: the first square's mask, both squares' union, the pyramid on the
+#: first square and a sign per channel (:meth:`Square._windows`)
+_Windows = tuple[Tensor, Tensor, Tensor, Tensor]
 
 # the paper's schedule: (last iteration of a 10,000-query run, divisor of p_init) ...
 _SCHEDULE: tuple[tuple[int, int], ...] = (
@@ -81,26 +99,33 @@ def p_schedule(p_init: float, iteration: int, budget: int, *, rescale: bool = Tr
     return p_init / _LAST_DIVISOR
 
 
-def _centred(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(rows, cols)``: at Chebyshev distance ``d`` from the centre, ``sum_{j=d+1}^{K} 1 / j**2``
-    with ``K`` one more than the half-size, unit L2 norm (concentric rectangles of weight 1/(k+1)**2)."""
+def _unit_block(block: Tensor, norm: BlockNorm) -> Tensor:
+    scale = block.norm() if norm == "l2" else block.abs().sum()
+    return block / scale.clamp_min(1e-12)
+
+
+def _centred(rows: int, cols: int, device: torch.device, dtype: torch.dtype, norm: BlockNorm = "l2") -> Tensor:
+    """``(rows, cols)``: at Chebyshev distance ``d`` from the centre, ``sum_{j=d+1}^{K} 1 / j**q``
+    with ``K`` one more than the half-size (concentric rectangles of weight ``1/(k+1)**q``): ``q = 2``
+    and unit L2 norm for ``norm="l2"``, ``q = 4`` and unit L1 norm for ``norm="l1"`` (the reference's)."""
     r = (torch.arange(rows, device=device) - rows // 2).abs()
     c = (torch.arange(cols, device=device) - cols // 2).abs()
     d = torch.maximum(r[:, None], c[None, :])
     k = max(rows // 2, cols // 2) + 1
-    weights = 1.0 / torch.arange(1, k + 1, device=device, dtype=dtype) ** 2
-    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{j=d+1}^{K} 1/j^2
-    out = tail[d]
-    return out / out.norm().clamp_min(1e-12)
+    weights = 1.0 / torch.arange(1, k + 1, device=device, dtype=dtype) ** (2 if norm == "l2" else 4)
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{j=d+1}^{K} 1/j^q
+    return _unit_block(tail[d], norm)
 
 
-def pyramid(size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-    """The paper's L2 block ``(size, size)``: a positive pyramid on the top half, a negative one
-    on the bottom half, unit L2 norm."""
+def pyramid(
+    size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, *, norm: BlockNorm = "l2"
+) -> Tensor:
+    """The paper's block ``(size, size)``: a positive pyramid on the top half, a negative one on the
+    bottom half, unit norm in ``norm`` (``"l2"``, the paper's; ``"l1"``, steeper, of the L1 variant)."""
     device = torch.device(device)
     top = size // 2
-    out = torch.cat([_centred(top, size, device, dtype), -_centred(size - top, size, device, dtype)], dim=0)
-    return out / out.norm().clamp_min(1e-12)
+    halves = [_centred(top, size, device, dtype, norm), -_centred(size - top, size, device, dtype, norm)]
+    return _unit_block(torch.cat(halves, dim=0), norm)
 
 
 def _window(start: Tensor, size: int, length: int) -> Tensor:
@@ -143,10 +168,10 @@ class _SquareRun(RunState):
 
 @dataclass(frozen=True, kw_only=True)
 class Square(FixedBudgetAttack):
-    """Square attack: score-based random search over square windows, Linf or L2.
+    """Square attack: score-based random search over square windows, Linf, L2 or L1.
 
     Args:
-        norm: ``"linf"`` or ``"l2"`` (``"l1"`` raises :class:`InputError` naming the L1 attacks).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (the L1 variant of Croce and Hein 2021).
         queries: model evaluations per sample over all restarts, the starting point included.
         p_init: fraction of the pixels the first windows cover (the paper: 0.05 to 0.8); the
             schedule divides it down to ``p_init / 512``.
@@ -170,11 +195,6 @@ class Square(FixedBudgetAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.norm == "l1":
-            raise InputError(
-                f"Square works in norm='linf' or 'l2', not 'l1': for an L1 evaluation use the L1 attacks "
-                f"{', '.join(L1_ATTACKS)} (CLI: --norm l1 --attacks pgd,apgd-ce,apgd-t)"
-            )
         _check_loss(self.loss)
         if not isinstance(self.resc_schedule, bool):
             raise InputError(f"Square resc_schedule must be True or False, got {self.resc_schedule!r}")
@@ -244,8 +264,9 @@ class Square(FixedBudgetAttack):
                 p = p_schedule(self.p_init, it - 1, budget, rescale=self.resc_schedule)
                 if self.norm == "linf":
                     cand = self._linf_candidate(run.x0, run.cur, eps, p, bounds, generator)
-                else:
-                    cand = self._l2_candidate(run.x0, run.cur, eps, p, bounds, generator, blocks)
+                else:  # L2 and L1 move mass between two windows the same way, each in its norm
+                    move = self._l2_candidate if self.norm == "l2" else self._l1_candidate
+                    cand = move(run.x0, run.cur - run.x0, eps, bounds, self._windows(run.x0, p, generator, blocks))
                 obj, fooled = self._query(model, cand, run.y, run.target)
                 # a fooling candidate is kept whatever its loss; a fooled sample stays where it was fooled
                 accept = ((obj > run.cur_obj) | fooled) & ~run.cur_fooled
@@ -270,11 +291,11 @@ class Square(FixedBudgetAttack):
         n, c, h, w = x.shape
         if self.norm == "linf":  # vertical stripes: one sign per (sample, channel, column)
             return clip_to_bounds(x + eps * _signs((n, c, 1, w), x, generator), bounds)
-        # L2: a centred grid of pyramid tiles of side min(h, w) // 5, a sign per (sample, channel, tile)
+        # L2 and L1: a centred grid of pyramid tiles of side min(h, w) // 5, a sign per (sample, channel, tile)
         t = max(min(h, w) // 5, 1)
         nh, nw = h // t, w // t
         top, left = (h - nh * t) // 2, (w - nw * t) // 2
-        block = pyramid(t, x.device, x.dtype)
+        block = pyramid(t, x.device, x.dtype, norm=self.norm)
         blocks = torch.stack([block, block.T])
         flip = torch.randint(0, 2, (n, nh, nw), generator=generator, device=x.device)  # transposed tiles
         signs = _signs((n, c, nh, nw), x, generator)
@@ -285,6 +306,8 @@ class Square(FixedBudgetAttack):
         pattern = blocks[flip[:, tile_r[:, None], tile_c[None, :]], in_r[:, None], in_c[None, :]]  # (n, nh*t, nw*t)
         delta = x.new_zeros(x.shape)
         delta[:, :, top : top + nh * t, left : left + nw * t] = pattern[:, None] * signs[:, :, tile_r[:, None], tile_c]
+        if self.norm == "l1":  # the reference's: every tile of unit L1 norm, projected onto the ball and box
+            return _into_l1_ball(x, delta, eps, bounds)
         return clip_to_bounds(x + eps * _unit(delta), bounds)
 
     # ------------------------------------------------------------------ proposals
@@ -310,17 +333,40 @@ class Square(FixedBudgetAttack):
         signs = torch.where(same[:, None, None, None] & flips.bool()[:, :, None, None], -signs, signs)
         return torch.where(mask, clip_to_bounds(x + eps * signs, bounds), cur)
 
-    def _l2_candidate(
-        self,
-        x: Tensor,
-        cur: Tensor,
-        eps: float,
-        p: float,
-        bounds: tuple[float, float],
-        generator: torch.Generator,
-        blocks: dict[int, Tensor],
-    ) -> Tensor:
+    @staticmethod
+    def _l2_candidate(x: Tensor, delta: Tensor, eps: float, bounds: tuple[float, float], windows: _Windows) -> Tensor:
         """Move mass from two random squares into the first one, add a pyramid, rescale to ``eps``."""
+        c = x.shape[1]
+        m1, union, block, signs = windows
+        norm_all = _norm(delta)
+        norm_union = _norm(delta * union)
+        norm_w1 = (delta.square() * m1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel
+        new = m1 * (block * signs + delta / (norm_w1 + 1e-12))
+        # per channel: the budget left over plus the mass taken out of both squares
+        size = ((eps**2 - norm_all.square()).clamp_min(0) / c + norm_union.square()).sqrt()
+        new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12) * size
+        delta = delta * (1 - union) + new
+        return clip_to_bounds(x + eps * _unit(delta), bounds)
+
+    @staticmethod
+    def _l1_candidate(x: Tensor, delta: Tensor, eps: float, bounds: tuple[float, float], windows: _Windows) -> Tensor:
+        """The L1 variant of :meth:`_l2_candidate`: L1 masses, then the projection onto the L1 ball and box."""
+        c = x.shape[1]
+        m1, union, block, signs = windows
+        l1_all = delta.abs().flatten(1).sum(dim=1).view(-1, 1, 1, 1)
+        l1_union = (delta.abs() * union).sum(dim=(2, 3), keepdim=True)  # per channel
+        l1_w1 = (delta.abs() * m1).sum(dim=(2, 3), keepdim=True)
+        new = m1 * (block * signs + delta / (l1_w1 + 1e-12))
+        # per channel, as the reference: c times (the budget left over per channel plus the mass taken
+        # out of both squares); the projection then brings the whole back within eps
+        size = ((eps - l1_all).clamp_min(0) / c + l1_union) * c
+        new = new / (new.abs().sum(dim=(2, 3), keepdim=True) + 1e-12) * size
+        return _into_l1_ball(x, delta * (1 - union) + new, eps, bounds)
+
+    def _windows(self, x: Tensor, p: float, generator: torch.Generator, blocks: dict[int, Tensor]) -> _Windows:
+        """Per sample two random odd squares covering about ``p`` of the pixels: the first one's mask
+        ``(N, 1, H, W)``, both squares' union, the pyramid placed on the first (transposed for a random
+        half of the samples, zero outside it) and a random sign per channel ``(N, C, 1, 1)``."""
         n, c, h, w = x.shape
         s = max(round(math.sqrt(p * h * w)), 3)
         s = min(s + 1 - s % 2, h, w)  # odd, as in the paper, unless the image is smaller
@@ -329,25 +375,19 @@ class Square(FixedBudgetAttack):
         r2, c2 = _positions(n, s, h, dev, generator), _positions(n, s, w, dev, generator)
         m1 = _mask(r1, c1, s, h, w).to(x.dtype)
         union = torch.maximum(m1, _mask(r2, c2, s, h, w).to(x.dtype))
-        delta = cur - x
-        norm_all = _norm(delta)
-        norm_union = _norm(delta * union)
-        norm_w1 = (delta.square() * m1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel
-        # the pyramid placed on the first square, transposed for a random half of the samples
         if s not in blocks:
-            block = pyramid(s, dev, x.dtype)
+            block = pyramid(s, dev, x.dtype, norm=self.norm)
             blocks[s] = torch.stack([block, block.T])
         flip = torch.randint(0, 2, (n,), generator=generator, device=dev)
         rel_r = (torch.arange(h, device=dev)[None, :] - r1[:, None]).clamp(0, s - 1)
         rel_c = (torch.arange(w, device=dev)[None, :] - c1[:, None]).clamp(0, s - 1)
-        block = blocks[s][flip[:, None, None], rel_r[:, :, None], rel_c[:, None, :]].unsqueeze(1)  # (n, 1, h, w)
-        signs = _signs((n, c, 1, 1), x, generator)
-        new = m1 * (block * signs + delta / (norm_w1 + 1e-12))
-        # per channel: the budget left over plus the mass taken out of both squares
-        size = ((eps**2 - norm_all.square()).clamp_min(0) / c + norm_union.square()).sqrt()
-        new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12) * size
-        delta = delta * (1 - union) + new
-        return clip_to_bounds(x + eps * _unit(delta), bounds)
+        block = m1 * blocks[s][flip[:, None, None], rel_r[:, :, None], rel_c[:, None, :]].unsqueeze(1)
+        return m1, union, block, _signs((n, c, 1, 1), x, generator)
+
+
+def _into_l1_ball(x: Tensor, delta: Tensor, eps: float, bounds: tuple[float, float]) -> Tensor:
+    """``x`` plus ``delta`` projected onto the L1 ball of radius just under ``eps`` and the box."""
+    return x + project_l1_box(x, delta, eps * (1 - 1e-6), bounds)
 
 
 def _norm(delta: Tensor) -> Tensor:

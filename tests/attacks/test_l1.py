@@ -15,7 +15,6 @@ from robustness.attacks import APGD, APGDT, FGSM, PGD
 from robustness.attacks.art_adapter import from_spec
 from robustness.attacks.carlini_wagner import CarliniWagnerL2
 from robustness.attacks.fgsm import gradient_step, l1_box_vertex, movable, sparse_l1_direction
-from robustness.attacks.square import Square
 from robustness.errors import InputError
 from robustness.norms import norm_of
 from tests.attacks.test_apgd import Recording, _acc, _gen
@@ -192,8 +191,6 @@ def test_no_weaker_than_the_reference_l1_apgd(trained_model, digits) -> None:
 
 
 def test_attacks_without_l1_refuse_it_naming_those_with() -> None:
-    with pytest.raises(InputError, match=r"Square works in norm='linf' or 'l2'.*apgd-ce"):
-        Square(norm="l1")
     with pytest.raises(InputError, match=r"L2 attack.*apgd-ce"):
         CarliniWagnerL2(norm="l1")
     with pytest.raises(InputError, match=r"HopSkipJump does not attack in L1.*ProjectedGradientDescent"):

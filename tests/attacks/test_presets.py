@@ -33,13 +33,15 @@ def test_standard_has_the_reference_attacks_settings_and_order(norm) -> None:
     assert got["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 1, "resc_schedule": False}
 
 
-def test_standard_l1_is_the_large_epsilon_apgd_with_5_restarts_and_5_targets_and_fab_t() -> None:
+def test_standard_l1_is_the_large_epsilon_apgd_with_5_restarts_and_5_targets_fab_t_and_square() -> None:
     got = dict(preset_entries("standard", "l1"))
-    assert list(got) == ["apgd-ce", "apgd-t", "fab-t"]  # the reference's L1 Square does not exist here
+    assert list(got) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     ref = {"large_eps": True, "l1_coordinates": "all"}  # the reference's schedule and coordinate choice
     assert got["apgd-ce"] == {"steps": 100, "restarts": 5, **ref}
     assert got["apgd-t"] == {"steps": 100, "restarts": 1, "target_classes": 5, **ref}
     assert got["fab-t"]["target_classes"] == 9  # autoattack.py sets fab.n_target_classes = 9 for every norm
+    # autoattack.py builds Square with p_init 0.8 and resc_schedule=False for every norm, 5,000 queries
+    assert got["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 1, "resc_schedule": False}
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -76,7 +78,9 @@ def test_the_fab_presets_build(name, norm) -> None:
 
 
 def test_standard_l1_builds() -> None:
-    assert list(resolve_attacks("standard", "l1")) == ["apgd-ce", "apgd-t", "fab-t"]
+    resolved = resolve_attacks("standard", "l1")
+    assert list(resolved) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert resolved["square"].norm == "l1" and resolved["square"].resc_schedule is False
 
 
 def test_a_preset_without_a_list_for_the_norm_says_which_norms_it_has() -> None:

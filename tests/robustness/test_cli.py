@@ -108,16 +108,16 @@ def test_norm_l1_runs_the_l1_attacks_at_the_l1_budgets(spy, tmp_path) -> None:
     assert config.norm == "l1" and config.attacks == ("pgd", "apgd-ce", "apgd-t")
     assert config.epsilons == pytest.approx((0.0, 0.5, 1.0, 2.0, 4.0))  # digits' L1 sweep
     assert cli.main(["--norm", "l1", "--attacks", "standard", "--out", str(tmp_path), "--quiet"]) == 0
-    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, without its L1 Square
-    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t"]
+    standard = spy["evaluate"][-1][2].named_attacks  # AutoAttack's L1 protocol, its L1 Square included
+    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert standard["apgd-ce"].restarts == 5 and standard["apgd-t"].target_classes == 5
     assert standard["apgd-ce"].stages[0] == (3.0, 30)  # the large-epsilon schedule
 
 
-def test_norm_l1_refuses_square_and_warns_at_the_l1_diameter(spy, tmp_path, capsys) -> None:
-    assert cli.main(["--norm", "l1", "--attacks", "square", "--out", str(tmp_path), "--quiet"]) == 2
+def test_norm_l1_refuses_cw_and_warns_at_the_l1_diameter(spy, tmp_path, capsys) -> None:
+    assert cli.main(["--norm", "l1", "--attacks", "cw", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "square" in err and "--norm linf" in err and "apgd-ce" in err and "Traceback" not in err
+    assert "cw" in err and "--norm l2" in err and "apgd-ce" in err and "square" in err and "Traceback" not in err
     assert cli.main(["--norm", "l1", "--eps", "0,64", "--out", str(tmp_path), "--quiet"]) == 0
     err = capsys.readouterr().err  # 64 pixels in [0, 1]: the box's L1 diameter is 64
     assert "warning: --eps 64 in L1 is at least the distance between any two inputs" in err and "(64)" in err
@@ -233,7 +233,7 @@ def test_list_attacks(capsys) -> None:
     table = out.split("\n\n")[0].replace("\n" + " " * 37, " ").splitlines()[1:]  # wrapped settings joined
     rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in table}
     assert rows["pgd"][:2] == ["linf,l2,l1", "iterative"] and "steps=10, rel_stepsize=None" in rows["pgd"][2]
-    assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][:2] == ["linf,l2", "black-box"]
+    assert rows["cw"][:2] == ["l2", "minimization"] and rows["square"][:2] == ["linf,l2,l1", "black-box"]
     assert rows["fgsm"][:2] == ["linf,l2,l1", "single-step"] and rows["fgsm"][2].startswith("loss='ce'")
     assert "eot_samples=1" in rows["fgsm"][2]
     # the L1 form of the standard preset is listed under it

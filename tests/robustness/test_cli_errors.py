@@ -242,7 +242,7 @@ def test_list_attacks_shows_the_norms_each_supports(capsys) -> None:
     assert cli.main(["list", "attacks"]) == 0
     rows = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines() if len(ln.split()) > 1}
     assert rows["cw"] == "l2" and rows["pgd"] == "linf,l2,l1" and rows["fgsm"] == "linf,l2,l1"
-    assert rows["square"] == "linf,l2" and rows["apgd-ce"] == "linf,l2,l1"
+    assert rows["square"] == "linf,l2,l1" and rows["apgd-ce"] == "linf,l2,l1"
 
 
 def test_help_shows_the_version_flag_and_misspelt_commands_get_a_suggestion(capsys) -> None:
