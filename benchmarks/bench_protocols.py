@@ -56,9 +56,9 @@ log = logging.getLogger("bench_protocols")
 
 WEIGHTS = Path(robustness.__file__).resolve().parent / "weights"
 MODELS = {"adv-trained": WEIGHTS / "digits_cnn_at.pt", "standard": WEIGHTS / "digits_cnn.pt"}
-BUDGETS = {"linf": [0.1, 0.2, 0.25, 0.3], "l2": [0.5, 1.0, 1.5]}
+BUDGETS = {"linf": [0.1, 0.2, 0.25, 0.3], "l2": [0.5, 1.0, 1.5], "l1": [1.0, 2.0, 3.0]}
 QUICK_BUDGETS = {"linf": [0.1, 0.2], "l2": [1.0]}
-REFERENCE_NORM = {"linf": "Linf", "l2": "L2"}
+REFERENCE_NORM = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 NOFAB = ["apgd-ce", "apgd-t", "square"]
 
 
@@ -131,7 +131,7 @@ def run(n: int, preset: str, budgets_by_norm: dict[str, list[float]], with_torch
                        "reference_broke_ours_not": int((ref & ~broken[eps]).sum()),
                        "ours_broke_reference_not": int((broken[eps] & ~ref).sum()),
                        "seconds": {"reference": ref_seconds}, "cascade": meta["cascade"]}
-                if with_torchattacks:
+                if with_torchattacks and norm != "l1":  # torchattacks' AutoAttack has no L1
                     t0 = time.perf_counter()
                     ta = torchattacks_run(model, x, y, norm, eps, preset)
                     row["seconds"]["torchattacks"] = time.perf_counter() - t0
@@ -197,12 +197,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=450, help="the first n digits test images (default: all 450)")
     parser.add_argument("--no-torchattacks", action="store_true", help="skip torchattacks")
     parser.add_argument("--quick", action="store_true", help="32 images, 3 budgets; writes nothing")
+    parser.add_argument("--norms", default="linf,l2", help="comma list of linf, l2, l1 (l1: the standard preset "
+                        "only, written to protocols_l1.*)")
     args = parser.parse_args()
+    norms = [n.strip() for n in args.norms.split(",") if n.strip()]
+    if "l1" in norms and (args.preset != "standard" or norms != ["l1"]):
+        parser.error("--norms l1 runs alone and with --preset standard (AutoAttack's L1 protocol)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     n, budgets = (32, QUICK_BUDGETS) if args.quick else (args.n, BUDGETS)
+    budgets = {norm: budgets[norm] for norm in norms if norm in budgets}
     rows = run(n, args.preset, budgets, not args.no_torchattacks)
     total = totals(rows)
     reference_name = ('AutoAttack(version="standard")' if args.preset == "standard" else
@@ -214,6 +220,8 @@ def main() -> None:
     if args.quick:
         return
     stem = "protocols" if args.preset == "standard" else "protocols_nofab"
+    if norms == ["l1"]:
+        stem = "protocols_l1"
     write_json(RESULTS_DIR / f"{stem}.json", {**meta, "rows": rows, "totals": total})
     write_markdown(RESULTS_DIR / f"{stem}.md", text)
 
