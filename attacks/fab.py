@@ -326,8 +326,8 @@ class FAB(MinimizationAttack):
             # the returned inputs are adversarial for the whole batch at once, not only in the sub-batches
             best = found.x.view_as(x)
             verified = torch.isfinite(found.norm) & self._fooled(model, best, y, target)
-            lost = int((torch.isfinite(found.norm) & ~verified).sum())
-            if lost:
+            if log.isEnabledFor(logging.DEBUG):  # the count costs a host sync: only when asked for
+                lost = int((torch.isfinite(found.norm) & ~verified).sum())
                 log.debug("%s: %d inputs were adversarial only in a sub-batch: returning x", self.label, lost)
             return torch.where(verified.view((-1,) + (1,) * (x.dim() - 1)), best, x)
 

@@ -199,5 +199,7 @@ class FMN(MinNormSearch):
                 adv = fools(model, project(x1, x, mid * start, self.norm), y, target, samples=self.eot_samples)
                 lower, upper = torch.where(adv, lower, mid), torch.where(adv, mid, upper)
             point = clip_to_bounds(project(x1, x, upper * start, self.norm), bounds)
-        log.debug("fmn: warm start from %s for %d of %d inputs", self.init_attack.label, int(works.sum()), x.shape[0])
+        if log.isEnabledFor(logging.DEBUG):  # the count costs a host sync: only when asked for
+            log.debug("fmn: warm start from %s for %d of %d inputs", self.init_attack.label, int(works.sum()),
+                      x.shape[0])
         return torch.where(works.view(view), point, x)

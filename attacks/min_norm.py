@@ -109,9 +109,9 @@ class SmallestAdversarial:
         if not bool(has.any()):
             return x.clone()
         keep = has & fools(model, self.x, y, target, samples=samples)
-        lost = int((has & ~keep).sum())
-        if lost:
-            log.debug("%s: %d adversarial points did not fool the model again: returning x for them", owner, lost)
+        if log.isEnabledFor(logging.DEBUG):  # the count costs a host sync: only when asked for
+            log.debug("%s: %d adversarial points did not fool the model again: returning x for them", owner,
+                      int((has & ~keep).sum()))
         return torch.where(keep.view((-1,) + (1,) * (x.dim() - 1)), self.x, x)
 
 
@@ -135,7 +135,8 @@ def attack_unbroken(
     tx, ty = x[todo], y[todo]
     tt = None if target is None else target[todo]
     best = minimize(tx, ty, tt)
-    log.debug("%s: adversarial points found for %d of %d inputs", owner, int(best.found.sum()), todo.numel())
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: adversarial points found for %d of %d inputs", owner, int(best.found.sum()), todo.numel())
     out = x.clone()
     out[todo] = best.verified(model, tx, ty, tt, samples=samples, owner=owner)
     return out
