@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from robustness.architectures import ARCHITECTURES, build_architecture
 from robustness.datasets import standard_input_shape, standard_normalization
 from robustness.errors import InputError, RobustnessWarning
+from robustness.input_transform import InputTransform
 from robustness.integrity import load_weights_only, verify_torch_file, weights_sha256
 from robustness.io import atomic_open
 from robustness.model import NormalizedModel
@@ -118,6 +119,10 @@ class LoadedModel:
         weights: where the weights come from (and why they are known to be initial).
         integrity: how the file was verified, or why it could not be.
         warnings: the warnings given while loading it (initial weights, missing normalization).
+        name: the model's name in its source (``robustbench:``/``timm:``/``torchvision:``).
+        threat_model: the threat model it was ranked for (RobustBench).
+        input_transform: the resize/center-crop its weights declare (applied to the data, e.g. ``imagenet``).
+        claims: what its source publishes about it (:attr:`robustness.model_info.ModelInfo.claims`).
     """
 
     model: nn.Module
@@ -134,6 +139,10 @@ class LoadedModel:
     weights: str | None = None
     integrity: str | None = None
     warnings: list[str] = field(default_factory=list)
+    name: str | None = None
+    threat_model: str | None = None
+    input_transform: InputTransform | None = None
+    claims: dict[str, Any] | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -143,7 +152,9 @@ class LoadedModel:
             input_shape=list(self.input_shape) if self.input_shape is not None else None,
             weights_sha256=self.weights_sha256, initial_weights=self.initial_weights, weights=self.weights,
             normalization={"mean": list(self.mean), "std": list(self.std)} if self.mean is not None else None,
-            integrity=self.integrity,
+            integrity=self.integrity, name=self.name, threat_model=self.threat_model,
+            input_transform=self.input_transform.to_dict() if self.input_transform is not None else None,
+            claims=dict(self.claims) if self.claims is not None else None,
         )
 
 

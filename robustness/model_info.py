@@ -64,6 +64,15 @@ class ModelInfo:
             :class:`~robustness.model.NormalizedModel`; ``None``: none (inputs reach the network as
             they are, unless its own ``forward`` normalizes them).
         integrity: how the file was verified (zip checksums), or why it could not be.
+        name: the model's name in its source (``"Carmon2019Unlabeled"``, ``"resnet50.a1_in1k"``), for
+            ``robustbench:``/``timm:``/``torchvision:`` models.
+        threat_model: the threat model it was trained and ranked for (RobustBench: ``"Linf"``, ``"L2"``,
+            ``"corruptions"``).
+        input_transform: the preprocessing geometry its weights declare
+            (:meth:`robustness.input_transform.InputTransform.to_dict`), applied to the data.
+        claims: what its source publishes about it, set beside our numbers: ``{"source": ..., "metric":
+            "autoattack_acc" | "corruptions_acc", "clean_accuracy": 0.8969, "robust_accuracy": 0.5953,
+            "norm": "linf", "eps": 0.0313725}`` (fractions; ``None`` where not published).
     """
 
     source: str | None = None
@@ -75,6 +84,10 @@ class ModelInfo:
     weights: str | None = None
     normalization: dict[str, list[float]] | None = None
     integrity: str | None = None
+    name: str | None = None
+    threat_model: str | None = None
+    input_transform: dict[str, Any] | None = None
+    claims: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
