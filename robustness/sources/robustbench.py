@@ -43,7 +43,7 @@ from torch import nn
 
 from robustness.errors import InputError
 from robustness.input_transform import InputTransform
-from robustness.integrity import verify_torch_file, weights_sha256
+from robustness.integrity import pickled_global, verify_torch_file, weights_sha256
 from robustness.loading import LoadedModel
 from robustness.model_info import BATCHNORM_UNTOUCHED, initial_weights_warning, untouched_batchnorm
 from robustness.sources import SourceOptions
@@ -131,11 +131,11 @@ def _sha256_file(path: Path) -> str:
 
 def _reason(error: BaseException) -> str:
     """``Type: first line`` of ``error``, without urllib3's nested cause, at most about 120 characters."""
-    lines = str(error).strip().splitlines()
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    text = lines[0].split(" (Caused by ")[0].strip()
-    return f"{type(error).__name__}: {text if len(text) <= 120 else text[:117] + '...'}"
+    text = " ".join(lines[:2] if lines[0].endswith(":") else lines[:1]).split(" (Caused by ")[0]
+    return f"{type(error).__name__}: {text if len(text) <= 160 else text[:157] + '...'}"
 
 
 def _check_file(path: Path, source: str) -> str:
@@ -253,17 +253,23 @@ def _input_transform(net: nn.Module, entry: dict[str, Any], dataset: str, source
 
 
 def _load_network(rb: RobustBench, name: str, model_dir: Path, dataset: str, threat: str, source: str,
-                  hub: str | None) -> nn.Module:
+                  hub: str | None, files: _Files | None) -> nn.Module:
     try:
         net = rb.utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
     except InputError:
         raise
     except Exception as e:  # RobustBench raises RuntimeError, KeyError, UnpicklingError, OSError... for bad files
+        where = " or ".join(str(p) for p in files.paths) if files is not None else str(hub)
+        pickled = pickled_global(e)
+        if pickled is not None:
+            raise InputError(f"{source}: {where} holds pickled Python objects "
+                             f"({pickled}), which are never unpickled here because unpickling can run arbitrary "
+                             "code: use a checkpoint that holds only tensors") from e
         if hub is not None:
             raise InputError(f"{source}: RobustBench could not load {hub} ({_reason(e)}): connect to the network "
                              "once so that the hub cache holds them") from e
-        raise InputError(f"{source}: RobustBench could not load its weights from {model_dir / dataset / threat} "
-                         f"({_reason(e)}): delete the file so that it is downloaded again") from e
+        raise InputError(f"{source}: RobustBench could not load its weights from {where} ({_reason(e)}): delete "
+                         "the file so that it is downloaded again, or put the right one there") from e
     if not isinstance(net, nn.Module):
         raise InputError(f"{source}: RobustBench returned a {type(net).__name__}, not a torch module")
     return net
@@ -292,7 +298,7 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
                          f"{options.num_classes}: evaluate it on {dataset}")
     if options.in_channels is not None and options.in_channels != 3:
         raise InputError(f"{source} takes RGB images (3 channels) but the data has {options.in_channels}")
-    model_dir = Path(options.model_dir).expanduser() if options.model_dir is not None else DEFAULT_MODEL_DIR
+    model_dir = (Path(options.model_dir).expanduser() if options.model_dir is not None else DEFAULT_MODEL_DIR).absolute()
     hub = _hub_model(rb, name, dataset, threat)
     if hub is None and entry.get("gdrive_id") is None:
         raise InputError(f"{source}: RobustBench lists no weights for this model (no download id): pick another")
@@ -302,7 +308,7 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
     files = None if hub is not None else _files(rb, name, entry, model_dir, dataset, threat, source)
     integrity = ("; ".join(f"{p.name}: {_check_file(p, source)}" for p in files.paths) if files is not None
                  else f"{hub}: downloaded and read by that library, not verified here")
-    net = _load_network(rb, name, model_dir, dataset, threat, source, hub)
+    net = _load_network(rb, name, model_dir, dataset, threat, source, hub, files)
     if hub is not None and hub.startswith("timm"):
         input_transform = _input_transform(net, entry, dataset, source, hub)
 

@@ -68,7 +68,11 @@ def alias_autoattack() -> bool:
     if not _importable("pyautoattack"):
         raise InputError("robustbench imports the autoattack module, which is not installed, and pyautoattack (the "
                          f"package index's copy of it) is not either: pip install \"pyautoattack>=0.2,<0.3\" ({_INSTALL})")
-    base = importlib.import_module("pyautoattack")  # imports autoattack, autopgd_base, fab_pt, square, state...
+    try:
+        base = importlib.import_module("pyautoattack")  # imports autoattack, autopgd_base, fab_pt, square, state...
+    except ImportError as e:
+        raise InputError(f"pyautoattack (robustbench's autoattack) could not be imported ({e}): reinstall it, "
+                         f'pip install "pyautoattack>=0.2,<0.3"') from e
     loaded = sorted(n for n in list(sys.modules) if n.startswith("pyautoattack.") and sys.modules[n] is not None)
     sys.modules["autoattack"] = base
     for name in loaded:

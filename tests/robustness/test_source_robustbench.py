@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -116,6 +115,20 @@ def test_truncated_file_is_refused_before_robustbench_reads_it(zoo, tmp_path: Pa
     bad.write_text("<!DOCTYPE html><html><title>Google Drive</title></html>")
     with pytest.raises(InputError, match="HTML page"):
         load_from_source(f"robustbench:{NAME}", SourceOptions(model_dir=tmp_path / "models"))
+
+
+def test_files_robustbench_cannot_read_are_one_line_and_never_unpickled(tmp_path: Path) -> None:
+    import argparse
+
+    path = tmp_path / "models" / "cifar10" / "Linf" / f"{NAME}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(InputError, match=r"pickled Python objects \(argparse.Namespace\), which are never unpickled"):
+        load_from_source(f"robustbench:{NAME}", SourceOptions(model_dir=tmp_path / "models"))
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, path)  # weights of another network
+    with pytest.raises(InputError) as info:
+        load_from_source(f"robustbench:{NAME}", SourceOptions(model_dir=tmp_path / "models"))
+    assert "could not load its weights" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_missing_file_without_network_is_one_line_naming_the_path(tmp_path: Path) -> None:
