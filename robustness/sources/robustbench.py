@@ -303,6 +303,7 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
     if hub is None and entry.get("gdrive_id") is None:
         raise InputError(f"{source}: RobustBench lists no weights for this model (no download id): pick another")
 
+    input_transform: InputTransform | None = None
     if hub is None or not hub.startswith("timm"):  # refuse a preprocessing the data cannot match before downloading
         input_transform = _input_transform(nn.Identity(), entry, dataset, source, None)
     files = None if hub is not None else _files(rb, name, entry, model_dir, dataset, threat, source)
