@@ -82,6 +82,7 @@ __all__ = [
     "LoadedModel",
     "save_checkpoint",
     "load_model",
+    "check_data_fits",
     "default_model",
 ]
 
@@ -550,10 +551,6 @@ def load_model(
                                 model_dir=Path(model_dir).expanduser() if model_dir is not None else None,
                                 weights=weights, num_classes=num_classes, in_channels=in_channels)
         loaded = _with_normalization(load_from_source(spec, options, map_location), mean, std)
-        classes = loaded.meta.get("num_classes")
-        if isinstance(classes, int) and min_classes is not None and classes < min_classes:
-            raise InputError(f"the data has labels up to {min_classes - 1} but {loaded.source} has {classes} classes "
-                             f"(labels 0..{classes - 1}): use data labelled for this model")
     else:
         if weights is not None and not _is_torchvision(spec):
             raise InputError(f"--weights (weights=) names torchvision weights; {spec.strip()!r} is not a "
@@ -563,15 +560,36 @@ def load_model(
                        map_location=map_location, min_classes=min_classes)
     if named is not None:
         loaded.source = spec.strip()
+    check_data_fits(loaded, min_classes=min_classes, in_channels=in_channels, input_shape=input_shape)
+    for message in loaded.warnings:
+        warnings.warn(message, RobustnessWarning, stacklevel=2)
+    return loaded
+
+
+def check_data_fits(loaded: LoadedModel, *, min_classes: int | None = None, in_channels: int | None = None,
+                    input_shape: Sequence[int] | None = None) -> None:
+    """Refuse data that does not fit ``loaded``: another ``(C, H, W)`` than the model's recorded input shape
+    (the evaluation never resizes), other channels, or labels beyond its class count (when known, e.g. a
+    source model's ``meta["num_classes"]``). :func:`load_model` calls it; the CLI calls it again when it
+    loads the model before the data (``imagenet``, whose images take the model's input transform).
+
+    Example::
+
+        check_data_fits(loaded, min_classes=10, input_shape=(3, 224, 224))
+    """
     data_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if data_shape is not None and loaded.input_shape is not None and data_shape != tuple(loaded.input_shape):
         raise InputError(
             f"{loaded.source} was trained on inputs of shape {_shape_text(loaded.input_shape)} (C x H x W) but the "
             f"data has shape {_shape_text(data_shape)}: the evaluation never resizes; give data of the model's "
             "shape (resize the images first), or a model trained on this data")
-    for message in loaded.warnings:
-        warnings.warn(message, RobustnessWarning, stacklevel=2)
-    return loaded
+    if in_channels is not None and loaded.input_shape is not None and int(loaded.input_shape[0]) != in_channels:
+        raise InputError(f"{loaded.source} takes {loaded.input_shape[0]}-channel inputs but the data has "
+                         f"{in_channels} channels{_channel_hint(int(loaded.input_shape[0]), in_channels)}")
+    classes = loaded.meta.get("num_classes")
+    if isinstance(classes, int) and min_classes is not None and classes < min_classes:
+        raise InputError(f"the data has labels up to {min_classes - 1} but {loaded.source} has {classes} classes "
+                         f"(labels 0..{classes - 1}): use data labelled for this model")
 
 
 def _is_torchvision(spec: str) -> bool:
