@@ -11,7 +11,10 @@ error, never the command's exit. Budgets typed as fractions (``8/255``) print as
 ``--eps curve`` (alone or among budgets: ``curve,0,0.5,1``) measures the robustness curve with the
 minimization attacks (default attacks then: :data:`CURVE_ATTACKS`) and prints the median distance
 and, at each listed budget, how far the minimization attacks' curve lies above the fixed-budget
-attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``).
+attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``)
+and the model sources (``robustbench:NAME`` with ``--threat-model``/``--model-dir``, ``timm:NAME``,
+``torchvision:NAME`` with ``--weights``: see :mod:`robustness.sources`); with ``--data imagenet`` the
+model is loaded first and the images take the resize/center-crop its weights declare.
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
