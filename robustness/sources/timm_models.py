@@ -138,7 +138,10 @@ def _download(name: str, cfg: Any, kind: str, where: str) -> Path:
     try:
         if kind == "hf-hub":
             from huggingface_hub import hf_hub_download
-            from huggingface_hub.errors import EntryNotFoundError
+            try:
+                from huggingface_hub.errors import EntryNotFoundError
+            except ImportError:  # huggingface_hub before 0.23
+                from huggingface_hub.utils import EntryNotFoundError
 
             repo, revision = _hub_repo(cfg)
             files = _hub_files(cfg)
@@ -212,6 +215,9 @@ def load_timm(name: str, options: SourceOptions, map_location: MapLocation = "cp
         raise InputError(f"timm:{name}'s pretrained weights have {cfg.num_classes} classes but num_classes="
                          f"{options.num_classes} was requested: drop it, or fine-tune and load your own weights "
                          f"with --arch timm:{cfg.architecture}")
+    if cfg.custom_load:
+        raise InputError(f"timm:{name}'s weights are loaded by the model's own code (custom_load), which this loader "
+                         "does not run: convert them to a state dict and pass --arch timm:NAME --model FILE.pt")
     kind, path, where = _weights_location(cfg)
     if path is None:
         if kind == "file":
