@@ -43,7 +43,7 @@ def test_cached_weights_load_with_the_declared_normalization_geometry_and_file_h
     x = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        assert torch.allclose(loaded.model(x), net((x - mean) / std), atol=1e-5)  # the file's weights, one normalization
+        assert torch.allclose(loaded.model(x), net((x - mean) / std), atol=1e-5)  # the file, normalized once
     assert loaded.input_transform == InputTransform.from_crop_pct(160, cfg.crop_pct, cfg.interpolation)
     assert loaded.input_transform.to_dict() == {"size": [160, 160], "resize": 182, "interpolation": "bicubic"}
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
