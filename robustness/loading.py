@@ -15,8 +15,9 @@ and the SHA-256 of its weights (:func:`robustness.integrity.weights_sha256`), wh
 verifies.
 
 :func:`load_model` also reads plain ``state_dict`` files (with ``arch=``, including
-``torchvision:NAME``), TorchScript archives, ``torchvision:NAME`` (initial random weights)
-and ``package.module:factory``.
+``torchvision:NAME`` and ``timm:NAME``), TorchScript archives, the model sources of
+:mod:`robustness.sources` (``robustbench:NAME``, ``timm:NAME``, ``torchvision:NAME`` with pretrained
+weights, ``DEFAULT`` unless ``weights=`` says otherwise) and ``package.module:factory``.
 
 What is verified and recorded (:class:`LoadedModel`, the report's model block):
 
@@ -26,14 +27,16 @@ What is verified and recorded (:class:`LoadedModel`, the report's model block):
   ``weights_only=True``: pickled Python objects are refused, never unpickled;
 * our checkpoints: the recorded SHA-256 of the weights, and the recorded input shape against the
   data's (``input_shape=``);
-* initial random weights: ``torchvision:NAME`` (built with ``weights=None``), a factory whose
+* initial random weights: ``torchvision:NAME`` with ``weights="none"`` (built with ``weights=None``), a factory whose
   weights change with the random seed (it is called a second time, under a forked random state,
   to find out), and any network whose BatchNorm layers hold their initial statistics
   (:func:`robustness.model_info.untouched_batchnorm`) warn and are recorded as such. A network
   without BatchNorm that was never trained cannot be recognized by its weights;
-* normalization: a plain state dict (or ``--arch torchvision:NAME``) loaded without
+* normalization: a plain state dict (or ``--arch torchvision:NAME`` / ``timm:NAME``) loaded without
   ``mean``/``std`` warns, since networks of known architectures are usually trained on
-  normalized inputs; our checkpoints apply what they record.
+  normalized inputs (naming the statistics the architecture's pretrained weights declare); our
+  checkpoints apply what they record; source models apply what their weights declare, and
+  ``mean``/``std`` that differ from it replace it with a warning.
 
 Example::
 
@@ -79,6 +82,7 @@ __all__ = [
     "LoadedModel",
     "save_checkpoint",
     "load_model",
+    "check_data_fits",
     "default_model",
 ]
 
@@ -437,11 +441,30 @@ def _finish(
 
 
 def _usual_normalization(arch: str) -> str:
-    """The normalization networks of ``arch`` are usually trained with, as CLI flags (for a warning)."""
-    name = "imagenet" if arch.startswith("torchvision:") else "mnist" if arch == "small-cnn" else "cifar10"
+    """The normalization networks of ``arch`` are usually trained with, as CLI flags (for a warning): for a
+    timm or torchvision architecture, the statistics its pretrained weights declare."""
+    declared = _declared_normalization(arch)
+    if declared is not None:
+        return (f"its pretrained weights declare --mean {','.join(f'{v:g}' for v in declared[0])} "
+                f"--std {','.join(f'{v:g}' for v in declared[1])}")
+    name = "imagenet" if arch.startswith(("torchvision:", "timm:")) else "mnist" if arch == "small-cnn" else "cifar10"
     mean, std = standard_normalization(name) or ((), ())
     flags = f"--mean {','.join(f'{v:g}' for v in mean)} --std {','.join(f'{v:g}' for v in std)}"
     return f"e.g. {'ImageNet' if name == 'imagenet' else name.upper()}: {flags}"
+
+
+def _declared_normalization(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The ``(mean, std)`` the pretrained weights of a ``timm:``/``torchvision:`` architecture declare."""
+    prefix, _, name = arch.partition(":")
+    if prefix == "timm":
+        from robustness.sources.timm_models import declared_normalization as timm_declared
+
+        return timm_declared(name)
+    if prefix == "torchvision":
+        from robustness.sources.torchvision_models import declared_normalization as torchvision_declared
+
+        return torchvision_declared(name)
+    return None
 
 
 def load_model(
@@ -455,6 +478,11 @@ def load_model(
     map_location: MapLocation = "cpu",
     min_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
+    dataset: str | None = None,
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    weights: str | None = None,
+    norm: str | None = None,
 ) -> LoadedModel:
     """Load a model for evaluation on pixel-space inputs, from any of:
 
@@ -465,15 +493,21 @@ def load_model(
       recorded SHA-256 of its weights;
     * a plain ``state_dict`` file (also nested under ``"state_dict"``/``"model"``, with a
       ``module.`` prefix, or of a :class:`NormalizedModel`): needs ``arch`` (one of
-      :data:`robustness.architectures.ARCHITECTURES`, or ``torchvision:NAME`` for a torchvision
-      architecture); ``num_classes``/``in_channels`` default to what the weights' shapes say.
+      :data:`robustness.architectures.ARCHITECTURES`, or ``torchvision:NAME`` / ``timm:NAME`` for a
+      torchvision or timm architecture); ``num_classes``/``in_channels`` default to what the weights'
+      shapes say.
       Without ``mean``/``std`` (and no NormalizedModel's in the file) it warns: networks of
       these architectures are usually trained on normalized inputs;
     * a TorchScript archive (``torch.jit.save``), detected from its zip contents;
-    * ``torchvision:NAME`` (e.g. ``torchvision:resnet18``), built with ``weights=None`` and
-      ``num_classes`` if given: its initial random weights, with a warning (to evaluate your
-      own trained weights of a torchvision architecture, give the state dict file with
-      ``arch="torchvision:NAME"``);
+    * a model source (:mod:`robustness.sources`): ``robustbench:NAME`` (with ``dataset``,
+      ``threat_model`` (default from ``norm``) and ``model_dir``), ``timm:NAME`` (its pretrained
+      weights) or ``torchvision:NAME`` (the weights ``weights`` names, ``DEFAULT`` when not given;
+      ``weights="none"``: the untrained network, built with ``num_classes`` if given, with a
+      warning). Each comes with the normalization its weights declare inside the model; ``mean``/
+      ``std`` replace it (never both are applied), with a warning when they differ from it. The
+      data checks (classes, channels, input shape) apply to them too. To evaluate your own trained
+      weights of a timm or torchvision architecture, give the state dict file with
+      ``arch="timm:NAME"`` / ``arch="torchvision:NAME"``;
     * ``package.module:factory``: imported and called (with ``num_classes``/``in_channels``
       when given and accepted). It is called a second time, under a forked random state, to
       find out whether it builds the network untrained (its weights then change with the seed).
@@ -507,19 +541,97 @@ def load_model(
         raise InputError(f"model must be a model name, a file path, torchvision:NAME or package.module:factory, "
                          f"got {spec!r}")
     named = None if Path(spec.strip()).expanduser().exists() else resolve(spec)
-    loaded = _load(str(named) if named is not None else spec.strip(), arch=arch, num_classes=num_classes,
-                   in_channels=in_channels, mean=mean, std=std,
-                   map_location=map_location, min_classes=min_classes)
+    if named is None and _from_source(spec, weights):
+        from robustness.sources import SourceOptions, load_from_source
+
+        if arch is not None:
+            raise InputError(f"--arch (arch=) describes a plain state dict file; {spec.strip()} comes with its own "
+                             "architecture: drop it")
+        options = SourceOptions(dataset=dataset, threat_model=threat_model, norm=norm,
+                                model_dir=Path(model_dir).expanduser() if model_dir is not None else None,
+                                weights=weights, num_classes=num_classes, in_channels=in_channels)
+        loaded = _with_normalization(load_from_source(spec, options, map_location), mean, std)
+    else:
+        if weights is not None and not _is_torchvision(spec):
+            raise InputError(f"--weights (weights=) names torchvision weights; {spec.strip()!r} is not a "
+                             "torchvision:NAME model: drop it")
+        loaded = _load(str(named) if named is not None else spec.strip(), arch=arch, num_classes=num_classes,
+                       in_channels=in_channels, mean=mean, std=std,
+                       map_location=map_location, min_classes=min_classes)
     if named is not None:
         loaded.source = spec.strip()
+    check_data_fits(loaded, min_classes=min_classes, in_channels=in_channels, input_shape=input_shape)
+    for message in loaded.warnings:
+        warnings.warn(message, RobustnessWarning, stacklevel=2)
+    return loaded
+
+
+def check_data_fits(loaded: LoadedModel, *, min_classes: int | None = None, in_channels: int | None = None,
+                    input_shape: Sequence[int] | None = None) -> None:
+    """Refuse data that does not fit ``loaded``: another ``(C, H, W)`` than the model's recorded input shape
+    (the evaluation never resizes), other channels, or labels beyond its class count (when known, e.g. a
+    source model's ``meta["num_classes"]``). :func:`load_model` calls it; the CLI calls it again when it
+    loads the model before the data (``imagenet``, whose images take the model's input transform).
+
+    Example::
+
+        check_data_fits(loaded, min_classes=10, input_shape=(3, 224, 224))
+    """
     data_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if data_shape is not None and loaded.input_shape is not None and data_shape != tuple(loaded.input_shape):
         raise InputError(
             f"{loaded.source} was trained on inputs of shape {_shape_text(loaded.input_shape)} (C x H x W) but the "
             f"data has shape {_shape_text(data_shape)}: the evaluation never resizes; give data of the model's "
             "shape (resize the images first), or a model trained on this data")
-    for message in loaded.warnings:
-        warnings.warn(message, RobustnessWarning, stacklevel=2)
+    if in_channels is not None and loaded.input_shape is not None and int(loaded.input_shape[0]) != in_channels:
+        raise InputError(f"{loaded.source} takes {loaded.input_shape[0]}-channel inputs but the data has "
+                         f"{in_channels} channels{_channel_hint(int(loaded.input_shape[0]), in_channels)}")
+    classes = loaded.meta.get("num_classes")
+    if isinstance(classes, int) and min_classes is not None and classes < min_classes:
+        raise InputError(f"the data has labels up to {min_classes - 1} but {loaded.source} has {classes} classes "
+                         f"(labels 0..{classes - 1}): use data labelled for this model")
+
+
+def _is_torchvision(spec: str) -> bool:
+    return spec.strip().lower().startswith("torchvision:")
+
+
+def _from_source(spec: str, weights: str | None) -> bool:
+    """Whether ``spec`` loads through :mod:`robustness.sources` (``torchvision:NAME`` with ``weights="none"``
+    is the untrained network, built here as before)."""
+    from robustness.sources import source_prefix
+
+    if source_prefix(spec) is None or Path(spec.strip()).expanduser().exists():
+        return False
+    return not (_is_torchvision(spec) and weights is not None and weights.strip().lower() == "none")
+
+
+def _with_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Sequence[float] | None
+                        ) -> LoadedModel:
+    """Apply the user's ``mean``/``std`` to a source model *instead of* the normalization its weights declare
+    (never both), warning when they differ from the declared one."""
+    mean_l, std_l = _stats(mean, "mean"), _stats(std, "std")
+    if (mean_l is None) != (std_l is None):
+        raise InputError("pass both mean and std (CLI: --mean and --std), or neither")
+    if mean_l is None or std_l is None:
+        return loaded
+    wrapped = loaded.model
+    if not isinstance(wrapped, NormalizedModel) or loaded.mean is None or loaded.std is None:
+        raise InputError(f"{loaded.source} normalizes its inputs inside its own network (it takes inputs in [0, 1]): "
+                         "--mean/--std (mean=/std=) would normalize them a second time: drop them")
+    declared_mean, declared_std = list(loaded.mean), list(loaded.std)
+    same = (len(mean_l) == len(declared_mean) and len(std_l) == len(declared_std)
+            and all(abs(a - b) <= 1e-6 for a, b in zip(mean_l + std_l, declared_mean + declared_std)))
+    if same:
+        return loaded
+    loaded.warnings.append(
+        f"{loaded.source} is evaluated with another normalization than its weights declare: mean={mean_l}, "
+        f"std={std_l} (--mean/--std, mean=/std=) instead of mean={declared_mean}, std={declared_std}; only the "
+        "given one is applied, and if the weights were trained with theirs, these numbers are those of wrongly "
+        "normalized inputs")
+    net = wrapped.model
+    loaded.model = NormalizedModel(net, mean_l, std_l).to(wrapped.mean.device).eval()
+    loaded.mean, loaded.std = tuple(mean_l), tuple(std_l)
     return loaded
 
 
@@ -577,17 +689,23 @@ def _load(spec: str, *, arch: str | None, num_classes: int | None, in_channels: 
     if arch is None:
         raise InputError(
             f"{path} is a plain state_dict, which does not say which network it belongs to: pass the architecture "
-            f"(--arch / arch=), one of {', '.join(ARCHITECTURES)} or torchvision:NAME; or re-save it with "
+            f"(--arch / arch=), one of {', '.join(ARCHITECTURES)}, torchvision:NAME or timm:NAME; or re-save it with "
             "save_checkpoint"
         )
     key = arch.strip().lower()
-    if not key.startswith("torchvision:") and key not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)} or torchvision:NAME")
+    if not key.startswith(("torchvision:", "timm:")) and key not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}, torchvision:NAME "
+                         "or timm:NAME")
     kwargs = _shape_kwargs(path, {}, state, num_classes=num_classes, in_channels=in_channels,
                            min_classes=min_classes, what="state_dict")
     if key.startswith("torchvision:"):
         key = f"torchvision:{arch.strip().split(':', 1)[1].strip()}"  # torchvision's names are case-sensitive
         net = _torchvision_model(key.split(":", 1)[1], kwargs.get("num_classes"), kwargs.get("in_channels"))
+    elif key.startswith("timm:"):
+        from robustness.sources.timm_models import timm_architecture
+
+        key = f"timm:{arch.strip().split(':', 1)[1].strip()}"
+        net = timm_architecture(key.split(":", 1)[1], kwargs.get("num_classes"), kwargs.get("in_channels"))
     else:
         net = build_architecture(key, **{**kwargs, **_infer_widths(key, state)})
     _load_state(net, state, key, f"state_dict {path}")

@@ -6,9 +6,10 @@ reads. Today there is one, the models shipped with the package (no prefix):
 * ``digits-cnn``: a SmallCNN trained on the scikit-learn digits (8x8 grey images in [0, 1], 10 classes);
 * ``digits-cnn-at``: the same network adversarially trained (``scripts/train_digits_cnn_at.sh``).
 
-Sources with a prefix (``robustbench:NAME``, ``timm:NAME``) slot into :data:`SOURCES` as further rows;
-``torchvision:NAME`` is read by the loader itself (an architecture with its initial weights). A
-file path that exists wins over a name, as it does over ``package.module:factory``.
+The model sources with a prefix (``robustbench:NAME``, ``timm:NAME``, ``torchvision:NAME``: whole zoos,
+not listed here) are read by :mod:`robustness.sources` through the loader; :data:`SOURCE_FORMS` names
+them in listings and errors. A file path that exists wins over a name, as it does over
+``package.module:factory``.
 
 Example::
 
@@ -28,7 +29,7 @@ from torch import nn
 
 from robustness.errors import InputError
 
-__all__ = ["SHIPPED", "SOURCES", "NamedModel", "Source", "load_model", "model_names", "resolve"]
+__all__ = ["SHIPPED", "SOURCES", "SOURCE_FORMS", "NamedModel", "Source", "load_model", "model_names", "resolve"]
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -65,8 +66,11 @@ def _shipped(name: str) -> Path | None:
     return None if entry is None else entry.path
 
 
-#: every named source, looked up in order; a later issue adds ``robustbench:`` and ``timm:`` rows
+#: every named source, looked up in order
 SOURCES: tuple[Source, ...] = (Source("", lambda: list(SHIPPED), _shipped),)
+
+#: the model sources' forms (:mod:`robustness.sources`), for listings and not-found errors
+SOURCE_FORMS = ("robustbench:NAME", "timm:NAME", "torchvision:NAME")
 
 
 def model_names() -> list[str]:
@@ -98,24 +102,31 @@ def unknown_name_hint(spec: str) -> str:
     names = model_names()
     close = difflib.get_close_matches(spec.strip().lower(), names, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; model names: {', '.join(names)}"
+    return f"{hint}; model names: {', '.join(names)}; model sources: {', '.join(SOURCE_FORMS)}"
 
 
-def load_model(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(name: str, *, device: str | torch.device = "cpu", dataset: str | None = None,
+               threat_model: str | None = None, model_dir: str | Path | None = None, weights: str | None = None,
+               norm: str | None = None) -> nn.Module:
     """The model called ``name``, ready to evaluate: an ``nn.Module`` in eval mode on ``device`` that takes
-    pixel-space inputs (in ``[0, 1]`` for the shipped models) and returns logits, its normalization inside.
+    pixel-space inputs (in ``[0, 1]``) and returns logits, its normalization inside.
 
-    ``name`` is a model name (:func:`model_names`: ``"digits-cnn"``, ``"digits-cnn-at"``), or anything
-    :func:`robustness.loading.load_model` reads (a checkpoint, ``torchvision:NAME``,
-    ``package.module:factory``). That function returns the model with what is known about it (its
-    dataset, input shape, normalization, weights' SHA-256), which the CLI's ``--model`` uses;
-    this one returns the network alone. Unknown names are an :class:`InputError` listing the names.
+    ``name`` is a model name (:func:`model_names`: ``"digits-cnn"``, ``"digits-cnn-at"``), a model source
+    (``robustbench:NAME`` with ``dataset``/``threat_model``/``model_dir``, ``timm:NAME``,
+    ``torchvision:NAME`` with ``weights``: ``DEFAULT`` when not given, ``"none"`` untrained), or anything
+    else :func:`robustness.loading.load_model` reads (a checkpoint, ``package.module:factory``); the
+    keywords pass through to it. That function returns the model with what is known about it (its
+    source, dataset, input shape and geometry, normalization, weights' SHA-256, published claims),
+    which the CLI's ``--model`` uses; this one returns the network alone. Unknown names are an
+    :class:`InputError` listing the names.
 
     Example::
 
         model = robustness.load_model("digits-cnn-at")
         model(torch.rand(4, 1, 8, 8)).shape     # torch.Size([4, 10])
+        model = robustness.load_model("robustbench:Carmon2019Unlabeled", dataset="cifar10", threat_model="Linf")
     """
     from robustness.loading import load_model as load
 
-    return load(name, map_location=device).model
+    return load(name, map_location=device, dataset=dataset, threat_model=threat_model, model_dir=model_dir,
+                weights=weights, norm=norm).model

@@ -78,7 +78,8 @@ def test_the_wheel_installs_only_the_robustness_import_name(tmp_path: Path) -> N
     roots = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert roots == {"robustness"}
     for module in ("robustness/attacks/pgd.py", "robustness/defenses/trainer.py", "robustness/checks/__init__.py",
-                   "robustness/cli/__init__.py", "robustness/weights/digits_cnn.pt", "robustness/attacks/py.typed"):
+                   "robustness/cli/__init__.py", "robustness/weights/digits_cnn.pt", "robustness/attacks/py.typed",
+                   "robustness/sources/__init__.py", "robustness/sources/timm_models.py"):
         assert module in names, module
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     assert "robustness.attacks.pgd:PGD" in entry_points and "robustness = robustness.cli:main" in entry_points

@@ -11,7 +11,10 @@ error, never the command's exit. Budgets typed as fractions (``8/255``) print as
 ``--eps curve`` (alone or among budgets: ``curve,0,0.5,1``) measures the robustness curve with the
 minimization attacks (default attacks then: :data:`CURVE_ATTACKS`) and prints the median distance
 and, at each listed budget, how far the minimization attacks' curve lies above the fixed-budget
-attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``).
+attacks' worst case. ``--model`` also takes the shipped models' names (``digits-cnn``, ``digits-cnn-at``)
+and the model sources (``robustbench:NAME`` with ``--threat-model``/``--model-dir``, ``timm:NAME``,
+``torchvision:NAME`` with ``--weights``: see :mod:`robustness.sources`); with ``--data imagenet`` the
+model is loaded first and the images take the resize/center-crop its weights declare.
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
@@ -68,6 +71,7 @@ from robustness.named_models import SHIPPED, model_names
 from robustness.norms import NORMS, box_diameter
 from robustness.attacks.presets import PRESETS
 from robustness.registry import ATTACKS
+from robustness.sources import source_prefix
 from robustness.report import Report, eps_labels, format_eps
 
 __all__ = ["main", "parse_epsilons", "build_parser", "split_attack_list"]
@@ -177,6 +181,24 @@ def split_attack_list(text: str) -> list[str]:
     return out
 
 
+#: --threat-model's values (RobustBench's spelling), by lower-cased name
+_THREAT_MODELS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
+#: the --data names whose images take the model's input transform (resize/center-crop)
+_IMAGENET_DATA = ("imagenet", "imagenet-c")
+
+
+def _threat_model(text: str) -> str:
+    """``--threat-model``, case-insensitive, in RobustBench's spelling (an unknown value is left for argparse)."""
+    return _THREAT_MODELS.get(text.strip().lower(), text)
+
+
+def _source_dataset(data: str) -> str | None:
+    """The RobustBench dataset ``--data`` names: cifar10, cifar100, imagenet (or their -c variants); else None."""
+    key = data.strip().lower()
+    key = key[:-2] if key.endswith("-c") else key
+    return key if key in ("cifar10", "cifar100", "imagenet") else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustness", description=(
         "Adversarial robustness testing harness for PyTorch. Without a command it runs `robustness evaluate` "
@@ -188,12 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="robust accuracy per budget (the default command)")
     ev.add_argument("--model", default=None,
                     help=f"a model name ({', '.join(model_names())}: the shipped digits CNNs), checkpoint, "
-                         "TorchScript file, torchvision:NAME (its initial random weights: untrained) or "
-                         "package.module:factory (default: both shipped digits CNNs, standard and adversarially "
-                         "trained, side by side)")
+                         "TorchScript file, robustbench:NAME (with --threat-model, --model-dir), timm:NAME (its "
+                         "pretrained weights, e.g. timm:resnet50.a1_in1k), torchvision:NAME (its DEFAULT pretrained "
+                         "weights, or --weights) or package.module:factory (default: both shipped digits CNNs, "
+                         "standard and adversarially trained, side by side)")
     ev.add_argument("--arch", default=None,
-                    help="architecture of a plain state-dict checkpoint: small-cnn, preact-resnet18, wrn-28-10 or "
-                         "torchvision:NAME")
+                    help="architecture of a plain state-dict checkpoint: small-cnn, preact-resnet18, wrn-28-10, "
+                         "torchvision:NAME or timm:NAME")
+    ev.add_argument("--weights", default=None,
+                    help="torchvision:NAME's weights: DEFAULT (the default), IMAGENET1K_V1, ... (or in full, "
+                         "ResNet50_Weights.IMAGENET1K_V2); none: the untrained network")
+    ev.add_argument("--threat-model", default=None, choices=list(_THREAT_MODELS.values()), type=_threat_model,
+                    help="robustbench:NAME's threat model (default from --norm: linf -> Linf, l2 -> L2)")
+    ev.add_argument("--model-dir", default=None,
+                    help="where RobustBench keeps its model files (default: RobustBench's own, ./models)")
     ev.add_argument("--mean", default=None,
                     help="per-channel normalization mean the model expects, e.g. 0.4914,0.4822,0.4465 "
                          "(our checkpoints record it; needed for plain state dicts and torchvision models)")
@@ -202,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="digits (default), mnist, fashion-mnist, cifar10, cifar100, svhn, imagefolder:PATH, "
                          "or a .npz/.pt file with x and y")
     ev.add_argument("--data-dir", default=None, help="where torchvision datasets live")
+    ev.add_argument("--subset", default=None, choices=["robustbench"],
+                    help="imagenet: RobustBench's fixed 5,000-image subset of the validation set")
     ev.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--attacks", default=None,
@@ -362,6 +394,17 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     if args.model is None and any(v is not None for v in (args.arch, args.mean, args.std)):
         raise InputError("--arch, --mean and --std describe a --model: the shipped models record theirs; drop them "
                          "or pass --model")
+    prefix = source_prefix(args.model) if args.model is not None else None
+    if args.weights is not None and (prefix != "torchvision" or args.arch is not None):
+        raise InputError(f"--weights {args.weights!r} names the weights of a --model torchvision:NAME (DEFAULT, "
+                         "IMAGENET1K_V1, ..., none); drop it for other models")
+    for flag, value in (("--threat-model", args.threat_model), ("--model-dir", args.model_dir)):
+        if value is not None and prefix != "robustbench":
+            raise InputError(f"{flag} {value!r} describes a --model robustbench:NAME; drop it for other models")
+    if args.model_dir is not None and not args.model_dir.strip():
+        raise InputError("--model-dir is empty: give RobustBench's model directory, or drop it")
+    if args.subset is not None and args.data.strip().lower() not in _IMAGENET_DATA:
+        raise InputError(f"--subset {args.subset} selects images of --data imagenet; drop it for --data {args.data}")
     _floats(args.mean, "--mean")
     _floats(args.std, "--std")
     parse_device(args.device)
@@ -390,24 +433,45 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_evaluate(args)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
+        imagenet = args.data.strip().lower() in _IMAGENET_DATA
+        first = None
+        if imagenet and args.model is not None:  # the images are resized/cropped as the model's weights declare
+            first = _load_model(args)
+        extra: dict[str, Any] = {}
+        if imagenet:  # keywords of the imagenet data source only
+            extra = {"input_transform": first.input_transform if first is not None else None, "subset": args.subset}
         with naming("--data", args.data):
             data = datasets.load_dataset(args.data, split=args.split, data_dir=args.data_dir,
-                                         download=args.download, n=args.n, seed=args.seed)
+                                         download=args.download, n=args.n, seed=args.seed, **extra)
         models: list[tuple[str | None, loading.LoadedModel]]
         threads = torch.get_num_threads()
         if args.model is None:
             models = _shipped_models()
             # the shipped 8x8 CNNs are tiny: one thread beats several (by 20x on a busy 2-core machine)
             torch.set_num_threads(1)
-        else:
+        elif first is not None:
             with naming("--model", args.model):
-                models = [(None, loading.load_model(args.model, arch=args.arch, min_classes=data.num_classes,
-                                                    in_channels=data.input_shape[0], input_shape=data.input_shape,
-                                                    mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std")))]
+                loading.check_data_fits(first, min_classes=data.num_classes, in_channels=data.input_shape[0],
+                                        input_shape=data.input_shape)
+            models = [(None, first)]
+        else:
+            models = [(None, _load_model(args, data))]
         try:
             return _run_sweeps(args, data, models, device, rank=None if group is None else group.rank)
         finally:
             torch.set_num_threads(threads)
+
+
+def _load_model(args: argparse.Namespace, data: datasets.LoadedData | None = None) -> loading.LoadedModel:
+    """``--model`` with the flags that describe it, checked against ``data`` (``None``: checked later)."""
+    with naming("--model", args.model):
+        return loading.load_model(
+            args.model, arch=args.arch, mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
+            min_classes=data.num_classes if data is not None else None,
+            in_channels=data.input_shape[0] if data is not None else None,
+            input_shape=data.input_shape if data is not None else None,
+            dataset=_source_dataset(args.data), threat_model=args.threat_model, norm=args.norm,
+            model_dir=args.model_dir, weights=args.weights)
 
 
 def _eval_config(args: argparse.Namespace, sweep: _Sweep, bounds: tuple[float, float], device: torch.device, *,

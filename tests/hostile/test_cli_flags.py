@@ -27,6 +27,8 @@ from robustness.loading import DEFAULT_MODEL_PATH
 TEXT: dict[str, list[str]] = {
     "--model": ["/no/such/model.pt", "no_such_module_q7:make", "torchvision:no_such_net"],
     "--arch": ["no-such-arch"],
+    "--weights": ["no-such-weights", "IMAGENET1K_V1"],  # only for torchvision:NAME (the base model is a file)
+    "--model-dir": ["/no/such/dir"],  # only for robustbench:NAME
     "--mean": ["nan", "abc", "0.5,,0.5"],
     "--std": ["inf", "0"],
     "--data": ["/no/such/data.npz", "no-such-dataset", "imagefolder:/no/such/dir"],

@@ -173,14 +173,18 @@ def test_torchscript(tmp_path: Path) -> None:
         assert torch.allclose(loaded.model(x), net((x - 0.5) / 0.5), atol=1e-5)
 
 
-def test_torchvision_spec_is_untrained_and_says_so() -> None:
+def test_torchvision_spec_with_weights_none_is_untrained_and_says_so() -> None:
+    # torchvision:NAME loads its DEFAULT pretrained weights (tests/robustness/test_source_torchvision.py);
+    # weights="none" builds the untrained network
     with pytest.warns(RobustnessWarning, match="initial random weights"):
-        loaded = load_model("torchvision:resnet18", num_classes=7)
+        loaded = load_model("torchvision:resnet18", num_classes=7, weights="none")
     assert loaded.arch == "torchvision:resnet18" and loaded.model.fc.out_features == 7
     assert loaded.initial_weights is True and "weights=None" in loaded.weights  # type: ignore[operator]
     assert loaded.info.initial_weights is True and loaded.warnings
     with pytest.warns(RobustnessWarning, match=r"initial random weights \(torchvision builds alexnet with weights="):
-        assert load_model("torchvision:alexnet", num_classes=3).initial_weights is True  # no BatchNorm to tell
+        assert load_model("torchvision:alexnet", num_classes=3, weights="None").initial_weights is True
+    with pytest.raises(InputError, match="unknown torchvision model"):
+        load_model("torchvision:resnet_does_not_exist", weights="none")
     with pytest.raises(InputError, match="unknown torchvision model"):
         load_model("torchvision:resnet_does_not_exist")
 
@@ -200,7 +204,7 @@ def test_a_torchvision_architecture_state_dict_loads_with_arch(tmp_path: Path) -
     net = _trained_like(models.shufflenet_v2_x0_5(num_classes=10))
     path = tmp_path / "tv.pt"
     torch.save(net.state_dict(), path)
-    with pytest.warns(RobustnessWarning, match=r"without normalization.*ImageNet: --mean 0.485,0.456,0.406"):
+    with pytest.warns(RobustnessWarning, match=r"without normalization.*weights declare --mean 0.485,0.456,0.406"):
         loaded = load_model(str(path), arch="torchvision:shufflenet_v2_x0_5")
     assert loaded.arch == "torchvision:shufflenet_v2_x0_5" and loaded.initial_weights is False
     assert loaded.weights_sha256 == weights_sha256(net)

@@ -244,7 +244,7 @@ def test_an_untrained_torchvision_model_is_flagged_and_its_trained_state_dict_lo
 
     torch.save({"x": torch.rand(6, 3, 32, 32), "y": torch.arange(6)}, tmp_path / "rgb.pt")
     spec = "torchvision:shufflenet_v2_x0_5"
-    assert _evaluate(tmp_path / "rgb.pt", tmp_path / "untrained", model=spec) == 0
+    assert _evaluate(tmp_path / "rgb.pt", tmp_path / "untrained", "--weights", "none", model=spec) == 0
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.out and "warning: the model has its initial random weights" in captured.err
     block = _report_model(tmp_path / "untrained")
