@@ -360,7 +360,8 @@ def _load_imagenet_c(root: Path, chosen: tuple[str, ...], levels: tuple[int, ...
             folder = root / c / str(s)
             samples = (_robustbench_c_samples(folder) if subset == "robustbench"
                        else scan_class_folders(folder, index, what="ImageNet-C"))
-            relative = [(str(Path(p).relative_to(folder)), y) for p, y in samples]
+            cut = len(str(folder)) + 1  # the paths start with the folder: names relative to it, cheaply
+            relative = [(p[cut:], y) for p, y in samples]
             if reference is None:
                 reference = relative
             elif relative != reference:

@@ -461,7 +461,8 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
-            report.data = data.description or (data.name if is_file else f"{data.name}, {args.split} split")
+            described = getattr(data, "description", None)  # imagenet: subset and resize/crop
+            report.data = described or (data.name if is_file else f"{data.name}, {args.split} split")
             if label is not None:
                 out = Path(args.out) / label / sweep.norm
             else:
