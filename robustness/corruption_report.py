@@ -38,11 +38,19 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from robustness.errors import RobustnessWarning
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 from robustness.model_info import ModelInfo
+
+# torch is imported where a model is evaluated, not with this module: reports load without it
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from robustness.corruptions import CorruptionData
 
 __all__ = ["KIND", "CorruptionReport", "accuracy_per_severity_png", "evaluate_corruptions"]
 
@@ -325,13 +333,13 @@ def _accuracy(model: Any, dataset: Any, batch_size: int, device: Any, num_classe
 
 
 def evaluate_corruptions(
-    model: Any,
-    data: Any,
+    model: nn.Module,
+    data: CorruptionData,
     *,
     batch_size: int | None = None,
-    device: Any = None,
+    device: Union[str, torch.device, None] = None,
     progress: bool = False,
-    clean: Any = None,
+    clean: Union[float, Dataset, None] = None,
     clean_note: str | None = None,
     model_info: ModelInfo | None = None,
 ) -> CorruptionReport:

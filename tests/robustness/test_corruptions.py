@@ -291,3 +291,16 @@ def test_imagenet_c_folder_layout(tmp_path) -> None:
 def test_the_default_corruptions_are_the_fifteen_standard_ones() -> None:
     assert len(CORRUPTIONS) == 15 and len(set(CORRUPTIONS)) == 15
     assert {"gaussian_noise", "jpeg_compression", "elastic_transform", "glass_blur"} <= set(CORRUPTIONS)
+
+
+def test_cifar100_c_and_labels_of_the_wrong_data_set(tmp_path) -> None:
+    folder = tmp_path / "CIFAR-100-C"
+    folder.mkdir()
+    labels = np.arange(50, dtype=np.uint8) * 2  # labels up to 98: CIFAR-100's
+    np.save(folder / "labels.npy", labels)
+    np.save(folder / "fog.npy", np.zeros((50, 32, 32, 3), dtype=np.uint8))  # 5 severities x 10 images
+    data = load_corruptions("CIFAR-100-C", data_dir=tmp_path, corruptions=["fog"], severities=[4])
+    assert data.name == "cifar100-c" and data.num_classes == 100 and data.total == 10
+    assert data.labels().tolist() == labels[30:40].tolist()  # severity 4: rows 30..39
+    with pytest.raises(InputError, match=r"labels outside 0\.\.9: is it CIFAR-10-C's"):
+        load_corruptions("cifar10-c", data_dir=folder, corruptions=["fog"])
