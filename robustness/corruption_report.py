@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from robustness.corruptions import CorruptionData
 
-__all__ = ["KIND", "CorruptionReport", "accuracy_per_severity_png", "evaluate_corruptions"]
+__all__ = ["KIND", "PLOT_FILE", "CorruptionReport", "accuracy_per_severity_png", "evaluate_corruptions"]
 
 log = logging.getLogger(__name__)
 

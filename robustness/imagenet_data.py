@@ -65,8 +65,8 @@ _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 def layout_text(root: Path | str) -> str:
     """The expected folder layout, for messages."""
     return (f"{root}/val/<wnid>/<image>.JPEG, one folder per class named by its WordNet id "
-            f"(e.g. {root}/val/n01440764/ILSVRC2012_val_00000293.JPEG; {root}/imagenet/val/... or {root} being "
-            "the val folder itself work too)")
+            "(e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG); imagenet/val/ under it, or the val folder "
+            "itself, work too")
 
 
 def default_transform() -> InputTransform:
@@ -175,6 +175,11 @@ def scan_class_folders(root: Path, index: Mapping[str, int] | None, what: str = 
                 f"{what} folder {root} has {len(folders)} class folders: without robustbench installed the labels "
                 f"are the sorted order of all 1000 ImageNet classes, so every class folder must be there (a subset "
                 f"would be mislabeled). Provide all 1000 folders, or install robustbench for its class map: {_ZOO}")
+        odd = [f for f in folders if not _WNID.match(f)]
+        if odd:  # "0".."999" sort as 0, 1, 10, 100, ...: only WordNet ids sort into the standard order
+            raise InputError(f"{what} folder {root} has class folders not named by WordNet id ({', '.join(odd[:3])}"
+                             f"{' ...' if len(odd) > 3 else ''}): name each n01440764 ... n15075141, or install "
+                             f"robustbench for its class map: {_ZOO}")
         index = {name: i for i, name in enumerate(folders)}
     unknown = [f for f in folders if f not in index]
     if unknown:

@@ -137,6 +137,17 @@ def test_without_robustbench_all_1000_folders_are_required(val, monkeypatch) -> 
     assert "has 3 class folders" in str(e.value) and 'pip install -e ".[zoo]"' in str(e.value)
     with pytest.raises(InputError, match=r'pip install -e "\.\[zoo\]"'):
         load_dataset("imagenet", data_dir=val, subset="robustbench")
+    numbered = val / "numbered" / "val"
+    for i in range(1000):  # all 1000 folders, but "0".."999" would sort 0, 1, 10, 100, ...: refused
+        (numbered / str(i)).mkdir(parents=True)
+    _jpeg(numbered / "5" / "a.JPEG")
+    with pytest.raises(InputError, match="not named by WordNet id"):
+        load_dataset("imagenet", data_dir=numbered.parent)
+    wnids = val / "wnids" / "val"
+    for i in range(1000):  # 1000 WordNet-id folders: their sorted order is the standard one
+        (wnids / f"n{i:08d}").mkdir(parents=True)
+    _jpeg(wnids / "n00000007" / "a.JPEG")
+    assert load_dataset("imagenet", data_dir=wnids.parent, input_transform=SMALL).dataset[0][1] == 7
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
