@@ -14,6 +14,9 @@ Sources:
   embedded default; loads offline.
 * ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: torchvision datasets
   read from ``data_dir`` (downloaded there only when ``download=True``).
+* ``imagenet``: the ILSVRC2012 validation set from ``DATA_DIR/val/<wnid>/*.JPEG``, standard class
+  indices, resized and center-cropped (:mod:`robustness.imagenet_data`); ``subset="robustbench"``:
+  RobustBench's fixed 5,000 images.
 * ``imagefolder:PATH``: a torchvision ``ImageFolder`` (``PATH/<class>/<image>``).
 * a ``.npz`` or ``.pt`` file with arrays ``x`` and ``y``.
 
@@ -40,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from robustness.errors import InputError
+from robustness.input_transform import InputTransform
 from robustness.integrity import pickled_global, read_torch_file
 from robustness.norms import check_bounds
 from robustness.validation import check_not_boolean
@@ -59,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Named datasets :func:`load_dataset` knows, besides ``imagefolder:PATH`` and ``.npz``/``.pt`` files.
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "imagenet")
 
 #: Environment variable that overrides the default data directory.
 DATA_DIR_ENV = "ROBUSTNESS_DATA_DIR"
@@ -70,6 +74,9 @@ _ALIASES = {
     "fmnist": "fashion-mnist",
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
+    "imagenet-1k": "imagenet",
+    "imagenet1k": "imagenet",
+    "ilsvrc2012": "imagenet",
 }
 
 _SPLITS = ("train", "test")
@@ -114,8 +121,11 @@ class LoadedData:
         mean, std: per-channel normalization statistics models trained on this data usually
             expect (not applied to the data: wrap the model in ``NormalizedModel``).
         bounds: the range of pixel values, ``(0.0, 1.0)``.
-        split: the split that was loaded (``"train"``/``"test"``), or ``None`` for sources
-            without splits (``imagefolder:`` and files), where ``split=`` is ignored.
+        split: the split that was loaded (``"train"``/``"test"``; ``"val"`` for ``imagenet``), or ``None``
+            for sources without splits (``imagefolder:`` and files), where ``split=`` is ignored.
+        description: the report's data line when the name alone does not say what was read
+            (``imagenet``: ``"imagenet val (RobustBench 5,000-image subset), resize 256 / crop 224
+            bilinear"``); ``None`` otherwise.
     """
 
     name: str
@@ -126,6 +136,7 @@ class LoadedData:
     std: tuple[float, ...]
     bounds: tuple[float, float] = (0.0, 1.0)
     split: str | None = None
+    description: str | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -212,6 +223,8 @@ def load_dataset(
     download: bool = False,
     n: int | None = None,
     seed: int = 0,
+    input_transform: InputTransform | None = None,
+    subset: str | None = None,
 ) -> LoadedData:
     """Load a dataset by name or path, as pixel-space inputs in ``[0, 1]``.
 
@@ -231,12 +244,19 @@ def load_dataset(
         data_dir: root of the torchvision datasets; default :func:`default_data_dir`.
             MNIST is read from ``DATA_DIR/MNIST/raw``, Fashion-MNIST from
             ``DATA_DIR/FashionMNIST/raw``, CIFAR from ``DATA_DIR/cifar-10-batches-py`` and
-            ``DATA_DIR/cifar-100-python``, SVHN from ``DATA_DIR/{train,test}_32x32.mat``.
+            ``DATA_DIR/cifar-100-python``, SVHN from ``DATA_DIR/{train,test}_32x32.mat``, ImageNet
+            from ``DATA_DIR/val/<wnid>/*.JPEG`` (or ``DATA_DIR/imagenet/val``, or ``DATA_DIR`` being
+            that folder; never downloaded).
         download: let torchvision download a missing dataset into ``data_dir``.
         n: keep only ``n`` examples: the first ``n`` indices of a permutation drawn with
             ``numpy.random.default_rng(seed)`` (deterministic for a given ``seed``). ``None``
             keeps the whole split in its original order.
         seed: seed of the subsampling permutation (used only with ``n``).
+        input_transform: ``imagenet`` only: the resize/center-crop of the images
+            (:class:`~robustness.input_transform.InputTransform`, usually the model's
+            ``LoadedModel.input_transform``); ``None``: RobustBench's resize 256, crop 224, bilinear.
+        subset: ``imagenet`` only: ``"robustbench"`` for RobustBench's fixed 5,000 images, in its order
+            (needs the robustbench package); ``None``: every image found.
 
     Returns:
         A :class:`LoadedData`.
@@ -259,7 +279,18 @@ def load_dataset(
 
     spec = name_or_path.strip()
     key = _ALIASES.get(spec.lower(), spec.lower())
-    if key == "digits":
+    if key != "imagenet" and (input_transform is not None or subset is not None):
+        raise InputError(f"input_transform= and subset= apply to the imagenet source only, not to {spec!r} "
+                         "(the evaluation never resizes other data)")
+    if key in ("cifar10-c", "cifar100-c", "imagenet-c"):
+        raise InputError(f"{spec} holds common corruptions, read per corruption and severity: use "
+                         f"robustness.corruptions.load_corruptions({key!r}, data_dir=...) (CLI: --data {key})")
+    if key == "imagenet":
+        from robustness.imagenet_data import load_imagenet
+
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        data = load_imagenet(split=split, data_dir=root, input_transform=input_transform, subset=subset)
+    elif key == "digits":
         data = _load_digits(split)
     elif key in _SHAPES:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -271,7 +302,8 @@ def load_dataset(
     else:
         raise InputError(
             f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)}, "
-            "imagefolder:PATH, or a path to a .npz/.pt file with arrays x and y"
+            "imagefolder:PATH, or a path to a .npz/.pt file with arrays x and y (common corruptions: "
+            "robustness.corruptions.load_corruptions)"
         )
 
     if data.split is None and split != "test":

@@ -63,6 +63,7 @@ import torch
 from robustness import datasets, loading, runner
 from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
                                    naming, parse_device, parse_epsilons, parse_floats, parse_seed)
+from robustness.cli.corruptions import add_corruption_flags, maybe_evaluate
 from robustness.cli.train import _add_train_parser, _train
 from robustness.config import EvalConfig, check_curve_attacks
 from robustness.distributed import CollectiveError, torchrun_session
@@ -229,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(our checkpoints record it; needed for plain state dicts and torchvision models)")
     ev.add_argument("--std", default=None, help="per-channel normalization std, with --mean")
     ev.add_argument("--data", default="digits",
-                    help="digits (default), mnist, fashion-mnist, cifar10, cifar100, svhn, imagefolder:PATH, "
-                         "or a .npz/.pt file with x and y")
+                    help="digits (default), mnist, fashion-mnist, cifar10, cifar100, svhn, imagenet (the val set in "
+                         "--data-dir), imagefolder:PATH, or a .npz/.pt file with x and y; cifar10-c, cifar100-c, "
+                         "imagenet-c: accuracy per corruption and severity instead of attacks")
     ev.add_argument("--data-dir", default=None, help="where torchvision datasets live")
     ev.add_argument("--subset", default=None, choices=["robustbench"],
                     help="imagenet: RobustBench's fixed 5,000-image subset of the validation set")
@@ -280,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--quiet", action="store_true", help="no progress bars or logs; one line per sweep")
     talk.add_argument("--verbose", action="store_true",
                       help="also show ART's log lines and the loader's notes (hidden by default)")
+    add_corruption_flags(ev)
     add_nproc(ev, "evaluates its share of the batches; rank 0 gathers them, runs the checks and writes the report")
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins (attacks: norms, kind, settings and defaults)")
@@ -430,6 +433,8 @@ def _version() -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if (code := maybe_evaluate(args)) is not None:  # --data cifar10-c, ...: accuracy per corruption and severity
+        return code
     _check_evaluate(args)
     with torchrun_session(parse_device(args.device)) as (device, group):  # under torchrun: this rank's device
         torch.manual_seed(args.seed)
@@ -520,7 +525,8 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
-            report.data = data.name if is_file else f"{data.name}, {args.split} split"
+            described = getattr(data, "description", None)  # imagenet: subset and resize/crop
+            report.data = described or (data.name if is_file else f"{data.name}, {args.split} split")
             if label is not None:
                 out = Path(args.out) / label / sweep.norm
             else:

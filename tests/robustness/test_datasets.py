@@ -62,7 +62,7 @@ def test_subsample_n_is_seeded() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"name_or_path": "imagenet"}, "unknown dataset.*digits.*cifar10"),
+        ({"name_or_path": "imagenet-21k"}, "unknown dataset.*digits.*cifar10.*imagenet"),
         ({"name_or_path": ""}, "non-empty"),
         ({"name_or_path": "digits", "split": "val"}, "unknown split"),
         ({"name_or_path": "digits", "n": 0}, "positive integer"),
@@ -74,7 +74,7 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_known_names() -> None:
-    assert set(DATASET_NAMES) == {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"}
+    assert set(DATASET_NAMES) == {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "imagenet"}
 
 
 # ----------------------------------------------------------------------------- torchvision formats
