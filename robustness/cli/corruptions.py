@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -151,19 +150,13 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 
 def _load_model(args: argparse.Namespace, name: str, **data: Any) -> loading.LoadedModel:
-    """``--model`` loaded as ``evaluate`` loads it; the model-source keywords (``dataset``, ``threat_model``,
-    ``model_dir``, ``weights``) are passed where :func:`robustness.loading.load_model` takes them."""
-    extra: dict[str, Any] = {
-        "dataset": CORRUPTION_DATASETS[name][1],
-        "threat_model": getattr(args, "threat_model", None) or "corruptions",
-        "model_dir": getattr(args, "model_dir", None),
-        "weights": getattr(args, "weights", None),
-    }
-    accepted = inspect.signature(loading.load_model).parameters
-    kwargs = {k: v for k, v in extra.items() if k in accepted and v is not None}
+    """``--model`` loaded as ``evaluate`` loads it, with the model-source flags (a ``robustbench:`` model of
+    the corruptions threat model, by default)."""
     with naming("--model", args.model):
         return loading.load_model(args.model, arch=args.arch, mean=_floats(args.mean, "--mean"),
-                                  std=_floats(args.std, "--std"), **data, **kwargs)
+                                  std=_floats(args.std, "--std"), dataset=CORRUPTION_DATASETS[name][1],
+                                  threat_model=args.threat_model or "corruptions", model_dir=args.model_dir,
+                                  weights=args.weights, **data)
 
 
 def _evaluate_corruptions(args: argparse.Namespace, name: str) -> int:
