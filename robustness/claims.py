@@ -61,7 +61,8 @@ def wilson_interval(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    # at p = 0 (p = 1) the bound is 0 (1) exactly; the formula leaves a rounding error there
+    return (0.0 if p == 0 else max(0.0, center - half)), (1.0 if p == 1 else min(1.0, center + half))
 
 
 def budget_text(eps: float) -> str:

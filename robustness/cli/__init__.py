@@ -474,7 +474,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report.epsilon_labels = dict(sweep.labels)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
-            report.set_published(loaded.claims)  # published numbers beside ours, loud where they disagree
+            report.set_published()  # the model block's claims (loaded.claims) beside ours, loud where they disagree
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
             report.data = data.name if is_file else f"{data.name}, {args.split} split"
             if label is not None:
