@@ -3,7 +3,7 @@
 Every ``report.json`` under each ``DIR`` (searched recursively: the Quickstart writes
 ``robustness-report/<model>/<norm>/report.json``) is one column, labelled by its folder relative to the ``DIR``
 given (the ``DIR``'s name for a report directly in it; prefixed by the ``DIR``'s name when two ``DIR`` s would
-give the same label). Per norm, a markdown table: the clean accuracy and the worst-case robust accuracy at each
+give the same label; a trailing ``/<norm>`` folder is left out of that norm's table). Per norm, a markdown table: the clean accuracy and the worst-case robust accuracy at each
 budget (rows), the worst case at each report's largest budget, the median adversarial distance of reports
 with a robustness curve, and the published claims of reports that carry them. Reports of common corruptions
 (``"kind": "corruptions"``) get a table of their own: mean accuracy per severity.
@@ -202,7 +202,8 @@ def _norm_table(group: list[SavedReport]) -> tuple[str, dict[str, dict[float, fl
     budgets = _budget_rows(reports)
     given = {e: t for r in reports for e, t in r.epsilon_labels.items()}
     text = eps_labels([0.0, *budgets], {e: t for e, t in given.items() if e in budgets})
-    head = "| | " + " | ".join(f"`{s.label}`" for s in group) + " |"
+    shown = _shown_labels(group)
+    head = "| | " + " | ".join(f"`{label}`" for label in shown) + " |"
     lines = [head, "|---|" + "---:|" * len(group)]
     lines.append("| clean | " + " | ".join(_pct(r.clean_accuracy) for r in reports) + " |")
     for eps in budgets:
@@ -218,9 +219,19 @@ def _norm_table(group: list[SavedReport]) -> tuple[str, dict[str, dict[float, fl
                                                           for r in reports) + " |")
         lines.append("| published robust | " + " | ".join(_claimed_robust(r) for r in reports) + " |")
     lines.append("| examples | " + " | ".join(str(r.n_examples) for r in reports) + " |")
-    series = {s.label: {0.0: s.report.clean_accuracy, **{e: v for e in budgets if (v := _at(s.report, e)) is not None}}
-              for s in group if s.report is not None}
+    series = {label: {0.0: s.report.clean_accuracy, **{e: v for e in budgets if (v := _at(s.report, e)) is not None}}
+              for label, s in zip(shown, group) if s.report is not None}
     return "\n".join(lines), series, text
+
+
+def _shown_labels(group: list[SavedReport]) -> list[str]:
+    """The labels in one norm's table: without a trailing ``/<norm>`` folder (the Quickstart's
+    ``standard/linf``) when every label has it and they stay distinct."""
+    norm = group[0].report.norm if group and group[0].report is not None else ""
+    short = [s.label.removesuffix(f"/{norm}") for s in group]
+    if all(s.label.endswith(f"/{norm}") for s in group) and len(set(short)) == len(short):
+        return short
+    return [s.label for s in group]
 
 
 def _claimed_robust(report: Report) -> str:

@@ -45,7 +45,8 @@ def test_the_table_holds_the_reports_numbers_labelled_by_their_folders(runs) -> 
     result = compare([runs])
     assert list(result.tables) == ["linf"] and result.warnings == [] and result.notes == []
     table = result.tables["linf"]
-    assert table.splitlines()[0] == "| | `adv-trained/linf` | `standard/linf` |"
+    assert [r.label for r in result.reports] == ["adv-trained/linf", "standard/linf"]
+    assert table.splitlines()[0] == "| | `adv-trained` | `standard` |"  # the norm's folder left out in its table
     rows = _rows(table)
     reports = [_load(runs / "adv-trained" / "linf" / "report.json"), _load(runs / "standard" / "linf" / "report.json")]
     assert rows["clean"] == [f"{100 * r.clean_accuracy:.1f}%" for r in reports]
