@@ -262,6 +262,8 @@ def _differences(group: list[SavedReport], what: str) -> list[str]:
 
 
 def _short(value: Any) -> str:
+    if value is None:
+        return "not recorded"
     if isinstance(value, Mapping):
         return ", ".join(value) or "none"
     return str(value)

@@ -103,6 +103,23 @@ def test_a_corruptions_report_gets_its_own_table(runs, tmp_path) -> None:
     assert "linf" in result.tables
 
 
+def test_a_curve_and_published_claims_get_their_rows(runs, digits, tmp_path) -> None:
+    x, y = digits[2][:16], digits[3][:16]
+    report = robustness.evaluate(robustness.load_model("digits-cnn"), (x, y), attacks=["fmn"],
+                                 epsilons=["curve", 0, 0.1], progress=False, checks=False)
+    report.data = "digits, test split"
+    with pytest.warns(robustness.RobustnessWarning):  # the made-up claim lies far below our number
+        report.set_published({"source": "made up", "metric": "autoattack_acc", "clean_accuracy": 0.99,
+                              "robust_accuracy": 0.01, "norm": "linf", "eps": 0.1})
+    report.save(tmp_path / "curve")
+    result = compare([runs / "standard", tmp_path / "curve"])
+    rows = _rows(result.tables["linf"])
+    assert rows["median distance (curve)"] == ["-", f"{report.curve.median_distance:.4g}"]
+    assert rows["published clean"] == ["-", "99.0%"] and rows["published robust"] == ["-", "1.0% at 0.1"]
+    assert rows["eps 0.2"] == [rows["eps 0.2"][0], "-"]  # a budget the curve run did not list
+    assert "example counts differ" in result.warnings[0] and "attack settings differ" in result.warnings[0]
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "not json", "not a report"])
 def test_bad_directories_exit_2_with_one_line(case, tmp_path, capsys) -> None:
     d = tmp_path / "d"
