@@ -264,8 +264,8 @@ def _differences(group: list[SavedReport], what: str) -> list[str]:
 def _short(value: Any) -> str:
     if value is None:
         return "not recorded"
-    if isinstance(value, Mapping):
-        return ", ".join(value) or "none"
+    if isinstance(value, (Mapping, list)):
+        return ", ".join(map(str, value)) or "none"
     return str(value)
 
 
@@ -292,10 +292,14 @@ def compare(dirs: Sequence[str | Path], *, norm: str | None = None) -> Compariso
                      for s in found if s.report is None and s.kind != CORRUPTIONS]
     if readable and norm in (None, CORRUPTIONS):
         result.tables[CORRUPTIONS] = _corruption_table(readable)
-        data = {str(s.raw.get("data")) for s in readable}
-        if len(data) > 1:
-            result.warnings.append(f"corruptions: the reports measured different data ({'; '.join(sorted(data))}): "
-                                   "not comparable sample for sample")
+        differ = []
+        for key, name in (("data", "data"), ("n_examples", "example counts"), ("seed", "seeds"),
+                          ("corruptions", "corruptions")):
+            values = [s.raw.get(key) for s in readable]
+            if any(v != values[0] for v in values[1:]):
+                differ.append(f"{name} differ ({'; '.join(f'{s.label}: {_short(v)}' for s, v in zip(readable, values))})")
+        if differ:
+            result.warnings.append(f"corruptions: the reports are not comparable sample for sample: {'; '.join(differ)}")
     if not result.tables:
         kinds = ", ".join(sorted({s.report.norm if s.report is not None else s.kind for s in found}))
         raise InputError(f"compare: no report under the directories is {norm}: they hold {kinds}; drop --norm or "
@@ -311,8 +315,10 @@ def _corruption_table(group: list[SavedReport]) -> str:
         lines.append("| clean | " + " | ".join(_pct(c) if isinstance(c, (int, float)) else "-" for c in clean) + " |")
     for sev in severities:
         lines.append(f"| {sev} | " + " | ".join(_pct((g.severities or {}).get(sev)) for g in group) + " |")
-    means = [sum(g.severities.values()) / len(g.severities) if g.severities else None for g in group]
+    means = [g.raw["mean_accuracy"] if isinstance(g.raw.get("mean_accuracy"), (int, float)) else
+             sum(g.severities.values()) / len(g.severities) if g.severities else None for g in group]
     lines.append("| mean | " + " | ".join(_pct(m) for m in means) + " |")
+    lines.append("| examples | " + " | ".join(str(g.raw.get("n_examples", "-")) for g in group) + " |")
     return "\n".join(lines)
 
 

@@ -91,16 +91,21 @@ def test_labels_name_the_dir_when_two_dirs_give_the_same_one_and_norm_filters(ru
         compare([a], norm="l2")
 
 
-def test_a_corruptions_report_gets_its_own_table(runs, tmp_path) -> None:
-    corr = tmp_path / "corr"
-    corr.mkdir()
-    (corr / "report.json").write_text(json.dumps({
-        "kind": "corruptions", "data": "cifar10-c", "clean_accuracy": 0.9,
-        "accuracy": {"fog": {"1": 0.8, "2": 0.6}, "snow": {"1": 0.7, "2": 0.4}}}))
-    result = compare([runs, corr])
+def test_corruptions_reports_get_their_own_table(runs, tmp_path) -> None:
+    accuracy = {"fog": {"1": 0.8, "2": 0.6}, "snow": {"1": 0.7, "2": 0.4}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "report.json").write_text(json.dumps({  # per-severity means written out, as the report does
+        "kind": "corruptions", "data": "cifar10-c", "clean_accuracy": 0.9, "n_examples": 20, "seed": 0,
+        "per_severity": {"1": 0.75, "2": 0.5}, "mean_accuracy": 0.625, "accuracy": accuracy}))
+    (tmp_path / "b" / "report.json").write_text(json.dumps({  # only the accuracy per corruption and severity
+        "kind": "corruptions", "data": "cifar10-c", "clean_accuracy": None, "n_examples": 30, "seed": 0,
+        "accuracy": {"fog": {"1": 0.5, "2": 0.3}}}))
+    result = compare([runs, tmp_path / "a", tmp_path / "b"])
     rows = _rows(result.tables["corruptions"])
-    assert rows["1"] == ["75.0%"] and rows["2"] == ["50.0%"] and rows["mean"] == ["62.5%"] and rows["clean"] == ["90.0%"]
-    assert "linf" in result.tables
+    assert rows["1"] == ["75.0%", "50.0%"] and rows["2"] == ["50.0%", "30.0%"] and rows["mean"] == ["62.5%", "40.0%"]
+    assert rows["clean"] == ["90.0%", "-"] and rows["examples"] == ["20", "30"] and "linf" in result.tables
+    assert any(w.startswith("corruptions: ") and "example counts differ" in w for w in result.warnings)
 
 
 def test_a_curve_and_published_claims_get_their_rows(runs, digits, tmp_path) -> None:
