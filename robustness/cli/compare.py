@@ -3,9 +3,10 @@
 Every ``report.json`` under each ``DIR`` (searched recursively: the Quickstart writes
 ``robustness-report/<model>/<norm>/report.json``) is one column, labelled by its folder relative to the ``DIR``
 given (the ``DIR``'s name for a report directly in it; prefixed by the ``DIR``'s name when two ``DIR`` s would
-give the same label; a trailing ``/<norm>`` folder is left out of that norm's table). Per norm, a markdown table: the clean accuracy and the worst-case robust accuracy at each
-budget (rows), the worst case at each report's largest budget, the median adversarial distance of reports
-with a robustness curve, and the published claims of reports that carry them. Reports of common corruptions
+give the same label; a trailing ``/<norm>`` folder is left out of that norm's table). Per norm, a markdown
+table: the clean accuracy and the worst-case robust accuracy at each budget (rows), the worst case at each
+report's largest budget, the median adversarial distance of reports with a robustness curve, and the
+published claims of reports that carry them. Reports of common corruptions
 (``"kind": "corruptions"``) get a table of their own: mean accuracy per severity.
 
 A warning goes with any table whose reports measured different data, example counts, seeds or attack
@@ -292,19 +293,24 @@ def compare(dirs: Sequence[str | Path], *, norm: str | None = None) -> Compariso
                      for s in found if s.report is None and s.kind != CORRUPTIONS]
     if readable and norm in (None, CORRUPTIONS):
         result.tables[CORRUPTIONS] = _corruption_table(readable)
-        differ = []
-        for key, name in (("data", "data"), ("n_examples", "example counts"), ("seed", "seeds"),
-                          ("corruptions", "corruptions")):
-            values = [s.raw.get(key) for s in readable]
-            if any(v != values[0] for v in values[1:]):
-                differ.append(f"{name} differ ({'; '.join(f'{s.label}: {_short(v)}' for s, v in zip(readable, values))})")
-        if differ:
-            result.warnings.append(f"corruptions: the reports are not comparable sample for sample: {'; '.join(differ)}")
+        result.warnings += _corruption_differences(readable)
     if not result.tables:
         kinds = ", ".join(sorted({s.report.norm if s.report is not None else s.kind for s in found}))
         raise InputError(f"compare: no report under the directories is {norm}: they hold {kinds}; drop --norm or "
                          "use one of those")
     return result
+
+
+def _corruption_differences(group: list[SavedReport]) -> list[str]:
+    """Why the corruptions reports of ``group`` are not comparable sample for sample (one warning, or none)."""
+    differ = []
+    for key, name in (("data", "data"), ("n_examples", "example counts"), ("seed", "seeds"),
+                      ("corruptions", "corruptions")):
+        values = [s.raw.get(key) for s in group]
+        if any(v != values[0] for v in values[1:]):
+            shown = "; ".join(f"{s.label}: {_short(v)}" for s, v in zip(group, values))
+            differ.append(f"{name} differ ({shown})")
+    return [f"corruptions: the reports are not comparable sample for sample: {'; '.join(differ)}"] if differ else []
 
 
 def _corruption_table(group: list[SavedReport]) -> str:

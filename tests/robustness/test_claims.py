@@ -36,7 +36,8 @@ def test_wilson_interval_matches_known_values_and_stays_in_0_1() -> None:
 
 def test_differences_are_ours_minus_published_in_points_with_the_matched_budget() -> None:
     block = _compare(0.88, 0.57, 1000)
-    assert block["clean"]["difference"] == pytest.approx(-1.69) and block["robust"]["difference"] == pytest.approx(-2.53)
+    assert block["clean"]["difference"] == pytest.approx(-1.69)
+    assert block["robust"]["difference"] == pytest.approx(-2.53)
     assert block["robust"]["eps"] == EPS and block["robust"]["reason"] is None
     assert block["clean"]["measured"] == 0.88 and block["robust"]["claimed"] == 0.5953
     assert block["clean"]["interval"] == list(wilson_interval(0.88, 1000))
@@ -102,7 +103,8 @@ def test_the_published_block_round_trips_through_report_json_and_shows_in_report
         new = report.set_published(claims)
     assert len(new) == 1 and new[0] in report.warnings and ROBUST_ABOVE in new[0]
     pub = report.published
-    assert pub["robust"]["measured"] == report.robust_accuracy[EPS] and pub["clean"]["measured"] == report.clean_accuracy
+    assert pub["robust"]["measured"] == report.robust_accuracy[EPS]
+    assert pub["clean"]["measured"] == report.clean_accuracy
     report.save(tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["published"] == json.loads(json.dumps(pub))

@@ -58,7 +58,8 @@ def test_a_non_standard_run_is_written_with_warnings_and_a_footnote() -> None:
     assert "not AutoAttack's standard version" in problems[1] and "fgsm" in problems[1]
     assert "fewer than the leaderboard's 10,000" in problems[2]
     assert "monotone" in problems[3]
-    assert entry["footnote"].startswith("Not RobustBench's protocol: ") and all(p in entry["footnote"] for p in problems)
+    assert entry["footnote"].startswith("Not RobustBench's protocol: ")
+    assert all(p in entry["footnote"] for p in problems)
     assert entry["eps"] == "0.1" and entry["autoattack_acc"] == "59.53"  # the largest budget, as measured
 
 
