@@ -146,3 +146,24 @@ def test_model_block_lines_show_name_threat_model_and_input_transform() -> None:
     assert any(line.startswith("- normalization: mean [0.485") for line in lines)
     plain = ModelInfo(source="model.pt").markdown_lines()
     assert not any("name:" in line or "input transform" in line for line in plain) and len(plain) == 4
+
+
+def test_the_cli_sets_the_claims_of_a_loaded_model_beside_its_numbers(monkeypatch, tmp_path, capsys) -> None:
+    import dataclasses
+
+    from robustness import cli, loading
+
+    real = loading.load_model
+
+    def with_claims(spec: str, **kw: object) -> loading.LoadedModel:
+        return dataclasses.replace(real("digits-cnn", **kw), claims={**CLAIMS, "robust_accuracy": 0.05})
+
+    monkeypatch.setattr(cli.loading, "load_model", with_claims)
+    code = cli.main(["evaluate", "--model", "robustbench:Test", "--attacks", "fgsm", "--eps", "0,8/255", "--n", "24",
+                     "--no-checks", "--out", str(tmp_path)])
+    assert code == 0 and ROBUST_ABOVE in capsys.readouterr().err
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["published"]["robust"]["claimed"] == 0.05
+    assert data["published"]["robust"]["measured"] == data["robust_accuracy"][repr(EPS)]
+    assert any(ROBUST_ABOVE in w for w in data["warnings"])
+    assert "## Published vs measured" in (tmp_path / "report.md").read_text()
