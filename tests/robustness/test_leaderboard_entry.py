@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+import robustness
 from robustness import cli
 from robustness.config import EvalConfig
 from robustness.errors import InputError
@@ -112,3 +114,15 @@ def test_cli_writes_robustbench_json_beside_the_report(tmp_path, capsys) -> None
     assert entry["clean_acc"] == f"{100 * report['clean_accuracy']:.2f}"
     assert entry["autoattack_acc"] == f"{100 * report['robust_accuracy'][repr(8 / 255)]:.2f}"
     assert entry["eps"] == "8/255" and "not AutoAttack's standard version" in entry["footnote"]
+
+
+def test_a_real_standard_run_is_recognised_as_the_protocol() -> None:
+    model = robustness.load_model("digits-cnn")
+    x = torch.zeros(4, 1, 8, 8)
+    with torch.no_grad():
+        y = (model(x).argmax(1) + 1) % 10  # every example misclassified: no attack needs to run, fast
+    report = robustness.evaluate(model, (x, y), attacks="standard", epsilons=[0, 8 / 255], progress=False,
+                                 checks=False)
+    report.data = "cifar10, test split"
+    _, problems = robustbench_entry(report)
+    assert len(problems) == 1 and "fewer than the leaderboard's 10,000" in problems[0]  # the attacks are standard
