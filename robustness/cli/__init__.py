@@ -15,6 +15,10 @@ attacks' worst case. ``--model`` also takes the shipped models' names (``digits-
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
+``--format robustbench`` also writes robustbench.json, the run as an entry of RobustBench's leaderboard
+(:mod:`robustness.leaderboard_entry`). A model whose source publishes figures gets them beside ours
+(:mod:`robustness.claims`). ``robustness compare DIR...`` (:mod:`robustness.cli.compare`) puts saved
+reports side by side.
 
 Without arguments it evaluates both shipped digits models (``standard`` and ``adv-trained``)
 on the digits test split: FGSM, PGD and APGD-CE over an Linf sweep, then PGD, APGD-CE (two
