@@ -283,8 +283,8 @@ def compare(dirs: Sequence[str | Path], *, norm: str | None = None) -> Compariso
         table, series, text = _norm_table(group)
         result.tables[n] = table
         result.warnings += _differences(group, n)
-        result.pngs[n] = plots.comparison_png(series, norm=n, eps_text=text if len(text) > 1 else None,
-                                              title=f"{n}: worst-case robust accuracy, {len(series)} reports")
+        title = f"{n}: worst-case robust accuracy, {len(series)} report{'s' * (len(series) != 1)}"
+        result.pngs[n] = plots.comparison_png(series, norm=n, eps_text=text if len(text) > 1 else None, title=title)
     corrupt = [s for s in found if s.kind == CORRUPTIONS]
     readable = [s for s in corrupt if s.severities]
     result.notes += [f"{s.label}: a corruptions report whose accuracy per severity this command cannot read: "
@@ -294,6 +294,9 @@ def compare(dirs: Sequence[str | Path], *, norm: str | None = None) -> Compariso
     if readable and norm in (None, CORRUPTIONS):
         result.tables[CORRUPTIONS] = _corruption_table(readable)
         result.warnings += _corruption_differences(readable)
+    if not result.tables and norm is None:
+        raise InputError(f"compare: none of the reports under the directories can be compared: "
+                         f"{'; '.join(result.notes)}")
     if not result.tables:
         kinds = ", ".join(sorted({s.report.norm if s.report is not None else s.kind for s in found}))
         raise InputError(f"compare: no report under the directories is {norm}: they hold {kinds}; drop --norm or "
