@@ -39,8 +39,8 @@ from robustness.errors import RobustnessWarning
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["BATCHNORM_UNTOUCHED", "ModelInfo", "describe_model", "initial_weights_warning", "untouched_batchnorm",
-           "warn_if_initial"]
+__all__ = ["BATCHNORM_UNTOUCHED", "ModelInfo", "describe_model", "initial_weights_warning", "transform_text",
+           "untouched_batchnorm", "warn_if_initial"]
 
 #: why a network with BatchNorm is known to hold its initial random weights
 BATCHNORM_UNTOUCHED = "every BatchNorm layer still holds its initial running statistics: it was never trained"
@@ -121,8 +121,22 @@ class ModelInfo:
             norm = f"mean {self.normalization['mean']}, std {self.normalization['std']} (inside the model)"
         else:
             norm = "none (no NormalizedModel: inputs reach the network as they are)"
-        return [f"- model: {self.label}{f' ({about})' if about else ''}", f"- weights: {weights}",
-                f"- initial random weights: {initial}", f"- normalization: {norm}"]
+        lines = [f"- model: {self.label}{f' ({about})' if about else ''}"]
+        if self.name or self.threat_model:  # models from a source (robustbench:, timm:, torchvision:) only
+            lines.append("- " + ", ".join(x for x in (f"name: {self.name}" if self.name else None,
+                                                      f"threat model: {self.threat_model}" if self.threat_model
+                                                      else None) if x))
+        if self.input_transform:
+            lines.append(f"- input transform: {transform_text(self.input_transform)} (applied to the data)")
+        return lines + [f"- weights: {weights}", f"- initial random weights: {initial}", f"- normalization: {norm}"]
+
+
+def transform_text(transform: Mapping[str, Any]) -> str:
+    """An input transform (:meth:`robustness.input_transform.InputTransform.to_dict`) as report.md says it:
+    ``resize 256 / crop 224 bilinear`` (``crop 224x192`` for a crop that is not square)."""
+    size = [int(v) for v in transform.get("size") or []]
+    crop = "x".join(map(str, size)) if len(set(size)) > 1 else (str(size[0]) if size else "?")
+    return f"resize {transform.get('resize', '?')} / crop {crop} {transform.get('interpolation', 'bilinear')}"
 
 
 def untouched_batchnorm(model: nn.Module) -> bool:

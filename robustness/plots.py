@@ -11,8 +11,8 @@ import io
 import math
 from typing import Any
 
-__all__ = ["NOTHING_BROKEN", "accuracy_figure", "accuracy_png", "can_show_images", "curve_figure", "curve_png",
-           "curve_grid", "examples_figure", "examples_png"]
+__all__ = ["NOTHING_BROKEN", "accuracy_figure", "accuracy_png", "can_show_images", "comparison_figure",
+           "comparison_png", "curve_figure", "curve_png", "curve_grid", "examples_figure", "examples_png"]
 
 
 def _pct(value: float) -> str:
@@ -70,6 +70,42 @@ def accuracy_figure(robust_accuracy: dict[float, float], by_attack: dict[str, di
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"clean {_pct(clean_accuracy)}, n={n_examples}")
+    return fig
+
+
+def comparison_png(series: dict[str, dict[float, float]], *, norm: str, eps_text: dict[float, str] | None = None,
+                   title: str | None = None) -> bytes:
+    """:func:`comparison_figure` as PNG bytes."""
+    return _png(comparison_figure(series, norm=norm, eps_text=eps_text, title=title))
+
+
+def comparison_figure(series: dict[str, dict[float, float]], *, norm: str, eps_text: dict[float, str] | None = None,
+                      title: str | None = None) -> Any:
+    """Several reports' worst-case robust accuracy against the budget: one line per report
+    (``series[label][eps]``, budget 0 being the clean accuracy), each with a line style and a hollow marker of
+    its own so that coinciding lines stay visible. ``eps_text`` labels the x ticks at the budgets (e.g.
+    ``"8/255"``). Returns a matplotlib ``Figure`` (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    every = sorted({e for acc in series.values() for e in acc})
+    for i, (label, acc) in enumerate(series.items()):
+        xs = sorted(acc)
+        ax.plot(xs, [acc[e] for e in xs], marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                markersize=max(10 - 1.5 * (i % 5), 4), markerfacecolor="none", markeredgewidth=1.5, linewidth=1.4,
+                zorder=3 + i, label=label)
+    if eps_text and every:
+        ax.set_xticks(every, [eps_text.get(e, f"{e:g}") for e in every], rotation=45 if len(every) > 6 else 0)
+    ax.set_xlabel(f"eps ({norm})")
+    ax.set_ylabel("worst-case robust accuracy")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    ax.set_title(title or f"{norm}: {len(series)} report{'s' if len(series) != 1 else ''}")
     return fig
 
 

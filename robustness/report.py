@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from robustness import plots
+from robustness.claims import published_markdown
 from robustness.curve import Curve
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 from robustness.model_info import ModelInfo
@@ -146,6 +147,10 @@ class Report:
       where none did, misclassified samples included).
 
     ``per_sample`` is written to report.json (and as samples.csv) and read back by :meth:`from_dict`.
+
+    ``published`` (:func:`robustness.claims.published_comparison`; ``None`` when the model's source publishes
+    nothing): the source's claimed clean and robust accuracy beside ours, with the differences and our 95%
+    interval; :meth:`set_published` fills it (the CLI does for every model with claims).
     """
 
     clean_accuracy: float
@@ -180,6 +185,7 @@ class Report:
     epsilon_labels: dict[float, str] = field(default_factory=dict)
     curve: Curve | None = None
     cascade: bool = False
+    published: dict[str, Any] | None = None
 
     @property
     def worst_case(self) -> float:
@@ -245,6 +251,7 @@ class Report:
             "examples": [{k: v for k, v in e.items() if k not in ("clean", "adversarial")} for e in self.examples],
             "curve": self.curve.to_dict() if self.curve is not None else None,
             "per_sample": self.per_sample,
+            "published": self.published,
         }
 
     @classmethod
@@ -285,7 +292,16 @@ class Report:
             per_sample=_per_sample(data.get("per_sample") or {}),
             curve=Curve.from_dict(data.get("curve")),
             cascade=bool(data.get("cascade", False)),
+            published=data.get("published"),
         )
+
+    def set_published(self, claims: Mapping[str, Any] | None = None) -> list[str]:
+        """Set the published numbers beside ours (:func:`robustness.claims.attach`): ``claims`` (default: the
+        model block's) fill :attr:`published`, and the loud warnings (clean accuracy below the published one,
+        robust accuracy above it, beyond noise) are warned and added to :attr:`warnings`; returns them."""
+        from robustness.claims import attach
+
+        return attach(self, claims, stacklevel=2)
 
     def samples(self) -> list[Any]:
         """:attr:`per_sample` as one typed row per example (:class:`robustness.samples.SampleResult`),
@@ -363,6 +379,7 @@ class Report:
                       if c.status in ("failed", "warning")] + [""]
         if self.warnings:
             lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
+        lines += published_markdown(self.published)
         if self.defenses:
             lines += ["## Defenses", ""]
             for d in self.defenses:

@@ -18,6 +18,10 @@ model is loaded first and the images take the resize/center-crop its weights dec
 ART's log lines and the loader's notes show only with ``--verbose``.
 ``robustness list attacks`` lists the registered attacks: the norms each supports, its kind and
 its settings with their defaults (from the attack's dataclass fields).
+``--format robustbench`` also writes robustbench.json, the run as an entry of RobustBench's leaderboard
+(:mod:`robustness.leaderboard_entry`). A model whose source publishes figures gets them beside ours
+(:mod:`robustness.claims`). ``robustness compare DIR...`` (:mod:`robustness.cli.compare`) puts saved
+reports side by side.
 
 Without arguments it evaluates both shipped digits models (``standard`` and ``adv-trained``)
 on the digits test split: FGSM, PGD and APGD-CE over an Linf sweep, then PGD, APGD-CE (two
@@ -63,6 +67,7 @@ import torch
 from robustness import datasets, loading, runner
 from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
                                    naming, parse_device, parse_epsilons, parse_floats, parse_seed)
+from robustness.cli.compare import add_compare_parser, run_compare
 from robustness.cli.corruptions import add_corruption_flags, maybe_evaluate
 from robustness.cli.train import _add_train_parser, _train
 from robustness.config import EvalConfig, check_curve_attacks
@@ -265,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     ev.add_argument("--seed", type=parse_seed, default=0)
     ev.add_argument("--out", default="robustness-report", help="directory for report.json, report.md and the plot")
+    ev.add_argument("--format", default="report", choices=["report", "robustbench"], type=str.lower,
+                    help="robustbench: also write robustbench.json, the entry in RobustBench's leaderboard format "
+                         "(Linf and L2 only; warns where the run is not the leaderboard's protocol)")
     ev.add_argument("--min-accuracy", type=float_type("a fraction in [0, 1] (0.4 means 40%)", lambda v: 0 <= v <= 1),
                     default=None,
                     help="exit 1 if the worst-case robust accuracy at the largest budget is below this (0..1)")
@@ -287,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     ls = sub.add_parser("list", help="list registered plug-ins (attacks: norms, kind, settings and defaults)")
     ls.add_argument("what", choices=["attacks"])
+    add_compare_parser(sub)
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     return parser
@@ -417,10 +426,24 @@ def _check_evaluate(args: argparse.Namespace) -> None:
         if sweep.curve and args.min_accuracy is not None and not any(e > 0 for e in sweep.epsilons):
             raise InputError("--min-accuracy gates the worst case at the largest listed budget and --eps curve lists "
                              "none: list budgets with the curve, e.g. --eps curve,0,0.3")
+        if args.format == "robustbench":
+            _check_robustbench_format(sweep)
     if not _torchrun_rank():
         _check_out(Path(args.out))
         if args.state is not None:
             check_writable(Path(args.state), "--state")
+
+
+def _check_robustbench_format(sweep: _Sweep) -> None:
+    """``--format robustbench`` needs a norm RobustBench ranks and a budget above 0 (checked before any work)."""
+    from robustness.leaderboard_entry import THREAT_MODELS
+
+    if sweep.norm not in THREAT_MODELS:
+        raise InputError(f"--format robustbench: RobustBench ranks Linf and L2 robustness, not {sweep.norm}: use "
+                         "--norm linf or --norm l2, or drop --format robustbench")
+    if not any(e > 0 for e in sweep.epsilons):
+        raise InputError("--format robustbench needs a budget above 0 (a leaderboard entry is the accuracy at one "
+                         "budget): add one to --eps, e.g. --eps 0,8/255")
 
 
 def _version() -> str:
@@ -524,6 +547,7 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report.epsilon_labels = dict(sweep.labels)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
+            report.set_published()  # the model block's claims (loaded.claims) beside ours, loud where they disagree
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
             described = getattr(data, "description", None)  # imagenet: subset and resize/crop
             report.data = described or (data.name if is_file else f"{data.name}, {args.split} split")
@@ -542,10 +566,27 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             _print_side_by_side(results, sweep, args)
         for _, report, out, _ in results:
             report.save(out)
+            if args.format == "robustbench":
+                _write_robustbench(report, out, args)
             saved += 1
     if not rank and (saved == 0 or saved != len(sweeps) * len(models)):  # never exit 0 (or 1) without the reports
         raise RuntimeError(f"{saved} of {len(sweeps) * len(models)} reports were written")
+    if not rank and args.model is None and not args.quiet:  # the Quickstart: its reports side by side, later
+        print(f"\ncompare saved reports: robustness compare {args.out}")
     return 1 if failed else 0
+
+
+def _write_robustbench(report: Report, out: Path, args: argparse.Namespace) -> None:
+    """``--format robustbench``: robustbench.json beside the report, a warning for each way the run differs from
+    the leaderboard's protocol (they are the entry's footnote too)."""
+    from robustness.leaderboard_entry import write_robustbench
+
+    path, problems = write_robustbench(report, out)
+    for problem in problems:
+        warnings.warn(f"robustbench.json: {problem}", RobustnessWarning, stacklevel=2)
+    if not args.quiet:
+        print(f"robustbench entry ({'not the leaderboard protocol: see its footnote' if problems else 'standard'}) "
+              f"-> {path}")
 
 
 @contextmanager
@@ -759,6 +800,8 @@ def _dispatch(args: argparse.Namespace) -> tuple[int, str | None]:
             return _list(args), None
         if args.command == "train":
             return _train(args), None
+        if args.command == "compare":
+            return run_compare(args), None
         return _evaluate(args), None
     except InputError as e:
         return 2, str(e)

@@ -118,6 +118,7 @@ NOT_SETTINGS = {
     "--model", "--arch", "--mean", "--std",  # what to evaluate: the model
     "--data-dir", "--download", "--split", "--n",  # how to load the data (--data also gives the bounds)
     "--out", "--min-accuracy",  # where the report goes, and the exit-code gate on it
+    "--format",  # what is written beside the report (robustbench.json)
     "--nproc", "--debug", "--verbose", "--help", "-h",  # how the command runs (--verbose: library logs)
 }
 
