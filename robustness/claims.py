@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,8 @@ def _robust_measured(claims: Mapping[str, Any], robust_accuracy: Mapping[float, 
 
 def published_comparison(claims: Mapping[str, Any] | None, *, clean_accuracy: float,
                          robust_accuracy: Mapping[float, float], norm: str, epsilons: Iterable[float],
-                         n_examples: int, corruptions_accuracy: float | None = None) -> dict[str, Any] | None:
+                         n_examples: int, corruptions_accuracy: float | None = None,
+                         data: str | None = None) -> dict[str, Any] | None:
     """The published numbers in ``claims`` beside ours; ``None`` without claims.
 
     Args:
@@ -139,6 +141,10 @@ def published_comparison(claims: Mapping[str, Any] | None, *, clean_accuracy: fl
         epsilons: the budgets this run listed.
         n_examples: how many examples our fractions count (the interval's ``n``).
         corruptions_accuracy: our mean accuracy under common corruptions, for a ``corruptions_acc`` claim.
+        data: what this run measured (the report's data line); when the claims name their dataset
+            (``claims["dataset"]``: ``cifar10``, ``imagenet``...) and this is other data, the figures are set
+            side by side but marked not comparable (``"comparable": False``), with one warning instead of the
+            noise warnings, which would compare different images.
 
     Returns:
         ``{"source", "metric", "clean": {...}, "robust": {...}, "n_examples", "note", "warnings"}``;
@@ -159,6 +165,12 @@ def published_comparison(claims: Mapping[str, Any] | None, *, clean_accuracy: fl
     robust = {**_pair(claimed_robust, measured, n), "eps": eps, "reason": reason}
     source = str(claims.get("source") or "published")
     found: list[str] = []
+    comparable = same_dataset(claims.get("dataset"), data)
+    if comparable is False:
+        found.append(f"the published figures ({source}) are on {claims['dataset']} and this run measured {data}: "
+                     "the differences compare different images, not the model's published robustness")
+        return {"source": source, "metric": claims.get("metric"), "clean": clean, "robust": robust, "n_examples": n,
+                "comparable": False, "note": _note(clean, robust, n), "warnings": found}
     if clean["within_noise"] is False and clean["measured"] < clean["claimed"]:
         lo, hi = clean["interval"]
         found.append(f"clean accuracy {_pct(clean['measured'])} is {-clean['difference']:.1f} points below the "
@@ -171,7 +183,17 @@ def published_comparison(claims: Mapping[str, Any] | None, *, clean_accuracy: fl
                      f"published {_pct(robust['claimed'])} ({source}), beyond sampling noise on {n} examples (95% "
                      f"interval {_pct(lo)}-{_pct(hi)}): {ROBUST_ABOVE}")
     return {"source": source, "metric": claims.get("metric"), "clean": clean, "robust": robust, "n_examples": n,
-            "note": _note(clean, robust, n), "warnings": found}
+            "comparable": comparable, "note": _note(clean, robust, n), "warnings": found}
+
+
+def same_dataset(claimed: str | None, data: str | None) -> bool | None:
+    """Whether the data line ``data`` (``"cifar10, test split"``, ``"imagenet val (...)"``, ``"cifar10-c"``) is the
+    dataset ``claimed`` (``"cifar10"``); ``None`` when either is unknown."""
+    if not claimed or not data:
+        return None
+    head = re.split(r"[\s,(]", str(data).strip().lower(), maxsplit=1)[0]
+    key = head.removesuffix("-c").replace("-", "").replace("_", "")
+    return key == str(claimed).lower().replace("-", "").replace("_", "")
 
 
 def _note(clean: Mapping[str, Any], robust: Mapping[str, Any], n: int) -> str:
@@ -196,7 +218,7 @@ def attach(report: Report, claims: Mapping[str, Any] | None = None, *, stackleve
         claims = report.model.claims
     report.published = published_comparison(
         claims, clean_accuracy=report.clean_accuracy, robust_accuracy=report.robust_accuracy, norm=report.norm,
-        epsilons=report.epsilons, n_examples=report.n_examples)
+        epsilons=report.epsilons, n_examples=report.n_examples, data=report.data)
     new = [w for w in (report.published or {}).get("warnings", []) if w not in report.warnings]
     for message in new:
         warnings.warn(message, RobustnessWarning, stacklevel=stacklevel + 1)
@@ -220,6 +242,22 @@ def _interval(pair: Mapping[str, Any]) -> str:
     return f"{_pct(iv[0])}-{_pct(iv[1])}" if iv else "-"
 
 
+def published_line(published: Mapping[str, Any] | None) -> str | None:
+    """One line for the terminal: the published figures beside ours (``None`` without a published block)."""
+    if not published:
+        return None
+    clean, robust = published["clean"], published["robust"]
+    what = "corruption accuracy" if published.get("metric") == "corruptions_acc" else "robust"
+    at = f" at {budget_text(robust['eps'])}" if robust.get("eps") is not None else ""
+    if published.get("comparable") is False:
+        return f"published ({published['source']}): not comparable, measured on other data"
+    text = (f"published ({published['source']}): clean {_pct(clean['claimed'])}, ours {_pct(clean['measured'])} "
+            f"[{_diff(clean)}]; {what}{at} {_pct(robust['claimed'])}, ")
+    if robust.get("reason"):
+        return text + f"not compared: {robust['reason']}"
+    return text + f"ours {_pct(robust['measured'])} [{_diff(robust)}]"
+
+
 def published_markdown(published: Mapping[str, Any] | None) -> list[str]:
     """report.md's "Published vs measured" section (no lines without a published block)."""
     if not published:
@@ -227,12 +265,15 @@ def published_markdown(published: Mapping[str, Any] | None) -> list[str]:
     clean, robust = published["clean"], published["robust"]
     metric = _METRICS.get(published.get("metric") or "", published.get("metric") or "robust accuracy")
     at = f" at eps {budget_text(robust['eps'])}" if robust.get("eps") is not None else ""
+    label = "mean accuracy under corruptions" if published.get("metric") == "corruptions_acc" else "robust accuracy"
     lines = ["## Published vs measured", "", f"Source: {published['source']} ({metric}).", "",
              "| | published | ours | difference | our 95% interval |", "|---|---:|---:|---:|---:|",
              f"| clean accuracy | {_pct(clean['claimed'])} | {_pct(clean['measured'])} | {_diff(clean)} | "
              f"{_interval(clean)} |",
-             f"| robust accuracy{at} | {_pct(robust['claimed'])} | {_pct(robust['measured'])} | {_diff(robust)} | "
+             f"| {label}{at} | {_pct(robust['claimed'])} | {_pct(robust['measured'])} | {_diff(robust)} | "
              f"{_interval(robust)} |", ""]
+    if published.get("comparable") is False:
+        lines += ["**Not comparable**: the published figures are on other data than this run measured.", ""]
     if robust.get("reason"):
-        lines += [f"Robust accuracy not compared: {robust['reason']}.", ""]
+        lines += [f"{label.capitalize()} not compared: {robust['reason']}.", ""]
     return lines + [f"({published['note']}.)", ""]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from robustness.claims import published_markdown
 from robustness.errors import RobustnessWarning
 from robustness.io import atomic_write_bytes, atomic_write_text, json_text
 from robustness.model_info import ModelInfo
@@ -98,6 +99,7 @@ class CorruptionReport:
     model: ModelInfo | None = None
     data: str | None = None
     kind: str = KIND
+    published: dict[str, Any] | None = None
 
     @property
     def corruptions(self) -> list[str]:
@@ -154,6 +156,7 @@ class CorruptionReport:
             "warnings": self.warnings,
             "model": self.model.to_dict() if self.model is not None else None,
             "data": self.data,
+            "published": self.published,
         }
 
     @classmethod
@@ -172,8 +175,26 @@ class CorruptionReport:
             clean_accuracy=None if clean is None else float(clean), clean_note=str(data.get("clean_note", "")),
             bounds=tuple(data.get("bounds", (0.0, 1.0))),  # type: ignore[arg-type]
             warnings=list(data.get("warnings", [])), model=ModelInfo.from_dict(data.get("model")),
-            data=data.get("data"),
+            data=data.get("data"), published=data.get("published"),
         )
+
+    def set_published(self, claims: Mapping[str, Any] | None = None) -> list[str]:
+        """Set the source's published figures beside ours (:func:`robustness.claims.published_comparison`, with
+        the mean corruption accuracy as the robust figure); ``claims`` default to the model block's. Returns
+        the loud warnings it adds to :attr:`warnings` (clean accuracy below the published one, corruption
+        accuracy above it, beyond sampling noise), each also raised as a RobustnessWarning."""
+        from robustness.claims import published_comparison
+
+        if claims is None and self.model is not None:
+            claims = self.model.claims
+        self.published = published_comparison(
+            claims, clean_accuracy=self.clean_accuracy, robust_accuracy={}, norm="corruptions", epsilons=[],
+            n_examples=self.n_examples, corruptions_accuracy=self.mean_accuracy, data=self.data or self.dataset)
+        new = [w for w in (self.published or {}).get("warnings", []) if w not in self.warnings]
+        for message in new:
+            warnings.warn(message, RobustnessWarning, stacklevel=2)
+        self.warnings = [*self.warnings, *new]
+        return new
 
     def table(self) -> str:
         """Markdown: one row per corruption, one column per severity and their mean; a mean row last."""
@@ -215,6 +236,7 @@ class CorruptionReport:
         ]
         if self.warnings:
             lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
+        lines += published_markdown(self.published)
         lines += ["## Accuracy per severity", "",
                   "Each cell is the accuracy on one corruption at one severity (1 mildest, 5 strongest), every "
                   "cell on the same images; the mean row averages the corruptions, the mean column the "

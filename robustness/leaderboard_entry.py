@@ -34,10 +34,11 @@ from robustness.errors import InputError
 from robustness.io import atomic_write_text, json_text
 
 if TYPE_CHECKING:
+    from robustness.corruption_report import CorruptionReport
     from robustness.report import Report
 
-__all__ = ["FILENAME", "LEADERBOARD_BUDGETS", "LEADERBOARD_EXAMPLES", "THREAT_MODELS", "robustbench_entry",
-           "write_robustbench"]
+__all__ = ["FILENAME", "LEADERBOARD_BUDGETS", "LEADERBOARD_EXAMPLES", "THREAT_MODELS", "corruptions_entry",
+           "robustbench_entry", "write_robustbench"]
 
 #: the file ``--format robustbench`` writes beside report.json
 FILENAME = "robustbench.json"
@@ -153,10 +154,46 @@ def _percent(value: float) -> str | None:
     return None if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
-def write_robustbench(report: Report, directory: str | Path) -> tuple[Path, list[str]]:
-    """Write :func:`robustbench_entry`'s entry to ``directory/robustbench.json`` atomically; returns the path and
-    the reasons it is not a leaderboard measurement."""
-    entry, problems = robustbench_entry(report)
+def corruptions_entry(report: CorruptionReport) -> tuple[dict[str, Any], list[str]]:
+    """A corruption report (:mod:`robustness.corruption_report`) as RobustBench's ``corruptions`` entry
+    (``corruptions_acc``: the mean accuracy over the corruptions and severities), and the reasons it is not
+    the leaderboard's measurement (fewer corruptions, severities or examples than RobustBench's; no clean
+    accuracy), which are the entry's ``footnote`` too. ``corruptions_mce`` (ImageNet's error relative to
+    AlexNet's) is left ``null``."""
+    from robustness.corruptions import CORRUPTIONS, SEVERITIES
+
+    dataset = report.dataset.lower().removesuffix("-c").replace("-", "")
+    problems = []
+    missing = [c for c in CORRUPTIONS if c not in report.accuracy]
+    if missing:
+        problems.append(f"{len(missing)} of RobustBench's 15 corruptions were not evaluated ({', '.join(missing)})")
+    if list(report.severities) != list(SEVERITIES):
+        problems.append(f"severities {','.join(map(str, report.severities))}, not RobustBench's 1-5")
+    wanted = LEADERBOARD_EXAMPLES.get(dataset)
+    if wanted is not None and report.n_examples < wanted:
+        problems.append(f"{report.n_examples} examples per corruption and severity, fewer than the leaderboard's "
+                        f"{wanted:,}: the accuracy carries more sampling noise")
+    if report.clean_accuracy is None:
+        problems.append(f"no clean accuracy ({report.clean_note})")
+    model = report.model
+    entry = {
+        "link": None, "name": None, "authors": None, "additional_data": None, "number_forward_passes": 1,
+        "dataset": dataset, "venue": None, "architecture": (model.arch or model.name) if model is not None else None,
+        "eps": None, "clean_acc": _percent(report.clean_accuracy), "reported": None,
+        "corruptions_acc": _percent(report.mean_accuracy), "corruptions_mce": None,
+        "footnote": ("Not RobustBench's protocol: " + "; ".join(problems) + ".") if problems else None,
+    }
+    return entry, problems
+
+
+def write_robustbench(report: Report | CorruptionReport, directory: str | Path) -> tuple[Path, list[str]]:
+    """Write the report's entry (:func:`robustbench_entry`, or :func:`corruptions_entry` for a corruption report)
+    to ``directory/robustbench.json`` atomically; returns the path and the reasons it is not a leaderboard
+    measurement."""
+    if getattr(report, "kind", None) == "corruptions":
+        entry, problems = corruptions_entry(report)  # type: ignore[arg-type]
+    else:
+        entry, problems = robustbench_entry(report)  # type: ignore[arg-type]
     path = Path(directory) / FILENAME
     atomic_write_text(path, json_text(entry, indent=2))
     return path, problems

@@ -72,7 +72,8 @@ class ModelInfo:
             (:meth:`robustness.input_transform.InputTransform.to_dict`), applied to the data.
         claims: what its source publishes about it, set beside our numbers: ``{"source": ..., "metric":
             "autoattack_acc" | "corruptions_acc", "clean_accuracy": 0.8969, "robust_accuracy": 0.5953,
-            "norm": "linf", "eps": 0.0313725}`` (fractions; ``None`` where not published).
+            "norm": "linf", "eps": 0.0313725, "dataset": "cifar10"}`` (fractions; ``None`` where not published;
+            ``dataset``: the data the figures are on, when the source says).
     """
 
     source: str | None = None

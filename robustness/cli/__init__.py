@@ -65,6 +65,7 @@ from typing import Any
 import torch
 
 from robustness import datasets, loading, runner
+from robustness.claims import published_line
 from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
                                    naming, parse_device, parse_epsilons, parse_floats, parse_seed)
 from robustness.cli.compare import add_compare_parser, run_compare
@@ -547,10 +548,10 @@ def _run_sweeps(args: argparse.Namespace, data: datasets.LoadedData,
             report.epsilon_labels = dict(sweep.labels)
             report.model = loaded.info  # the weights' SHA-256, normalization, initial weights, file checks
             report.warnings += [w for w in loaded.warnings if w not in report.warnings]
-            report.set_published()  # the model block's claims (loaded.claims) beside ours, loud where they disagree
             is_file = Path(args.data).suffix.lower() in (".npz", ".pt")  # a file has no splits
             described = getattr(data, "description", None)  # imagenet: subset and resize/crop
             report.data = described or (data.name if is_file else f"{data.name}, {args.split} split")
+            report.set_published()  # the model block's claims (loaded.claims) beside ours, loud where they disagree
             if label is not None:
                 out = Path(args.out) / label / sweep.norm
             else:
@@ -650,6 +651,8 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
         print(report.table())
+        if (published := published_line(report.published)) is not None:
+            print(published)
         if report.curve_table():
             print(report.curve_table())
     print(line)

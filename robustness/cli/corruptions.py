@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from robustness import loading
+from robustness.claims import published_line
 from robustness.cli.common import check_writable, naming, parse_device
 from robustness.corruption_report import CorruptionReport, evaluate_corruptions
 from robustness.corruptions import CORRUPTION_DATASETS, CORRUPTIONS, SEVERITIES, corruption_name, load_corruptions
@@ -185,9 +186,14 @@ def _evaluate_corruptions(args: argparse.Namespace, name: str) -> int:
     report = evaluate_corruptions(loaded.model, data, batch_size=args.batch_size, device=device,
                                   progress=not args.quiet, clean=clean, clean_note=note, model_info=loaded.info)
     report.warnings = [*report.warnings, *(w for w in loaded.warnings if w not in report.warnings)]
+    report.set_published()  # the leaderboard's claimed corruption accuracy beside ours (robustbench: models)
     gate = args.min_accuracy is not None and report.mean_accuracy < args.min_accuracy
     _print(report, out, args, gate)
     report.save(out)
+    if args.format == "robustbench":
+        from robustness.cli import _write_robustbench
+
+        _write_robustbench(report, out, args)
     return 1 if gate else 0
 
 
@@ -198,6 +204,8 @@ def _print(report: CorruptionReport, out: Path, args: argparse.Namespace, gate: 
             if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
                 print(f"warning: {w}")
         print(report.table())
+        if (published := published_line(report.published)) is not None:
+            print(published)
     line = f"{report.summary_line()} -> {out}"
     if report.model is not None and report.model.initial_weights:
         line += "  UNTRAINED: initial random weights"

@@ -339,6 +339,8 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
         net = net.to(map_location)
     net.eval()
     claims = leaderboard_claims(name, dataset, threat, getattr(options, "model_info_dir", None))
+    if claims is not None:  # the leaderboard's figures are on this dataset's test set (ImageNet: its 5,000 images)
+        claims = {**claims, "dataset": dataset}
     if claims is None:
         log.info("%s: RobustBench publishes no leaderboard numbers for it (%s %s)", source, dataset, threat)
     shape = (3, *input_transform.size) if input_transform is not None else _CIFAR_SHAPE if dataset != "imagenet" else None

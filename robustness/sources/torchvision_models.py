@@ -175,7 +175,7 @@ def load_torchvision(name: str, options: SourceOptions, map_location: MapLocatio
     acc1 = (weights.meta.get("_metrics") or {}).get("ImageNet-1K", {}).get("acc@1")
     claims = None if acc1 is None else {"source": "torchvision weights meta", "metric": "clean",
                                         "clean_accuracy": float(acc1) / 100, "robust_accuracy": None,
-                                        "norm": None, "eps": None}
+                                        "norm": None, "eps": None, "dataset": "imagenet"}
     origin = _Origin(f"torchvision {weights}: file {path}" + (f" (file SHA-256 {sha})" if sha else ""),
                      initial=False, integrity=integrity, input_shape=(3, *transform.size))
     loaded = _finish(net, origin, arch=f"torchvision:{name}", source=f"torchvision:{name}", mean=mean, std=std,

@@ -167,3 +167,24 @@ def test_the_cli_sets_the_claims_of_a_loaded_model_beside_its_numbers(monkeypatc
     assert data["published"]["robust"]["measured"] == data["robust_accuracy"][repr(EPS)]
     assert any(ROBUST_ABOVE in w for w in data["warnings"])
     assert "## Published vs measured" in (tmp_path / "report.md").read_text()
+
+
+def test_claims_on_other_data_are_marked_not_comparable_with_one_warning() -> None:
+    from robustness.claims import published_line, same_dataset
+
+    claims = {**CLAIMS, "dataset": "cifar10"}
+    assert same_dataset("cifar10", "cifar10, test split") is True and same_dataset("cifar10", "cifar10-c") is True
+    assert same_dataset("imagenet", "imagenet val (RobustBench 5,000-image subset)") is True
+    assert same_dataset("cifar10", "cifar100, test split") is False and same_dataset("cifar10", "d.npz") is False
+    assert same_dataset(None, "cifar10") is None and same_dataset("cifar10", None) is None
+    mine = published_comparison(claims, clean_accuracy=0.50, robust_accuracy={0.0: 0.5, EPS: 0.9}, norm="linf",
+                                epsilons=[0.0, EPS], n_examples=5000, data="d.npz")
+    assert mine["comparable"] is False and len(mine["warnings"]) == 1  # not the noise warnings
+    assert "compare different images" in mine["warnings"][0] and CLEAN_BELOW not in mine["warnings"][0]
+    assert "not comparable" in published_line(mine)
+    same = published_comparison(claims, clean_accuracy=0.50, robust_accuracy={0.0: 0.5, EPS: 0.9}, norm="linf",
+                                epsilons=[0.0, EPS], n_examples=5000, data="cifar10, test split")
+    assert same["comparable"] is True and len(same["warnings"]) == 2  # clean far below, robust far above
+    line = published_line(same)
+    assert "clean 89.7%, ours 50.0%" in line and "robust at 8/255 59.5%, ours 90.0%" in line
+    assert published_line(None) is None

@@ -304,3 +304,57 @@ def test_cifar100_c_and_labels_of_the_wrong_data_set(tmp_path) -> None:
     assert data.labels().tolist() == labels[30:40].tolist()  # severity 4: rows 30..39
     with pytest.raises(InputError, match=r"labels outside 0\.\.9: is it CIFAR-10-C's"):
         load_corruptions("cifar10-c", data_dir=folder, corruptions=["fog"])
+
+
+def test_published_corruption_accuracy_beside_ours_and_the_robustbench_entry(cifar_c, tmp_path, capsys) -> None:
+    from robustness.cli.corruptions import _evaluate_corruptions  # noqa: F401 - the path the CLI takes
+    from robustness.leaderboard_entry import corruptions_entry, write_robustbench
+    from robustness.model_info import ModelInfo
+
+    root, preds = cifar_c
+    data = load_corruptions("cifar10-c", data_dir=root, corruptions=["fog", "snow"], severities=[1, 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RobustnessWarning)
+        report = evaluate_corruptions(PixelClassifier(), data)
+    report.data = "cifar10-c"
+    claims = {"source": "RobustBench leaderboard (test)", "metric": "corruptions_acc", "clean_accuracy": 0.9478,
+              "robust_accuracy": 0.7346, "norm": None, "eps": None, "dataset": "cifar10"}
+    report.model = ModelInfo(source="robustbench:Standard", name="Standard", claims=claims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RobustnessWarning)
+        report.set_published()
+    block = report.published
+    assert block["comparable"] is True and block["robust"]["measured"] == pytest.approx(report.mean_accuracy)
+    assert block["robust"]["difference"] == pytest.approx(100 * (report.mean_accuracy - 0.7346), abs=0.01)
+    assert block["clean"]["measured"] is None and block["clean"]["difference"] is None  # no clean set given
+    md = report.to_markdown()
+    assert "## Published vs measured" in md and "| mean accuracy under corruptions |" in md
+    back = CorruptionReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert back.published == block
+    # the same claims on other data are set beside ours but marked not comparable, with one warning
+    report.data = "my-images.npz"
+    with pytest.warns(RobustnessWarning, match="compare different images"):
+        report.set_published()
+    assert report.published["comparable"] is False and "**Not comparable**" in report.to_markdown()
+    # RobustBench's corruptions entry: the mean accuracy, a footnote for every way this run is not the protocol
+    entry, problems = corruptions_entry(report)
+    assert entry["corruptions_acc"] == f"{100 * report.mean_accuracy:.2f}" and entry["dataset"] == "cifar10"
+    assert entry["eps"] is None and entry["clean_acc"] is None
+    assert any("13 of RobustBench's 15 corruptions" in p for p in problems)
+    assert any("severities 1,5" in p for p in problems) and any("fewer than the leaderboard's 10,000" in p
+                                                                 for p in problems)
+    assert entry["footnote"].startswith("Not RobustBench's protocol")
+    path, _ = write_robustbench(report, tmp_path / "rb")
+    assert json.loads(path.read_text())["corruptions_acc"] == entry["corruptions_acc"]
+
+
+def test_cli_format_robustbench_writes_the_corruptions_entry(cifar_c, tmp_path, capsys) -> None:
+    root, _ = cifar_c
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", _model_file(tmp_path), "--data", "cifar10-c", "--data-dir", str(root),
+            "--corruptions", "fog,snow", "--device", "cpu", "--out", str(out), "--format", "robustbench"]
+    assert cli.main(argv) == 0
+    entry = json.loads((out / "robustbench.json").read_text())
+    saved = json.loads((out / "report.json").read_text())
+    assert entry["corruptions_acc"] == f"{100 * saved['mean_accuracy']:.2f}"
+    assert "not the leaderboard protocol" in capsys.readouterr().out

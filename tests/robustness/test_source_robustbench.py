@@ -90,7 +90,7 @@ def test_loads_the_file_through_robustbench_and_records_what_it_loaded(zoo, load
     assert loaded.input_transform is None and loaded.input_shape == (3, 32, 32)
     # the normalization it applies inside its forward, read from its mu/sigma buffers
     assert loaded.mean == pytest.approx((0.4914, 0.4822, 0.4465)) and loaded.std == pytest.approx((0.2471, 0.2435, 0.2616))
-    assert loaded.claims == pytest.approx(README_ROW) and loaded.info.claims == loaded.claims
+    assert loaded.claims == pytest.approx({**README_ROW, "dataset": "cifar10"}) and loaded.info.claims == loaded.claims
     assert loaded.warnings == []
 
 
@@ -301,5 +301,5 @@ def test_evaluate_end_to_end_and_the_report_model_block(loaded, tmp_path: Path) 
     report.save(tmp_path / "out")
     block = json.loads((tmp_path / "out" / "report.json").read_text())["model"]
     assert (block["source"], block["name"], block["threat_model"]) == (f"robustbench:{NAME}", NAME, "Linf")
-    assert block["claims"] == pytest.approx(README_ROW) and block["weights_sha256"] == loaded.weights_sha256
+    assert block["claims"] == pytest.approx({**README_ROW, "dataset": "cifar10"}) and block["weights_sha256"] == loaded.weights_sha256
     assert Report.from_dict(json.loads((tmp_path / "out" / "report.json").read_text())).model.claims == block["claims"]

@@ -56,7 +56,7 @@ def test_default_weights_load_from_the_cache_with_their_declared_preprocessing(h
     assert (info.name, info.arch) == (TORCHVISION_NAME, f"torchvision:{TORCHVISION_NAME}")
     acc1 = _weights().meta["_metrics"]["ImageNet-1K"]["acc@1"]
     assert info.claims == {"source": "torchvision weights meta", "metric": "clean", "clean_accuracy": acc1 / 100,
-                           "robust_accuracy": None, "norm": None, "eps": None}
+                           "robust_accuracy": None, "norm": None, "eps": None, "dataset": "imagenet"}
 
 
 def test_weights_by_member_or_full_name_and_bad_names(hubs) -> None:
