@@ -3,7 +3,12 @@
 Models (random weights are enough for timing; fixed seeds, eval mode):
 
 * ``preact-resnet18``: PreAct ResNet-18 (``robustness.architectures``), CIFAR-shaped 3x32x32 inputs;
-* ``timm-resnet50``: ``timm.create_model("resnet50")`` (1,000 classes) at 3x224x224.
+* ``timm-resnet50``: ``timm.create_model("resnet50")`` (1,000 classes) at 3x224x224;
+* ``robustbench:Wong2020Fast`` and ``timm:resnet50.a1_in1k``: the same two architectures as the model
+  sources return them (``robustness.load_model``), loaded offline from caches this script writes with the
+  same kind of fixed-seed random weights: RobustBench's PreActResNet-18 (its normalization inside its own
+  forward) and timm's ResNet-50 inside a ``NormalizedModel`` with its ``pretrained_cfg`` statistics. They
+  show what a source's wrapping costs against the floor run on the same wrapped model.
 
 Inputs are uniform in [0, 1], labels are the model's clean predictions (every sample starts
 correctly classified). Linf eps = 8/255, step 2/255, random start, 10 steps, cross-entropy.
@@ -25,6 +30,7 @@ model's batch: the preset as it stands in this commit (the description records i
 Run from the repository root::
 
     python benchmarks/bench_models.py                       # CPU; writes results/models_cpu.{json,md}
+    python benchmarks/bench_models.py --models preact-resnet18,robustbench:Wong2020Fast,timm-resnet50,timm:resnet50.a1_in1k
     python benchmarks/bench_models.py --device cuda --standard   # writes results/models_cuda.{json,md}
 """
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import tempfile
 import time
 import sys
@@ -74,13 +81,21 @@ TARGET_RATIO = 1.10
 MODELS = {
     "preact-resnet18": {"shape": (3, 32, 32), "batch": {"cpu": 32, "cuda": 512}},
     "timm-resnet50": {"shape": (3, 224, 224), "batch": {"cpu": 4, "cuda": 128}},
+    "robustbench:Wong2020Fast": {"shape": (3, 32, 32), "batch": {"cpu": 32, "cuda": 512}},
+    "timm:resnet50.a1_in1k": {"shape": (3, 224, 224), "batch": {"cpu": 4, "cuda": 128}},
 }
+DEFAULT_MODELS = ("preact-resnet18", "timm-resnet50")
 CONTENDERS = ("floor", "ours (early_stop=False)")
 
 
-def build_model(name: str) -> nn.Module:
-    """The model ``name`` with fixed-seed random weights, in eval mode."""
+def build_model(name: str, cache: Path | None = None) -> nn.Module:
+    """The model ``name`` with fixed-seed random weights, in eval mode (source models: loaded through their
+    source from caches written under ``cache``)."""
     torch.manual_seed(0)  # a benchmark script may seed the global generator: the weights are fixed
+    if ":" in name:
+        if cache is None:
+            raise ValueError(f"{name} is loaded through its source: give a cache directory")
+        return source_model(name, cache)
     if name == "preact-resnet18":
         return build_architecture("preact-resnet18", num_classes=10).eval()
     if name == "timm-resnet50":
@@ -88,6 +103,55 @@ def build_model(name: str) -> nn.Module:
 
         return timm.create_model("resnet50", pretrained=False, num_classes=1000).eval()
     raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+
+
+def source_model(name: str, cache: Path) -> nn.Module:
+    """``name`` as :func:`robustness.load_model` returns it, from a cache under ``cache`` that holds fixed-seed
+    random weights of the real architecture (offline: nothing is downloaded)."""
+    import os
+
+    if name.startswith("robustbench:"):
+        from robustness.sources.robustbench_compat import import_robustbench
+
+        import_robustbench()
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+        model_name = name.split(":", 1)[1]
+        net = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf][model_name]["model"]()
+        with torch.no_grad():  # BatchNorm statistics as after training, so the loader does not call it untrained
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.fill_(0.9)
+                    m.num_batches_tracked.fill_(1)
+        folder = cache / "robustbench" / "cifar10" / "Linf"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": net.state_dict()}, folder / f"{model_name}.pt")
+        return robustness.load_model(name, dataset="cifar10", threat_model="Linf", model_dir=cache / "robustbench")
+    if name.startswith("timm:"):
+        import timm
+        from huggingface_hub import constants
+        from safetensors.torch import save_file
+
+        model_name = name.split(":", 1)[1]
+        hub = cache / "hf" / "hub"
+        os.environ.update(HF_HOME=str(cache / "hf"), HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1")
+        constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = str(hub), True  # read once, at import
+        revision = "0" * 40
+        repo = hub / f"models--timm--{model_name}"
+        (repo / "snapshots" / revision).mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        net = timm.create_model(model_name, pretrained=False)
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.fill_(0.9)
+                    m.num_batches_tracked.fill_(1)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  str(repo / "snapshots" / revision / "model.safetensors"))
+        return robustness.load_model(name)
+    raise ValueError(f"unknown model source in {name!r}")
 
 
 def inputs(model: nn.Module, name: str, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -163,8 +227,9 @@ def standard_throughput(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any
             "attacks": [f"{name}{settings}" for name, settings in preset_entries("standard", "linf") or ()]}
 
 
-def bench_model(name: str, device: torch.device, batch: int, repeats: int, warmup: int, standard: bool) -> dict[str, Any]:
-    model = build_model(name).to(device)
+def bench_model(name: str, device: torch.device, batch: int, repeats: int, warmup: int, standard: bool,
+                cache: Path | None = None) -> dict[str, Any]:
+    model = build_model(name, cache).to(device)
     x, y = inputs(model, name, batch, device)
     timings: dict[str, Timing] = best_of_interleaved(contenders(model, x, y), repeats=repeats, warmup=warmup)
     floor = timings["floor"]
@@ -223,7 +288,8 @@ def _result(args: argparse.Namespace, device: torch.device, date: str, info: dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma list of {', '.join(MODELS)} (default: {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--batch", type=int, default=None, help="one batch size for every model "
                         "(default: 32/4 on the CPU, 512/128 on CUDA for PreAct ResNet-18/ResNet-50)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -246,13 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     date, info = now_utc(), machine_info(device, peers=("timm",))
     models: dict[str, Any] = {}
-    for name in names:
-        batch = args.batch or MODELS[name]["batch"][device.type]
-        log.info("%s on %s, batch %d", name, device, batch)
-        models[name] = bench_model(name, device, batch, args.repeats, args.warmup, args.standard)
-        result = _result(args, device, date, info, models)
-        if not args.no_write:  # after every model, so that a run stopped later keeps what it measured
-            save_results(args.out, f"models_{device.type}", result, _markdown(result))
+    cache = Path(tempfile.mkdtemp(prefix="bench_models_"))  # the source models' caches (random weights)
+    try:
+        for name in names:
+            batch = args.batch or MODELS[name]["batch"][device.type]
+            log.info("%s on %s, batch %d", name, device, batch)
+            models[name] = bench_model(name, device, batch, args.repeats, args.warmup, args.standard, cache)
+            result = _result(args, device, date, info, models)
+            if not args.no_write:  # after every model, so that a run stopped later keeps what it measured
+                save_results(args.out, f"models_{device.type}", result, _markdown(result))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     print(_markdown(result))
     return 0
 

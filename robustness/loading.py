@@ -538,7 +538,8 @@ def load_model(
         loaded.model(torch.rand(1, 3, 32, 32))
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise InputError(f"model must be a model name, a file path, torchvision:NAME or package.module:factory, "
+        raise InputError(f"model must be a model name, a file path, robustbench:NAME, timm:NAME, torchvision:NAME or "
+                         f"package.module:factory, "
                          f"got {spec!r}")
     named = None if Path(spec.strip()).expanduser().exists() else resolve(spec)
     if named is None and _from_source(spec, weights):

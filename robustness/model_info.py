@@ -17,7 +17,7 @@ network trained in train mode has updated its BatchNorm running statistics, a fr
 still holds their initial values (mean 0, variance 1, no batch tracked). A network without
 BatchNorm that was never trained cannot be told from a trained one by its weights;
 :func:`robustness.loading.load_model` knows more about the models it builds (``torchvision:NAME``
-without weights, factories whose weights change with the random seed) and records it.
+with ``weights="none"``, factories whose weights change with the random seed) and records it.
 
 Example::
 

@@ -303,3 +303,49 @@ def test_evaluate_end_to_end_and_the_report_model_block(loaded, tmp_path: Path) 
     assert (block["source"], block["name"], block["threat_model"]) == (f"robustbench:{NAME}", NAME, "Linf")
     assert block["claims"] == pytest.approx({**README_ROW, "dataset": "cifar10"}) and block["weights_sha256"] == loaded.weights_sha256
     assert Report.from_dict(json.loads((tmp_path / "out" / "report.json").read_text())).model.claims == block["claims"]
+
+
+def test_cli_evaluates_a_robustbench_model_on_cifar10_beside_the_leaderboard(zoo, tmp_path, monkeypatch,
+                                                                            capsys) -> None:
+    """`robustness evaluate --model robustbench:NAME --data cifar10`: torchvision's CIFAR-10 files (written
+    here, a few test images), the model from the zoo directory, the leaderboard's figures set beside ours at
+    the leaderboard's budget, and robustbench.json written with the footnote of a run that is not the protocol."""
+    from robustness import cli
+    from tests.robustness.test_datasets import _write_cifar
+
+    model_dir, net = zoo
+    _write_cifar(tmp_path / "data", monkeypatch, hundred=False)
+    out = tmp_path / "out"
+    code = cli.main(["evaluate", "--model", f"robustbench:{NAME}", "--model-dir", str(model_dir), "--data", "cifar10",
+                     "--data-dir", str(tmp_path / "data"), "--attacks", "fgsm", "--eps", "0,8/255", "--no-checks",
+                     "--device", "cpu", "--out", str(out), "--format", "robustbench"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "published (RobustBench leaderboard" in printed and "clean 83.3%" in printed
+    saved = json.loads((out / "report.json").read_text())
+    block, published = saved["model"], saved["published"]
+    assert block["source"] == f"robustbench:{NAME}" and block["threat_model"] == "Linf"
+    assert block["weights_sha256"] == weights_sha256(net) and block["claims"]["dataset"] == "cifar10"
+    assert published["comparable"] is True and published["robust"]["eps"] == pytest.approx(8 / 255)
+    assert published["robust"]["claimed"] == 0.4321 and published["clean"]["claimed"] == 0.8334
+    measured = saved["robust_accuracy"][str(8 / 255)]
+    assert published["robust"]["measured"] == pytest.approx(measured)
+    assert published["robust"]["difference"] == pytest.approx(100 * (measured - 0.4321), abs=0.01)
+    entry = json.loads((out / "robustbench.json").read_text())
+    assert entry["dataset"] == "cifar10" and entry["eps"] == "8/255" and entry["architecture"] == "Wong2020FastNet"
+    assert entry["autoattack_acc"] == f"{100 * measured:.2f}" and "AutoAttack's standard" in entry["footnote"]
+
+
+def test_cli_missing_robustbench_file_offline_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from robustness import cli
+
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, 3, 32, 32), np.float32), y=np.zeros(2, np.int64))
+    code = cli.main(["evaluate", "--model", f"robustbench:{NAME}", "--model-dir", str(tmp_path / "empty"),
+                     "--data", str(data), "--attacks", "fgsm", "--eps", "0,8/255", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(tmp_path / "empty" / "cifar10" / "Linf" / f"{NAME}.pt") in err
+    assert not (tmp_path / "empty" / "cifar10" / "Linf" / f"{NAME}.pt").exists()
