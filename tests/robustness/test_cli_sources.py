@@ -123,20 +123,23 @@ def test_flags_for_another_kind_of_model_exit_2_naming_the_flag(hubs, tmp_path: 
     assert named in _one_line(capsys)
 
 
-def test_imagenet_data_is_loaded_after_the_model_with_its_input_transform(hubs, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_data_is_loaded_after_the_model_with_its_input_transform(hubs, tmp_path: Path) -> None:
+    """The real imagenet source over JPEGs in the ILSVRC2012 val layout: the images come out at the size the
+    timm weights declare (160, resized to 182 then cropped), labelled with the standard ImageNet indices."""
+    from PIL import Image
+
     write_timm_cache(hubs, timm_net())
-    seen: dict[str, object] = {}
-    real = datasets.load_dataset
-
-    def fake(name: str, **kwargs: object) -> datasets.LoadedData:
-        seen.update(kwargs, name=name)  # the imagenet source (another change) is stood in for by a small file
-        return real(str(_images(tmp_path / "x160.npz", 160, n=2)), split="test", n=None, seed=0)
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    for wnid, color in (("n01440764", (200, 10, 10)), ("n15075141", (10, 200, 10))):  # ImageNet classes 0 and 999
+        folder = tmp_path / "imagenet" / "val" / wnid
+        folder.mkdir(parents=True)
+        Image.new("RGB", (300, 240), color).save(folder / f"ILSVRC2012_val_{wnid[-4:]}.JPEG", quality=95)
     out = tmp_path / "o"
-    assert cli.main(["evaluate", "--model", f"timm:{TIMM_NAME}", "--data", "imagenet", "--subset", "robustbench",
-                     "--out", str(out), *FAST]) == 0
-    assert seen["name"] == "imagenet" and seen["subset"] == "robustbench"
-    assert seen["input_transform"] == InputTransform(size=(160, 160), resize=182, interpolation="bicubic")
-    assert (out / "report.json").is_file()
+    assert cli.main(["evaluate", "--model", f"timm:{TIMM_NAME}", "--data", "imagenet", "--data-dir",
+                     str(tmp_path / "imagenet"), "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"] == "imagenet val (2 images of 2 classes), resize 182 / crop 160 bicubic" and report["n_examples"] == 2
+    assert sorted(report["per_sample"]["label"]) == [0, 999]
+    assert report["model"]["input_transform"] == {"size": [160, 160], "resize": 182, "interpolation": "bicubic"}
+    data = datasets.load_dataset("imagenet", data_dir=tmp_path / "imagenet",
+                                 input_transform=InputTransform(size=(160, 160), resize=182, interpolation="bicubic"))
+    assert tuple(data.dataset[0][0].shape) == (3, 160, 160)
