@@ -65,9 +65,9 @@ from typing import Any
 import torch
 
 from robustness import datasets, loading, runner
-from robustness.claims import published_line
 from robustness.cli.common import (INT64_MAX, add_nproc, check_writable, epsilon_labels, float_type, int_type,
-                                   naming, parse_device, parse_epsilons, parse_floats, parse_seed)
+                                   naming, parse_device, parse_epsilons, parse_floats, parse_seed,
+                                   print_report_body)
 from robustness.cli.compare import add_compare_parser, run_compare
 from robustness.cli.corruptions import add_corruption_flags, maybe_evaluate
 from robustness.cli.train import _add_train_parser, _train
@@ -647,12 +647,7 @@ def _print(report: Report, out: Path, args: argparse.Namespace, gate: bool) -> N
     if not args.quiet:
         print(f"\n{report.model.label if report.model else 'model'} on {report.data}, {report.norm} sweep")
         _print_checks(report, None)
-        for w in report.warnings:
-            if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
-                print(f"warning: {w}")
-        print(report.table())
-        if (published := published_line(report.published)) is not None:
-            print(published)
+        print_report_body(report, args)
         if report.curve_table():
             print(report.curve_table())
     print(line)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -184,3 +185,16 @@ def parse_seed(value: str) -> int:
     if not 0 <= seed < 2**63:
         raise argparse.ArgumentTypeError(f"a seed must lie in [0, 2**63), got {value}")
     return seed
+
+
+def print_report_body(report: Any, args: argparse.Namespace) -> None:
+    """The report's warnings not yet shown on the terminal, its table, and the published figures beside ours
+    (an attack :class:`~robustness.report.Report` or a :class:`~robustness.corruption_report.CorruptionReport`)."""
+    from robustness.claims import published_line
+
+    for w in report.warnings:
+        if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
+            print(f"warning: {w}")
+    print(report.table())
+    if (published := published_line(report.published)) is not None:
+        print(published)

@@ -28,8 +28,7 @@ from typing import Any
 import torch
 
 from robustness import loading
-from robustness.claims import published_line
-from robustness.cli.common import check_writable, naming, parse_device
+from robustness.cli.common import check_writable, naming, parse_device, print_report_body
 from robustness.corruption_report import CorruptionReport, evaluate_corruptions
 from robustness.corruptions import CORRUPTION_DATASETS, CORRUPTIONS, SEVERITIES, corruption_name, load_corruptions
 from robustness.datasets import default_data_dir
@@ -200,12 +199,7 @@ def _evaluate_corruptions(args: argparse.Namespace, name: str) -> int:
 def _print(report: CorruptionReport, out: Path, args: argparse.Namespace, gate: bool) -> None:
     if not args.quiet:
         print(f"\n{report.model.label if report.model else 'model'} on {report.data}: accuracy per severity")
-        for w in report.warnings:
-            if w not in getattr(args, "shown_warnings", ()):  # already printed when it was raised
-                print(f"warning: {w}")
-        print(report.table())
-        if (published := published_line(report.published)) is not None:
-            print(published)
+        print_report_body(report, args)
     line = f"{report.summary_line()} -> {out}"
     if report.model is not None and report.model.initial_weights:
         line += "  UNTRAINED: initial random weights"
