@@ -351,7 +351,7 @@ def _load_imagenet_c(root: Path, chosen: tuple[str, ...], levels: tuple[int, ...
     # "Res224"), never resize-then-crop again (that would zoom into the crop)
     size = input_transform.size if input_transform is not None else (224, 224)
     interpolation = input_transform.interpolation if input_transform is not None else "bilinear"
-    transform = InputTransform(size=size, resize=max(size), interpolation=interpolation)
+    transform = InputTransform(size=size, resize=None, interpolation=interpolation, mode="resize")
     index = standard_class_index()
     reference: list[tuple[str, int]] | None = None
     sources: dict[tuple[str, int], Dataset] = {}

@@ -75,10 +75,8 @@ def default_transform() -> InputTransform:
 
 
 def describe_transform(transform: InputTransform) -> str:
-    """``'resize 256 / crop 224 bilinear'`` (``crop 224x192`` when not square)."""
-    h, w = transform.size
-    crop = str(h) if h == w else f"{h}x{w}"
-    return f"resize {transform.resize} / crop {crop} {transform.interpolation}"
+    """``'resize 256 / crop 224 bilinear'`` (``crop 224x192`` when not square; see :meth:`InputTransform.describe`)."""
+    return transform.describe()
 
 
 def _helper_file(name: str) -> Path | None:

@@ -32,28 +32,45 @@ __all__ = ["INTERPOLATIONS", "InputTransform"]
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
+#: the geometries: resize the shorter side then center-crop (the usual one), center-crop only (RobustBench's
+#: "Crop288"), resize both sides to the size (RobustBench's "Res224": the aspect ratio is not kept)
+MODES = ("resize-crop", "crop", "resize")
+
+
 @dataclass(frozen=True)
 class InputTransform:
-    """Resize the shorter image side to ``resize`` pixels (``interpolation``), then center-crop to ``size``.
+    """Resize the shorter image side to ``resize`` pixels (``interpolation``), then center-crop to ``size``
+    (``mode="resize-crop"``); or only center-crop to ``size`` (``mode="crop"``, ``resize`` is ``None``); or
+    resize the image to exactly ``size`` (``mode="resize"``, ``resize`` is ``None``).
 
     Attributes:
-        size: ``(H, W)`` of the model's inputs after the crop.
-        resize: the shorter side after resizing, before the crop (``>= max(size)``).
+        size: ``(H, W)`` of the model's inputs.
+        resize: the shorter side after resizing, before the crop (``>= max(size)``); ``None`` for the
+            other modes.
         interpolation: one of :data:`INTERPOLATIONS`.
+        mode: one of :data:`MODES`.
     """
 
     size: tuple[int, int]
-    resize: int
+    resize: int | None
     interpolation: str = "bilinear"
+    mode: str = "resize-crop"
 
     def __post_init__(self) -> None:
         size = tuple(int(v) for v in self.size)
         if len(size) != 2 or min(size) <= 0:
             raise InputError(f"input size must be two positive integers (H, W), got {self.size!r}")
         object.__setattr__(self, "size", size)
-        if int(self.resize) < max(size):
+        if self.mode not in MODES:
+            raise InputError(f"unknown input transform mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.mode != "resize-crop":
+            if self.resize is not None:
+                raise InputError(f"mode {self.mode!r} takes no resize (got {self.resize}): it "
+                                 f"{'only crops' if self.mode == 'crop' else 'resizes to the size itself'}")
+        elif self.resize is None or int(self.resize) < max(size):
             raise InputError(f"resize ({self.resize}) must be at least the crop size {size}: the crop would not fit")
-        object.__setattr__(self, "resize", int(self.resize))
+        else:
+            object.__setattr__(self, "resize", int(self.resize))
         mode = str(self.interpolation).lower().rsplit(".", 1)[-1]  # "InterpolationMode.BILINEAR" reads too
         if mode not in INTERPOLATIONS:
             raise InputError(f"unknown interpolation {self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
@@ -69,17 +86,37 @@ class InputTransform:
         return cls(size=hw, resize=int(max(hw) / crop_pct), interpolation=interpolation)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": list(self.size), "resize": self.resize, "interpolation": self.interpolation}
+        out = {"size": list(self.size), "resize": self.resize, "interpolation": self.interpolation}
+        return out if self.mode == "resize-crop" else {**out, "mode": self.mode}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputTransform:
-        return cls(size=tuple(data["size"]), resize=int(data["resize"]),  # type: ignore[arg-type]
-                   interpolation=str(data.get("interpolation", "bilinear")))
+        resize = data.get("resize")
+        return cls(size=tuple(data["size"]), resize=None if resize is None else int(resize),  # type: ignore[arg-type]
+                   interpolation=str(data.get("interpolation", "bilinear")),
+                   mode=str(data.get("mode", "resize-crop")))
+
+    def describe(self) -> str:
+        """As reports say it: ``resize 256 / crop 224 bilinear``, ``crop 288``, ``resize to 224 bilinear``
+        (``224x192`` for a size that is not square)."""
+        h, w = self.size
+        size = str(h) if h == w else f"{h}x{w}"
+        if self.mode == "crop":
+            return f"crop {size} (no resize)"
+        if self.mode == "resize":
+            return f"resize to {size} {self.interpolation} (no crop)"
+        return f"resize {self.resize} / crop {size} {self.interpolation}"
 
     def torchvision(self) -> Any:
-        """The torchvision transform: ``Resize(resize) -> CenterCrop(size) -> ToTensor()`` (values in [0, 1])."""
+        """The torchvision transform ending in ``ToTensor()`` (values in [0, 1]): ``Resize(resize) ->
+        CenterCrop(size)``, ``CenterCrop(size)`` or ``Resize(size)``, by :attr:`mode`."""
         from torchvision import transforms
 
         mode = getattr(transforms.InterpolationMode, self.interpolation.upper())
-        return transforms.Compose([transforms.Resize(self.resize, interpolation=mode),
-                                   transforms.CenterCrop(self.size), transforms.ToTensor()])
+        if self.mode == "crop":
+            steps = [transforms.CenterCrop(self.size)]
+        elif self.mode == "resize":
+            steps = [transforms.Resize(self.size, interpolation=mode)]
+        else:
+            steps = [transforms.Resize(self.resize, interpolation=mode), transforms.CenterCrop(self.size)]
+        return transforms.Compose([*steps, transforms.ToTensor()])

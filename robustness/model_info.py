@@ -135,9 +135,13 @@ class ModelInfo:
 def transform_text(transform: Mapping[str, Any]) -> str:
     """An input transform (:meth:`robustness.input_transform.InputTransform.to_dict`) as report.md says it:
     ``resize 256 / crop 224 bilinear`` (``crop 224x192`` for a crop that is not square)."""
-    size = [int(v) for v in transform.get("size") or []]
-    crop = "x".join(map(str, size)) if len(set(size)) > 1 else (str(size[0]) if size else "?")
-    return f"resize {transform.get('resize', '?')} / crop {crop} {transform.get('interpolation', 'bilinear')}"
+    from robustness.errors import InputError
+    from robustness.input_transform import InputTransform
+
+    try:
+        return InputTransform.from_dict(transform).describe()
+    except (InputError, KeyError, TypeError, ValueError):  # a damaged report: say what it holds
+        return f"unreadable input transform {dict(transform)}"
 
 
 def untouched_batchnorm(model: nn.Module) -> bool:

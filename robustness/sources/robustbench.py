@@ -60,12 +60,14 @@ MapLocation = Union[str, torch.device, None]
 #: RobustBench's own default model directory (``robustbench.utils.load_model``), relative to the working directory
 DEFAULT_MODEL_DIR = Path("./models")
 
-#: RobustBench's ImageNet preprocessings (``robustbench.data.PREPROCESSINGS``) that the ``imagenet`` data
-#: source reproduces exactly. ``Crop288`` (a center crop without resizing) and ``Res224`` (both sides resized
-#: to 224, changing the aspect ratio) are not "resize the shorter side, then center-crop", so they are refused.
+#: RobustBench's ImageNet preprocessings (``robustbench.data.PREPROCESSINGS``), each as the input transform that
+#: gives the same images (tested against RobustBench's own): ``Crop288`` is a center crop without resizing,
+#: ``Res224`` resizes both sides to 224 (the aspect ratio changes). A name not here is refused.
 PREPROCESSING_TRANSFORMS: dict[str, InputTransform] = {
     "Res256Crop224": InputTransform(size=(224, 224), resize=256, interpolation="bilinear"),
     "BicubicRes256Crop224": InputTransform(size=(224, 224), resize=256, interpolation="bicubic"),
+    "Crop288": InputTransform(size=(288, 288), resize=None, mode="crop"),
+    "Res224": InputTransform(size=(224, 224), resize=None, interpolation="bilinear", mode="resize"),
 }
 
 _DATASET_ALIASES = {"cifar10": "cifar10", "cifar-10": "cifar10", "cifar_10": "cifar10",

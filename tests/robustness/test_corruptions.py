@@ -276,7 +276,7 @@ def test_imagenet_c_folder_layout(tmp_path) -> None:
     data = load_corruptions("imagenet-c", data_dir=tmp_path, corruptions=["fog", "snow"], severities=[3],
                             input_transform=InputTransform(size=(8, 8), resize=12))
     assert data.num_classes == 1000 and data.input_shape == (3, 8, 8) and len(data) == 2
-    assert data.input_transform.resize == 8  # resized to the input size only: no second crop of the crops
+    assert data.input_transform.mode == "resize" and data.input_transform.size == (8, 8)  # no second crop
     assert data.labels().tolist() == [0, 999]  # standard ImageNet-1k indices
     x, y = data.dataset("snow", 3)[1]
     assert tuple(x.shape) == (3, 8, 8) and y == 999 and abs(float(x.mean()) - 200 / 255) < 0.05

@@ -175,3 +175,29 @@ def test_undecodable_image_names_the_file(val) -> None:
     with pytest.raises(InputError, match="zz_broken.JPEG"):
         data.dataset[index]
     assert torch.is_tensor(data.dataset[0][0])
+
+
+def test_the_three_geometries_give_the_sizes_and_texts_they_say() -> None:
+    from PIL import Image
+
+    from robustness.errors import InputError
+    from robustness.input_transform import InputTransform
+
+    image = Image.new("RGB", (400, 300), (10, 20, 30))
+    usual = InputTransform(size=(224, 224), resize=256)
+    crop = InputTransform(size=(288, 288), resize=None, mode="crop")
+    squash = InputTransform(size=(224, 160), resize=None, mode="resize", interpolation="bicubic")
+    assert tuple(usual.torchvision()(image).shape) == (3, 224, 224)
+    assert tuple(crop.torchvision()(image).shape) == (3, 288, 288)
+    assert tuple(squash.torchvision()(image).shape) == (3, 224, 160)
+    assert (usual.describe(), crop.describe(), squash.describe()) == (
+        "resize 256 / crop 224 bilinear", "crop 288 (no resize)", "resize to 224x160 bicubic (no crop)")
+    for t in (usual, crop, squash):
+        assert InputTransform.from_dict(t.to_dict()) == t
+    assert "mode" not in usual.to_dict()  # reports written before the modes read the same
+    with pytest.raises(InputError, match="takes no resize"):
+        InputTransform(size=(224, 224), resize=256, mode="crop")
+    with pytest.raises(InputError, match="unknown input transform mode"):
+        InputTransform(size=(224, 224), resize=256, mode="zoom")
+    with pytest.raises(InputError, match="at least the crop size"):
+        InputTransform(size=(224, 224), resize=None)

@@ -180,12 +180,23 @@ def test_imagenet_preprocessing_maps_to_an_input_transform_or_is_refused() -> No
     assert rbsource._input_transform(net, {"preprocessing": "BicubicRes256Crop224"}, "imagenet", "s", None
                                      ).interpolation == "bicubic"
     assert rbsource._input_transform(net, {"preprocessing": "Crop288"}, "cifar10", "s", None) is None
-    for key in ("Crop288", "Res224", None, "Unheard"):
+    assert rbsource._input_transform(net, {"preprocessing": "Crop288"}, "imagenet", "s", None) == \
+        InputTransform(size=(288, 288), resize=None, mode="crop")
+    assert rbsource._input_transform(net, {"preprocessing": "Res224"}, "imagenet", "s", None) == \
+        InputTransform(size=(224, 224), resize=None, mode="resize")
+    for key in (None, "Unheard"):
         with pytest.raises(InputError, match="does not reproduce"):
             rbsource._input_transform(net, {"preprocessing": key}, "imagenet", "s", None)
-    # every name the installed robustbench defines is either mapped or refused on purpose
-    names = {k for k in import_robustbench().data.PREPROCESSINGS if k is not None}
-    assert names - set(rbsource.PREPROCESSING_TRANSFORMS) == {"Crop288", "Res224"}
+    # every name the installed robustbench defines is mapped, to the same images its own transform gives
+    from PIL import Image
+
+    image = Image.fromarray((torch.rand(300, 340, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy())
+    preprocessings = import_robustbench().data.PREPROCESSINGS
+    names = {k for k in preprocessings if k is not None}
+    assert names == set(rbsource.PREPROCESSING_TRANSFORMS)
+    for name in names:
+        ours = rbsource.PREPROCESSING_TRANSFORMS[name].torchvision()(image)
+        assert torch.equal(ours, preprocessings[name](image)), name
 
 
 def test_an_imagenet_model_records_robustbenchs_preprocessing_and_its_normalizer(tmp_path: Path) -> None:
@@ -212,7 +223,8 @@ def test_an_imagenet_model_records_robustbenchs_preprocessing_and_its_normalizer
     assert loaded.claims["eps"] == pytest.approx(4 / 255) and loaded.claims["robust_accuracy"] == pytest.approx(0.2532)
 
 
-def test_a_preprocessing_the_data_cannot_match_is_refused_before_any_download(tmp_path: Path) -> None:
+def test_a_preprocessing_the_data_cannot_match_is_refused_before_any_download(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delitem(rbsource.PREPROCESSING_TRANSFORMS, "Crop288")  # as for a name a later robustbench adds
     with pytest.raises(InputError, match="'Crop288', which the imagenet data source does not reproduce"):
         load_from_source(f"robustbench:{NAME}", SourceOptions(dataset="imagenet", model_dir=tmp_path / "models"))
     assert not (tmp_path / "models").exists()
