@@ -39,8 +39,12 @@ from robustness.errors import RobustnessWarning
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["BATCHNORM_UNTOUCHED", "ModelInfo", "describe_model", "initial_weights_warning", "transform_text",
+__all__ = ["BATCHNORM_UNTOUCHED", "INFO_ATTRIBUTE", "ModelInfo", "describe_model", "initial_weights_warning", "transform_text",
            "untouched_batchnorm", "warn_if_initial"]
+
+#: the attribute under which :func:`robustness.load_model` leaves the loader's description on the module it
+#: returns, so that ``evaluate(model, ...)`` reports where the model came from (source, name, claims)
+INFO_ATTRIBUTE = "robustness_model_info"
 
 #: why a network with BatchNorm is known to hold its initial random weights
 BATCHNORM_UNTOUCHED = "every BatchNorm layer still holds its initial running statistics: it was never trained"
@@ -181,6 +185,10 @@ def describe_model(model: nn.Module) -> ModelInfo:
     """What ``model`` itself tells about its weights: their SHA-256, its normalization and, through
     BatchNorm, whether it was ever trained (see the module docstring).
 
+    A model from :func:`robustness.load_model` carries the loader's description (:data:`INFO_ATTRIBUTE`):
+    it is returned whole (source, name, threat model, claims...) while the weights and normalization are
+    still those loaded; once they changed, only the source is kept, with a note, and no claims.
+
     The hash covers the network inside ``model`` when ``model`` is a :class:`NormalizedModel`
     (whose mean and std are ``normalization``), else ``model``'s whole state dict; normalization
     is that of the first :class:`NormalizedModel` among ``model``'s modules.
@@ -195,5 +203,16 @@ def describe_model(model: nn.Module) -> ModelInfo:
         normalization = {"mean": [float(v) for v in wrapper.mean.tolist()],
                          "std": [float(v) for v in wrapper.std.tolist()]}
     untrained = untouched_batchnorm(model)
-    return ModelInfo(weights_sha256=weights_sha256(net), normalization=normalization,
+    seen = ModelInfo(weights_sha256=weights_sha256(net), normalization=normalization,
                      initial_weights=True if untrained else None, weights=BATCHNORM_UNTOUCHED if untrained else None)
+    loaded = getattr(model, INFO_ATTRIBUTE, None)
+    if not isinstance(loaded, ModelInfo):
+        return seen
+    if loaded.weights_sha256 == seen.weights_sha256 and loaded.normalization == seen.normalization:
+        return ModelInfo(**asdict(loaded))  # as loaded: the description applies
+    # changed since it was loaded (fine-tuned, re-wrapped): say where it came from, not what its source claims
+    changed = "weights" if loaded.weights_sha256 != seen.weights_sha256 else "normalization"
+    note = (f"loaded from {loaded.source}, its {changed} changed since (loaded weights SHA-256 "
+            f"{loaded.weights_sha256}): the source's description and claims do not apply")
+    return ModelInfo(**{**asdict(seen), "source": loaded.source, "arch": loaded.arch, "dataset": loaded.dataset,
+                        "weights": f"{note}; {seen.weights}" if seen.weights else note})

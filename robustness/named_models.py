@@ -117,8 +117,10 @@ def load_model(name: str, *, device: str | torch.device = "cpu", dataset: str | 
     else :func:`robustness.loading.load_model` reads (a checkpoint, ``package.module:factory``); the
     keywords pass through to it. That function returns the model with what is known about it (its
     source, dataset, input shape and geometry, normalization, weights' SHA-256, published claims),
-    which the CLI's ``--model`` uses; this one returns the network alone. Unknown names are an
-    :class:`InputError` listing the names.
+    which the CLI's ``--model`` uses; this one returns the network, carrying that description
+    (:data:`robustness.model_info.INFO_ATTRIBUTE`) so that ``robustness.evaluate(model, ...)`` puts it in the
+    report's model block (``report.set_published()`` then sets the source's claims beside the measured
+    numbers). Unknown names are an :class:`InputError` listing the names.
 
     Example::
 
@@ -128,5 +130,9 @@ def load_model(name: str, *, device: str | torch.device = "cpu", dataset: str | 
     """
     from robustness.loading import load_model as load
 
-    return load(name, map_location=device, dataset=dataset, threat_model=threat_model, model_dir=model_dir,
-                weights=weights, norm=norm).model
+    from robustness.model_info import INFO_ATTRIBUTE
+
+    loaded = load(name, map_location=device, dataset=dataset, threat_model=threat_model, model_dir=model_dir,
+                  weights=weights, norm=norm)
+    setattr(loaded.model, INFO_ATTRIBUTE, loaded.info)  # evaluate() reports where it came from (describe_model)
+    return loaded.model

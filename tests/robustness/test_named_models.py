@@ -47,3 +47,32 @@ def test_an_existing_file_wins_over_a_name(tmp_path, monkeypatch) -> None:
     (tmp_path / "digits-cnn").write_bytes(b"<html>not a model</html>")
     with pytest.raises(InputError, match="digits-cnn"):  # the file is read (and refused), not the shipped model
         robustness.load_model("digits-cnn")
+
+
+def test_the_loaded_description_reaches_evaluates_report_until_the_weights_change() -> None:
+    import warnings
+
+    import torch
+
+    import robustness
+    from robustness.errors import RobustnessWarning
+    from robustness.loading import load_model as load_with_info
+
+    expected = load_with_info("digits-cnn").info
+    model = robustness.load_model("digits-cnn")
+    from robustness.datasets import load_dataset
+
+    data = load_dataset("digits", n=16, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RobustnessWarning)
+        report = robustness.evaluate(model, data.dataset, attacks=["fgsm"], epsilons=[0, 0.1], checks=False,
+                                     progress=False)
+    assert report.model == expected and report.model.source == "digits-cnn" and report.model.dataset == "digits"
+    with torch.no_grad():  # fine-tuned after loading: the source stays named, its description no longer applies
+        next(model.parameters()).add_(0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RobustnessWarning)
+        changed = robustness.evaluate(model, data.dataset, attacks=["fgsm"], epsilons=[0, 0.1], checks=False,
+                                      progress=False).model
+    assert changed.source == "digits-cnn" and changed.weights_sha256 != expected.weights_sha256
+    assert "weights changed since" in changed.weights and changed.claims is None and changed.integrity is None
