@@ -24,6 +24,16 @@ TORCHVISION_NAME = "squeezenet1_1"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
+def timm_resize(name: str = TIMM_NAME) -> int:
+    """The shorter side timm's ``name`` weights declare before their center crop: ``int(size / crop_pct)`` from
+    the installed timm's ``pretrained_cfg`` (its crop_pct differs between timm versions: 0.875 in 1.0.9, 0.95 in
+    1.0.31 for the test models)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    return int(cfg.input_size[-1] / cfg.crop_pct)
+
+
 @dataclass
 class Hubs:
     root: Path

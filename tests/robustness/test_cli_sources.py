@@ -12,8 +12,8 @@ import torch
 
 from robustness import cli, datasets
 from robustness.input_transform import InputTransform
-from tests.robustness.hub_cache import (TIMM_NAME, TORCHVISION_NAME, offline_hubs, timm_net, torchvision_net,
-                                        write_timm_cache, write_torchvision_cache)
+from tests.robustness.hub_cache import (TIMM_NAME, TORCHVISION_NAME, offline_hubs, timm_net, timm_resize,
+                                        torchvision_net, write_timm_cache, write_torchvision_cache)
 
 FAST = ["--attacks", "fgsm", "--eps", "0,0.01", "--quiet", "--no-checks", "--device", "cpu"]
 
@@ -43,7 +43,7 @@ def test_a_cached_timm_model_evaluates_end_to_end_and_its_report_says_what_it_is
     model = json.loads((out / "report.json").read_text())["model"]
     assert model["source"] == f"timm:{TIMM_NAME}" and model["name"] == TIMM_NAME and model["arch"] == "timm:test_vit"
     assert model["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
-    assert model["input_transform"] == {"size": [160, 160], "resize": 182, "interpolation": "bicubic"}
+    assert model["input_transform"] == {"size": [160, 160], "resize": timm_resize(), "interpolation": "bicubic"}
     assert model["input_shape"] == [3, 160, 160] and "file SHA-256" in model["weights"]
 
 
@@ -125,7 +125,7 @@ def test_flags_for_another_kind_of_model_exit_2_naming_the_flag(hubs, tmp_path: 
 
 def test_imagenet_data_is_loaded_after_the_model_with_its_input_transform(hubs, tmp_path: Path) -> None:
     """The real imagenet source over JPEGs in the ILSVRC2012 val layout: the images come out at the size the
-    timm weights declare (160, resized to 182 then cropped), labelled with the standard ImageNet indices."""
+    timm weights declare (160, resized to 160 / crop_pct then cropped), labelled with the standard ImageNet indices."""
     from PIL import Image
 
     write_timm_cache(hubs, timm_net())
@@ -137,9 +137,10 @@ def test_imagenet_data_is_loaded_after_the_model_with_its_input_transform(hubs, 
     assert cli.main(["evaluate", "--model", f"timm:{TIMM_NAME}", "--data", "imagenet", "--data-dir",
                      str(tmp_path / "imagenet"), "--out", str(out), *FAST]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["data"] == "imagenet val (2 images of 2 classes), resize 182 / crop 160 bicubic" and report["n_examples"] == 2
+    assert report["data"] == f"imagenet val (2 images of 2 classes), resize {timm_resize()} / crop 160 bicubic"
+    assert report["n_examples"] == 2
     assert sorted(report["per_sample"]["label"]) == [0, 999]
-    assert report["model"]["input_transform"] == {"size": [160, 160], "resize": 182, "interpolation": "bicubic"}
+    assert report["model"]["input_transform"] == {"size": [160, 160], "resize": timm_resize(), "interpolation": "bicubic"}
     data = datasets.load_dataset("imagenet", data_dir=tmp_path / "imagenet",
-                                 input_transform=InputTransform(size=(160, 160), resize=182, interpolation="bicubic"))
+                                 input_transform=InputTransform(size=(160, 160), resize=timm_resize(), interpolation="bicubic"))
     assert tuple(data.dataset[0][0].shape) == (3, 160, 160)
