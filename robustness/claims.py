@@ -50,7 +50,7 @@ REL_TOL = 1e-6
 #: what the two warnings say about the likely cause
 CLEAN_BELOW = "wrong normalization or preprocessing? different data?"
 ROBUST_ABOVE = "a weaker attack than the leaderboard's, or a different subset: do not quote it"
-_METRICS = {"autoattack_acc": "AutoAttack accuracy", "corruptions_acc": "accuracy under common corruptions"}
+_METRICS = {"autoattack_acc": "robust accuracy: AutoAttack's, or a stronger evaluation's where the leaderboard knows one", "corruptions_acc": "accuracy under common corruptions"}
 
 
 def wilson_interval(p: float, n: int, z: float = Z_95) -> tuple[float, float]:

@@ -45,6 +45,9 @@ class SourceOptions:
         model_dir: where RobustBench keeps its model files (default RobustBench's own ``./models``).
         weights: torchvision's weights name (``DEFAULT``, ``IMAGENET1K_V1``) or ``none`` (untrained).
         num_classes, in_channels: what the data needs, for checks.
+        model_info_dir: a RobustBench ``model_info`` directory (its repository's
+            ``model_info/<dataset>/<threat model>/<NAME>.json``), whose figures are preferred over the
+            leaderboard tables of the installed robustbench's README (newer entries, footnotes).
     """
 
     dataset: str | None = None
@@ -54,6 +57,7 @@ class SourceOptions:
     weights: str | None = None
     num_classes: int | None = None
     in_channels: int | None = None
+    model_info_dir: Path | None = None
 
 
 def source_prefix(spec: str) -> str | None:

@@ -340,7 +340,7 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
     if map_location is not None:
         net = net.to(map_location)
     net.eval()
-    claims = leaderboard_claims(name, dataset, threat, getattr(options, "model_info_dir", None))
+    claims = leaderboard_claims(name, dataset, threat, options.model_info_dir)
     if claims is not None:  # the leaderboard's figures are on this dataset's test set (ImageNet: its 5,000 images)
         claims = {**claims, "dataset": dataset}
     if claims is None:

@@ -361,3 +361,14 @@ def test_cli_missing_robustbench_file_offline_is_one_line_and_exit_2(tmp_path, c
     assert code == 2 and len(err.splitlines()) == 1, err
     assert str(tmp_path / "empty" / "cifar10" / "Linf" / f"{NAME}.pt") in err
     assert not (tmp_path / "empty" / "cifar10" / "Linf" / f"{NAME}.pt").exists()
+
+
+def test_a_model_info_directory_reaches_the_loaded_claims(zoo, tmp_path: Path) -> None:
+    model_dir, _ = zoo
+    info = tmp_path / "model_info" / "cifar10" / "Linf" / f"{NAME}.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"clean_acc": "83.30", "autoattack_acc": "43.00", "eps": "8/255"}))
+    loaded = load_from_source(f"robustbench:{NAME}", SourceOptions(model_dir=model_dir,
+                                                                   model_info_dir=tmp_path / "model_info"))
+    assert loaded.claims["robust_accuracy"] == pytest.approx(0.43) and str(info) in loaded.claims["source"]
+    assert loaded.claims["dataset"] == "cifar10"
