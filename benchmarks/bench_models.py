@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the CPU")
     parser.add_argument("--standard", action="store_true", help="add the standard preset's throughput")
+    parser.add_argument("--tag", default=None, help="suffix of the result files: models_<device>_<tag>.{json,md}")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -320,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             models[name] = bench_model(name, device, batch, args.repeats, args.warmup, args.standard, cache)
             result = _result(args, device, date, info, models)
             if not args.no_write:  # after every model, so that a run stopped later keeps what it measured
-                save_results(args.out, f"models_{device.type}", result, _markdown(result))
+                save_results(args.out, f"models_{device.type}" + (f"_{args.tag}" if args.tag else ""), result,
+                             _markdown(result))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     print(_markdown(result))
