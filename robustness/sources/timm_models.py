@@ -51,7 +51,8 @@ def _timm() -> Any:
     try:
         import timm
     except ImportError as e:
-        raise InputError(f"timm: models need the timm package, which is not installed ({e}): pip install timm") from e
+        raise InputError(f"timm: models need the timm package, which is not installed ({e}): install the hub "
+                         "extra, pip install -e \".[hub]\" (timm, huggingface_hub, safetensors)") from e
     return timm
 
 
