@@ -145,6 +145,10 @@ class CorruptionData:
     bounds: tuple[float, float] = (0.0, 1.0)
     input_transform: InputTransform | None = None
     _sources: dict[tuple[str, int], Dataset] = field(default_factory=dict, repr=False)
+    #: imagenet-c: the evaluated images as ``<wnid>/<file>`` with their labels, and the model's own transform
+    #: (resize/crop of the full validation images), for the clean accuracy on the same images
+    _clean_images: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    _clean_transform: InputTransform | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         """Images per corruption and severity."""
@@ -168,13 +172,14 @@ class CorruptionData:
         """The same images uncorrupted, when the clean test set is found, and a note saying how
         (or why not): ``cifar10-c``/``cifar100-c`` look for the torchvision CIFAR files in ``data_dir``
         (default: the corruption folder's parent and the folder itself); a test set whose labels differ
-        from the corruption labels is refused (not the same images). ``imagenet-c``: not measured here
-        (give the clean accuracy to :func:`robustness.corruption_report.evaluate_corruptions`)."""
+        from the corruption labels is refused (not the same images). ``imagenet-c``: the validation images
+        of the same names (``data_dir``, default the ImageNet-C folder's parent: ``val/<wnid>/<file>``), with
+        the model's own resize/crop; any missing is "not measured"."""
         from robustness.datasets import load_dataset, to_tensors
 
         base = CORRUPTION_DATASETS[self.name][1]
         if self.name == "imagenet-c":
-            return None, "not measured (ImageNet-C: evaluate the imagenet source for the clean accuracy)"
+            return self._imagenet_clean(data_dir)
         places = [Path(data_dir).expanduser()] if data_dir is not None else [self.root.parent, self.root]
         for place in places:
             try:
@@ -193,6 +198,27 @@ class CorruptionData:
             return subset, f"{base} test set in {place}, the same {len(self.indices)} images"
         return None, (f"not measured: no {base} test set found in {' or '.join(str(p) for p in places)} "
                       f"(torchvision's files, e.g. {places[0]}/cifar-10-batches-py)")
+
+    def _imagenet_clean(self, data_dir: str | Path | None) -> tuple[Dataset | None, str]:
+        """ImageNet-C's images are 224x224 center crops of validation images with the same file names: the
+        clean accuracy is that of those validation images, with the model's own resize/crop (the imagenet
+        source's), looked for in ``data_dir`` (default: the ImageNet-C folder's parent)."""
+        from robustness.imagenet_data import ImageList, default_transform, find_val_dir
+
+        place = Path(data_dir).expanduser() if data_dir is not None else self.root.parent
+        try:
+            val = find_val_dir(place)
+        except InputError:
+            return None, (f"not measured: no ImageNet validation folder in {place} (val/<wnid>/<image>.JPEG; or "
+                          "evaluate --data imagenet for the clean accuracy)")
+        missing = [rel for rel, _ in self._clean_images if not (val / rel).is_file()]
+        if missing or not self._clean_images:
+            return None, (f"not measured: {len(missing)} of the {len(self._clean_images)} evaluated images are "
+                          f"not in {val} (e.g. {', '.join(missing[:2])}): not the same images")
+        transform = self._clean_transform or default_transform()
+        clean = ImageList([(str(val / rel), label) for rel, label in self._clean_images], transform)
+        return clean, (f"imagenet val in {val}, the same {len(self._clean_images)} images, "
+                       f"{transform.describe()}")
 
     def labels(self) -> Tensor:
         """The labels of the evaluated images (the same for every corruption and severity)."""
@@ -383,7 +409,9 @@ def _load_imagenet_c(root: Path, chosen: tuple[str, ...], levels: tuple[int, ...
         name="imagenet-c", root=root, corruptions=chosen, severities=levels, indices=indices, total=total,
         num_classes=1000, input_shape=(3, *transform.size), mean=_CIFAR_STATS["imagenet"][0],
         std=_CIFAR_STATS["imagenet"][1], seed=seed, description=description, input_transform=transform,
-        _sources=sources)
+        _sources=sources, _clean_images=[(reference or [])[i] for i in indices],
+        _clean_transform=input_transform if input_transform is not None and input_transform.mode != "resize"
+        else None)
 
 
 def _describe(key: str, chosen: tuple[str, ...], levels: tuple[int, ...], n: int, total: int) -> str:

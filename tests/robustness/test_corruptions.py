@@ -280,6 +280,20 @@ def test_imagenet_c_folder_layout(tmp_path) -> None:
     assert data.labels().tolist() == [0, 999]  # standard ImageNet-1k indices
     x, y = data.dataset("snow", 3)[1]
     assert tuple(x.shape) == (3, 8, 8) and y == 999 and abs(float(x.mean()) - 200 / 255) < 0.05
+    # the clean accuracy: the validation images of the same names, with the model's resize/crop
+    clean, note = data.clean()
+    assert clean is None and note.startswith("not measured: no ImageNet validation folder")
+    for wnid, value in (("n01440764", 30), ("n15075141", 90)):
+        folder = tmp_path / "val" / wnid
+        folder.mkdir(parents=True)
+        Image.new("RGB", (40, 30), (value, value, value)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    clean, note = data.clean()
+    assert len(clean) == 2 and "the same 2 images, resize 12 / crop 8 bilinear" in note
+    xc, yc = clean[1]
+    assert tuple(xc.shape) == (3, 8, 8) and yc == 999 and abs(float(xc.mean()) - 90 / 255) < 0.05
+    (tmp_path / "val" / "n15075141" / "ILSVRC2012_val_00000001.JPEG").unlink()
+    clean, note = data.clean()
+    assert clean is None and "1 of the 2 evaluated images are not in" in note
     with pytest.raises(InputError, match="snow/1"):
         load_corruptions("imagenet-c", data_dir=root, corruptions=["fog", "snow"], severities=[1, 3])
     (root / "snow" / "3" / "n15075141" / "ILSVRC2012_val_00000001.JPEG").rename(
