@@ -481,6 +481,7 @@ def load_model(
     dataset: str | None = None,
     threat_model: str | None = None,
     model_dir: str | Path | None = None,
+    model_info_dir: str | Path | None = None,
     weights: str | None = None,
     norm: str | None = None,
 ) -> LoadedModel:
@@ -500,7 +501,8 @@ def load_model(
       these architectures are usually trained on normalized inputs;
     * a TorchScript archive (``torch.jit.save``), detected from its zip contents;
     * a model source (:mod:`robustness.sources`): ``robustbench:NAME`` (with ``dataset``,
-      ``threat_model`` (default from ``norm``) and ``model_dir``), ``timm:NAME`` (its pretrained
+      ``threat_model`` (default from ``norm``), ``model_dir`` and ``model_info_dir``: a RobustBench
+      ``model_info`` directory whose figures become the claims), ``timm:NAME`` (its pretrained
       weights) or ``torchvision:NAME`` (the weights ``weights`` names, ``DEFAULT`` when not given;
       ``weights="none"``: the untrained network, built with ``num_classes`` if given, with a
       warning). Each comes with the normalization its weights declare inside the model; ``mean``/
@@ -550,7 +552,9 @@ def load_model(
                              "architecture: drop it")
         options = SourceOptions(dataset=dataset, threat_model=threat_model, norm=norm,
                                 model_dir=Path(model_dir).expanduser() if model_dir is not None else None,
-                                weights=weights, num_classes=num_classes, in_channels=in_channels)
+                                weights=weights, num_classes=num_classes, in_channels=in_channels,
+                                model_info_dir=Path(model_info_dir).expanduser() if model_info_dir is not None
+                                else None)
         loaded = _with_normalization(load_from_source(spec, options, map_location), mean, std)
     else:
         if weights is not None and not _is_torchvision(spec):

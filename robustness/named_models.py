@@ -106,13 +106,14 @@ def unknown_name_hint(spec: str) -> str:
 
 
 def load_model(name: str, *, device: str | torch.device = "cpu", dataset: str | None = None,
-               threat_model: str | None = None, model_dir: str | Path | None = None, weights: str | None = None,
+               threat_model: str | None = None, model_dir: str | Path | None = None,
+               model_info_dir: str | Path | None = None, weights: str | None = None,
                norm: str | None = None) -> nn.Module:
     """The model called ``name``, ready to evaluate: an ``nn.Module`` in eval mode on ``device`` that takes
     pixel-space inputs (in ``[0, 1]``) and returns logits, its normalization inside.
 
     ``name`` is a model name (:func:`model_names`: ``"digits-cnn"``, ``"digits-cnn-at"``), a model source
-    (``robustbench:NAME`` with ``dataset``/``threat_model``/``model_dir``, ``timm:NAME``,
+    (``robustbench:NAME`` with ``dataset``/``threat_model``/``model_dir``/``model_info_dir``, ``timm:NAME``,
     ``torchvision:NAME`` with ``weights``: ``DEFAULT`` when not given, ``"none"`` untrained), or anything
     else :func:`robustness.loading.load_model` reads (a checkpoint, ``package.module:factory``); the
     keywords pass through to it. That function returns the model with what is known about it (its
@@ -129,10 +130,9 @@ def load_model(name: str, *, device: str | torch.device = "cpu", dataset: str | 
         model = robustness.load_model("robustbench:Carmon2019Unlabeled", dataset="cifar10", threat_model="Linf")
     """
     from robustness.loading import load_model as load
-
     from robustness.model_info import INFO_ATTRIBUTE
 
     loaded = load(name, map_location=device, dataset=dataset, threat_model=threat_model, model_dir=model_dir,
-                  weights=weights, norm=norm)
+                  model_info_dir=model_info_dir, weights=weights, norm=norm)
     setattr(loaded.model, INFO_ATTRIBUTE, loaded.info)  # evaluate() reports where it came from (describe_model)
     return loaded.model

@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="robustbench:NAME's threat model (default from --norm: linf -> Linf, l2 -> L2)")
     ev.add_argument("--model-dir", default=None,
                     help="where RobustBench keeps its model files (default: RobustBench's own, ./models)")
+    ev.add_argument("--model-info", default=None,
+                    help="a RobustBench model_info directory (model_info/<dataset>/<threat model>/<NAME>.json, from "
+                         "its repository): its figures are the claims set beside ours, preferred over the leaderboard "
+                         "tables of the installed robustbench")
     ev.add_argument("--mean", default=None,
                     help="per-channel normalization mean the model expects, e.g. 0.4914,0.4822,0.4465 "
                          "(our checkpoints record it; needed for plain state dicts and torchvision models)")
@@ -411,11 +415,16 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     if args.weights is not None and (prefix != "torchvision" or args.arch is not None):
         raise InputError(f"--weights {args.weights!r} names the weights of a --model torchvision:NAME (DEFAULT, "
                          "IMAGENET1K_V1, ..., none); drop it for other models")
-    for flag, value in (("--threat-model", args.threat_model), ("--model-dir", args.model_dir)):
+    for flag, value in (("--threat-model", args.threat_model), ("--model-dir", args.model_dir),
+                        ("--model-info", args.model_info)):
         if value is not None and prefix != "robustbench":
             raise InputError(f"{flag} {value!r} describes a --model robustbench:NAME; drop it for other models")
     if args.model_dir is not None and not args.model_dir.strip():
         raise InputError("--model-dir is empty: give RobustBench's model directory, or drop it")
+    if args.model_info is not None and not (args.model_info.strip()
+                                            and Path(args.model_info.strip()).expanduser().is_dir()):
+        raise InputError(f"--model-info {args.model_info!r} is not a directory: give RobustBench's model_info "
+                         "directory (model_info/<dataset>/<threat model>/<NAME>.json), or drop it")
     if args.subset is not None and args.data.strip().lower() not in _IMAGENET_DATA:
         raise InputError(f"--subset {args.subset} selects images of --data imagenet; drop it for --data {args.data}")
     _floats(args.mean, "--mean")
@@ -500,7 +509,7 @@ def _load_model(args: argparse.Namespace, data: datasets.LoadedData | None = Non
             in_channels=data.input_shape[0] if data is not None else None,
             input_shape=data.input_shape if data is not None else None,
             dataset=_source_dataset(args.data), threat_model=args.threat_model, norm=args.norm,
-            model_dir=args.model_dir, weights=args.weights)
+            model_dir=args.model_dir, model_info_dir=args.model_info, weights=args.weights)
 
 
 def _eval_config(args: argparse.Namespace, sweep: _Sweep, bounds: tuple[float, float], device: torch.device, *,

@@ -156,7 +156,7 @@ def _load_model(args: argparse.Namespace, name: str, **data: Any) -> loading.Loa
         return loading.load_model(args.model, arch=args.arch, mean=_floats(args.mean, "--mean"),
                                   std=_floats(args.std, "--std"), dataset=CORRUPTION_DATASETS[name][1],
                                   threat_model=args.threat_model or "corruptions", model_dir=args.model_dir,
-                                  weights=args.weights, **data)
+                                  model_info_dir=args.model_info, weights=args.weights, **data)
 
 
 def _evaluate_corruptions(args: argparse.Namespace, name: str) -> int:

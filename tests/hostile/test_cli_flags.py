@@ -29,6 +29,7 @@ TEXT: dict[str, list[str]] = {
     "--arch": ["no-such-arch"],
     "--weights": ["no-such-weights", "IMAGENET1K_V1"],  # only for torchvision:NAME (the base model is a file)
     "--model-dir": ["/no/such/dir"],  # only for robustbench:NAME
+    "--model-info": ["/no/such/dir"],  # only for robustbench:NAME
     "--corruptions": ["no_such_corruption", "fog,,snow"],  # only with a corruptions data source
     "--severities": ["0", "6", "1.5", "abc", "1,,2"],
     "--mean": ["nan", "abc", "0.5,,0.5"],

@@ -116,7 +116,7 @@ NOT_CLI_FLAGS = {
 #: evaluate's flags that are not evaluation settings, and what they are
 NOT_SETTINGS = {
     "--model", "--arch", "--mean", "--std",  # what to evaluate: the model
-    "--weights", "--threat-model", "--model-dir",  # which weights a model source loads (timm:, torchvision:, ...)
+    "--weights", "--threat-model", "--model-dir", "--model-info",  # which weights a model source loads (timm:, torchvision:, ...)
     "--subset", "--corruptions", "--severities",  # which images (imagenet's subset; corruptions instead of attacks)
     "--data-dir", "--download", "--split", "--n",  # how to load the data (--data also gives the bounds)
     "--out", "--min-accuracy",  # where the report goes, and the exit-code gate on it

@@ -372,3 +372,24 @@ def test_a_model_info_directory_reaches_the_loaded_claims(zoo, tmp_path: Path) -
                                                                    model_info_dir=tmp_path / "model_info"))
     assert loaded.claims["robust_accuracy"] == pytest.approx(0.43) and str(info) in loaded.claims["source"]
     assert loaded.claims["dataset"] == "cifar10"
+
+
+def test_cli_model_info_gives_the_claims_and_belongs_to_robustbench_models(zoo, tmp_path, capsys) -> None:
+    import numpy as np
+
+    from robustness import cli
+
+    model_dir, _ = zoo
+    info = tmp_path / "model_info" / "cifar10" / "Linf" / f"{NAME}.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"clean_acc": "80.00", "autoattack_acc": "40.00", "eps": "8/255"}))
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32), y=np.arange(3))
+    base = ["evaluate", "--data", str(data), "--attacks", "fgsm", "--eps", "0,8/255", "--no-checks", "--quiet"]
+    assert cli.main([*base, "--model", f"robustbench:{NAME}", "--model-dir", str(model_dir), "--model-info",
+                     str(tmp_path / "model_info"), "--out", str(tmp_path / "o")]) == 0
+    claims = json.loads((tmp_path / "o" / "report.json").read_text())["model"]["claims"]
+    assert claims["robust_accuracy"] == pytest.approx(0.40) and str(info) in claims["source"]
+    capsys.readouterr()
+    assert cli.main([*base, "--model", "digits-cnn", "--model-info", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+    assert "--model-info" in capsys.readouterr().err
