@@ -208,7 +208,10 @@ def describe_model(model: nn.Module) -> ModelInfo:
     loaded = getattr(model, INFO_ATTRIBUTE, None)
     if not isinstance(loaded, ModelInfo):
         return seen
-    if loaded.weights_sha256 == seen.weights_sha256 and loaded.normalization == seen.normalization:
+    # a NormalizedModel's statistics lie outside the weights' hash; a network normalizing in its own forward
+    # (RobustBench's) holds them as buffers, which the hash covers, and has no wrapper to compare
+    rewrapped = seen.normalization is not None and seen.normalization != loaded.normalization
+    if loaded.weights_sha256 == seen.weights_sha256 and not rewrapped:
         return ModelInfo(**asdict(loaded))  # as loaded: the description applies
     # changed since it was loaded (fine-tuned, re-wrapped): say where it came from, not what its source claims
     changed = "weights" if loaded.weights_sha256 != seen.weights_sha256 else "normalization"

@@ -393,3 +393,15 @@ def test_cli_model_info_gives_the_claims_and_belongs_to_robustbench_models(zoo, 
     capsys.readouterr()
     assert cli.main([*base, "--model", "digits-cnn", "--model-info", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
     assert "--model-info" in capsys.readouterr().err
+
+
+def test_robustness_load_model_describes_a_robustbench_model_as_loaded(zoo) -> None:
+    """Its normalization lives in its own buffers (covered by the weights' hash), not in a NormalizedModel:
+    the description applies as loaded, and the report's model block is the loader's."""
+    import robustness
+    from robustness.model_info import describe_model
+
+    model_dir, _ = zoo
+    model = robustness.load_model(f"robustbench:{NAME}", model_dir=model_dir)
+    expected = load_from_source(f"robustbench:{NAME}", SourceOptions(model_dir=model_dir)).info
+    assert describe_model(model) == expected and expected.normalization is not None
