@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import platform
 import sys
 import time
 import warnings
@@ -305,16 +304,6 @@ def accuracy_per_severity_png(accuracy: Mapping[str, Mapping[int, float]], mean:
     return buf.getvalue()
 
 
-def _versions() -> dict[str, str]:
-    import numpy as np
-    import torch
-
-    import robustness
-
-    return {"robustness": robustness.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def _batches(dataset: Any, batch_size: int) -> Any:
     """``(x, y)`` batches of ``dataset`` in order: :class:`~robustness.corruptions.NpyRows` reads whole
     batches from its memory map, other datasets go through a DataLoader."""
@@ -341,7 +330,7 @@ def _accuracy(model: Any, dataset: Any, batch_size: int, device: Any, num_classe
 
     from robustness.errors import InputError
 
-    correct, count = 0, 0
+    correct, count = torch.zeros((), dtype=torch.long, device=device), 0
     for x, y in _batches(dataset, batch_size):
         logits = model(x.to(device, non_blocking=True))
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
@@ -349,9 +338,9 @@ def _accuracy(model: Any, dataset: Any, batch_size: int, device: Any, num_classe
                              "return logits (N, classes)")
         if logits.shape[1] < num_classes:
             raise InputError(f"the model returns {logits.shape[1]} classes but the data has {num_classes}")
-        correct += int((logits.argmax(dim=1).cpu() == y.to(torch.long)).sum())
+        correct += (logits.argmax(dim=1) == y.to(device, torch.long, non_blocking=True)).sum()  # no host sync
         count += int(x.shape[0])
-    return (correct / count if count else math.nan), count
+    return (int(correct) / count if count else math.nan), count
 
 
 def evaluate_corruptions(
@@ -394,6 +383,7 @@ def evaluate_corruptions(
     from robustness.corruptions import CorruptionData
     from robustness.errors import InputError
     from robustness.model import evaluation_mode, model_device
+    from robustness.records import package_versions
     from robustness.model_info import describe_model, warn_if_initial
     from robustness.validation import check_batch_size
 
@@ -452,6 +442,6 @@ def evaluate_corruptions(
         warnings_given.append(message)
     return CorruptionReport(
         dataset=data.name, accuracy=accuracy, n_examples=len(data), num_classes=data.num_classes, seed=data.seed,
-        batch_size=batch_size, device=str(target), versions=_versions(), timings=timings,
+        batch_size=batch_size, device=str(target), versions=package_versions(), timings=timings,
         clean_accuracy=clean_accuracy, clean_note=note or "not measured", bounds=data.bounds,
         warnings=warnings_given, model=info, data=data.description)

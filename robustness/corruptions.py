@@ -271,7 +271,9 @@ def _pick(total: int, n: int | None, seed: int) -> list[int]:
         return list(range(total))
     if n > total:
         log.info("n=%d is more than the %d images per corruption and severity: using all of them", n, total)
-    return np.random.default_rng(seed).permutation(total)[: min(n, total)].tolist()
+    from robustness.datasets import seeded_indices
+
+    return seeded_indices(total, n, seed)
 
 
 def _restrict_hint(missing: list[str]) -> str:

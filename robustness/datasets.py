@@ -315,10 +315,16 @@ def load_dataset(
     if n is not None:
         if n > total:
             log.info("n=%d is more than the %d examples of %s: using all of them", n, total, data.name)
-        perm = np.random.default_rng(seed).permutation(total)[: min(n, total)]
-        data.dataset = Subset(data.dataset, perm.tolist())
+        data.dataset = Subset(data.dataset, seeded_indices(total, n, seed))
     log.debug("loaded %s: %d examples of shape %s", which, len(data), data.input_shape)
     return data
+
+
+def seeded_indices(total: int, n: int, seed: int) -> list[int]:
+    """The ``min(n, total)`` indices ``n=``/``seed=`` pick out of ``total``: the first of a permutation drawn with
+    ``numpy.random.default_rng(seed)``. Every source subsamples with it, so ``--n N --seed S`` picks the same
+    images of a test set and of its corrupted copies."""
+    return np.random.default_rng(seed).permutation(total)[: min(n, total)].tolist()
 
 
 def _load_digits(split: str) -> LoadedData:

@@ -131,7 +131,8 @@ def _subset(records: list[BatchRecord], names: list[str]) -> dict[str, Any] | No
     }
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """The versions a report records: robustness, torch, numpy, python."""
     import robustness
 
     return {
@@ -213,7 +214,7 @@ def assemble(
         seed=config.seed,
         batch_size=batch_size,
         device=device,
-        versions=_versions(),
+        versions=package_versions(),
         timings=seconds,
         max_perturbation=dict(zip(budgets, max_used)),
         num_classes=num_classes,
