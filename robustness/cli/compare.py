@@ -159,24 +159,20 @@ def _read(path: Path, label: str) -> SavedReport:
 
 
 def _severities(raw: Mapping[str, Any]) -> dict[int, float] | None:
-    """Mean accuracy per severity of a corruptions report: its own per-severity means, else the mean over its
-    corruptions' ``{corruption: {severity: accuracy}}``; ``None`` for a layout not recognised."""
-    for key in ("mean_per_severity", "per_severity", "severity_mean", "mean_by_severity", "accuracy_per_severity"):
-        block = raw.get(key)
+    """Mean accuracy per severity of a corruptions report (:class:`robustness.corruption_report.CorruptionReport`):
+    its ``per_severity``, else the mean over its ``accuracy`` (``{corruption: {severity: accuracy}}``); ``None``
+    when it holds neither."""
+    try:
+        block = raw.get("per_severity")
         if isinstance(block, Mapping) and block:
-            try:
-                return {int(s): float(v) for s, v in block.items() if v is not None}
-            except (TypeError, ValueError):
-                continue
-    for key in ("accuracy", "per_corruption", "accuracy_per_corruption"):
-        block = raw.get(key)
+            return {int(s): float(v) for s, v in block.items() if v is not None}
+        block = raw.get("accuracy")
         if isinstance(block, Mapping) and block and all(isinstance(v, Mapping) for v in block.values()):
-            try:
-                rows = [{int(s): float(v) for s, v in per.items() if v is not None} for per in block.values()]
-            except (TypeError, ValueError):
-                continue
+            rows = [{int(s): float(v) for s, v in per.items() if v is not None} for per in block.values()]
             severities = sorted({s for r in rows for s in r})
             return {s: sum(r[s] for r in rows if s in r) / sum(1 for r in rows if s in r) for s in severities}
+    except (TypeError, ValueError):
+        pass
     return None
 
 
