@@ -351,4 +351,5 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
         mean=normalization[0] if normalization else None, std=normalization[1] if normalization else None,
         input_shape=shape, weights_sha256=sha256, initial_weights=initial, weights=weights, integrity=integrity,
         warnings=warnings_, name=name, threat_model=threat, input_transform=input_transform, claims=claims,
+        meta={"num_classes": classes},  # check_data_fits refuses labels beyond them before any work
     )
