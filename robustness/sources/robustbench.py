@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from robustness.model_info import BATCHNORM_UNTOUCHED, initial_weights_warning, 
 from robustness.sources import SourceOptions
 from robustness.sources.leaderboard import leaderboard_claims
 from robustness.sources.robustbench_compat import RobustBench, import_robustbench
+from robustness.sources.weights_files import file_sha256
 
 __all__ = ["DEFAULT_MODEL_DIR", "PREPROCESSING_TRANSFORMS", "load_robustbench", "resolve_dataset",
            "resolve_threat_model"]
@@ -121,14 +121,6 @@ def _unknown_name(rb: RobustBench, name: str, dataset: str, threat: str) -> Inpu
     if elsewhere:
         hint += f" ({name} is ranked for {'; '.join(elsewhere)}: pass --data/--threat-model)"
     return InputError(f"RobustBench has no {dataset} {threat} model named {name!r}: {hint}")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _reason(error: BaseException) -> str:
@@ -317,7 +309,7 @@ def load_robustbench(name: str, options: SourceOptions, map_location: MapLocatio
 
     normalization = _normalization(net)
     if files is not None:
-        weights = "RobustBench model zoo: " + ", ".join(f"{p} (file SHA-256 {_sha256_file(p)})" for p in files.paths)
+        weights = "RobustBench model zoo: " + ", ".join(f"{p} (file SHA-256 {file_sha256(p)})" for p in files.paths)
     else:
         weights = f"RobustBench model zoo: {hub}"
     if normalization is None:
