@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from robustness.datasets import standard_normalization
 from robustness.errors import InputError
 from robustness.input_transform import InputTransform
 
@@ -64,9 +65,6 @@ CORRUPTION_DATASETS: dict[str, tuple[str, str, int]] = {
 }
 _ALIASES = {"cifar-10-c": "cifar10-c", "cifar-100-c": "cifar100-c", "imagenetc": "imagenet-c",
             "cifar10c": "cifar10-c", "cifar100c": "cifar100-c"}
-_CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-                "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-                "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
 
 def corruption_name(name: str) -> str | None:
@@ -333,7 +331,7 @@ def _load_cifar_c(key: str, root: Path, chosen: tuple[str, ...], levels: tuple[i
     indices = _pick(total, n, seed)
     picked = np.asarray(indices, dtype=np.int64)
     sources = {(c, s): NpyRows(arrays[c], labels, picked + (s - 1) * total) for c in chosen for s in levels}
-    mean, std = _CIFAR_STATS[base]
+    mean, std = standard_normalization(base)  # type: ignore[misc]
     return CorruptionData(
         name=key, root=root, corruptions=chosen, severities=levels, indices=indices, total=total,
         num_classes=classes, input_shape=(3, int(first.shape[1]), int(first.shape[2])), mean=mean, std=std,
@@ -407,10 +405,11 @@ def _load_imagenet_c(root: Path, chosen: tuple[str, ...], levels: tuple[int, ...
     which = ", RobustBench's 5,000-image subset" if subset == "robustbench" else ""
     description = (f"{_describe('imagenet-c', chosen, levels, len(indices), total)}{which}, resized to "
                    f"{h}x{w} {transform.interpolation}")
+    mean, std = standard_normalization("imagenet")  # type: ignore[misc]
     return CorruptionData(
         name="imagenet-c", root=root, corruptions=chosen, severities=levels, indices=indices, total=total,
-        num_classes=1000, input_shape=(3, *transform.size), mean=_CIFAR_STATS["imagenet"][0],
-        std=_CIFAR_STATS["imagenet"][1], seed=seed, description=description, input_transform=transform,
+        num_classes=1000, input_shape=(3, *transform.size), mean=mean, std=std, seed=seed,
+        description=description, input_transform=transform,
         _sources=sources, _clean_images=[(reference or [])[i] for i in indices],
         _clean_transform=input_transform if input_transform is not None and input_transform.mode != "resize"
         else None)

@@ -39,6 +39,7 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from robustness.datasets import standard_normalization
 from robustness.errors import InputError
 from robustness.input_transform import InputTransform
 
@@ -59,7 +60,6 @@ _WNID = re.compile(r"^n\d{8}$")
 _ZOO = 'pip install -e ".[zoo]"'
 _MAP_FILE = "imagenet_class_to_id_map.json"
 _IDS_FILE = "imagenet_test_image_ids.txt"
-_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def layout_text(root: Path | str) -> str:
@@ -286,6 +286,6 @@ def load_imagenet(*, split: str = "test", data_dir: str | Path, input_transform:
         which = f"{len(samples):,} images of {classes} classes"
     description = f"imagenet val ({which}), {describe_transform(transform)}"
     log.info("imagenet: %s from %s", description, val)
-    mean, std = _IMAGENET_STATS
+    mean, std = standard_normalization("imagenet")  # type: ignore[misc]
     return LoadedData(name="imagenet", dataset=ImageList(samples, transform), num_classes=IMAGENET_CLASSES,
                       input_shape=(3, *transform.size), mean=mean, std=std, split="val", description=description)
